@@ -1,0 +1,103 @@
+"""The `pokevq` flow: validate → index the manifest → warm the cache → epochs with uploads → report.
+
+Its parameters are the `TrainConfig` fields, flat and typed, so the CLI, a deployment
+run form and Python all configure the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, wait
+
+from pokevq.config import TrainConfig
+from tasks.common import close_session
+from tasks.report import write_report
+from tasks.setup import index_manifest, validate, warm_cache
+from tasks.training import prepare_training, train_epoch
+from tasks.uploads import upload_checkpoint, upload_logs, upload_tensorboard
+
+
+@flow(name="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3.")
+def pokevq(
+    use_s3: bool = False,
+    s3_bucket: str | None = None,
+    s3_region: str | None = None,
+    s3_endpoint_url: str | None = None,
+    s3_checkpoint_prefix: str = "checkpoints",
+    s3_tensorboard_prefix: str = "tensorboard",
+    s3_logs_prefix: str = "logs",
+    local_cache_dir: str | None = None,
+    max_cache_size: int = 1000,
+    max_cache_bytes: int | None = None,
+    no_fallback: bool = False,
+    frames_dir: str = "pokemon_frames",
+    experiment_name: str | None = None,
+    batch_size: int = 16,
+    num_epochs: int = 50,
+    learning_rate: float = 1e-4,
+    resume: str | None = None,
+    output_dir: str = "./outputs",
+    device: str = "auto",
+    seed: int = 0,
+    num_workers: int = 2,
+    val_fraction: float = 0.1,
+    debug: bool = False,
+    image_size: str = "144x160",
+    hidden_channels: int = 128,
+    codebook_size: int = 512,
+    embedding_dim: int = 64,
+    downsample: int = 8,
+) -> dict[str, Any]:
+    """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field."""
+    parameters = dict(locals())
+    config = TrainConfig.from_dict(parameters).to_dict()  # validates, resolves env and the experiment name
+    logger = get_run_logger()
+    pending: list[PrefectFuture] = []
+    try:
+        plan = validate(config)
+        data = index_manifest(config, plan)
+        warm_cache(config, plan)
+        start = prepare_training(config, plan)
+        logger.info(
+            "Training %s from epoch %d to %d on %s",
+            config["experiment_name"],
+            start["start_epoch"],
+            config["num_epochs"],
+            start["device"],
+        )
+        checkpoint_upload = tensorboard_upload = log_upload = None
+        checkpoint_uploads: list[PrefectFuture] = []
+        for epoch in range(start["start_epoch"], config["num_epochs"] + 1):
+            result = train_epoch(config, plan, epoch)
+            # Uploads overlap the next epoch; each chain stays in order so `latest` never goes back.
+            checkpoint_upload = upload_checkpoint.submit(
+                config, plan, epoch, result, wait_for=[checkpoint_upload] if checkpoint_upload else []
+            )
+            tensorboard_upload = upload_tensorboard.submit(
+                config, plan, epoch, wait_for=[tensorboard_upload] if tensorboard_upload else []
+            )
+            log_upload = upload_logs.submit(config, plan, epoch, wait_for=[log_upload] if log_upload else [])
+            checkpoint_uploads.append(checkpoint_upload)
+            pending += [checkpoint_upload, tensorboard_upload, log_upload]
+        _raise_first_failure(pending)
+        published = [future.result() for future in checkpoint_uploads]
+        summary = write_report(config, plan, data, published)
+        upload_logs(config, plan, "final")
+        return summary
+    finally:
+        wait(pending)  # never abandon an upload that already started, even when training failed
+        close_session()
+
+
+def _raise_first_failure(futures: list[PrefectFuture]) -> None:
+    """Wait for every upload; raise the first failure so the run fails with its message."""
+    wait(futures)
+    for future in futures:
+        future.result()  # raises the task's own exception
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run the `pokevq` flow from Python with a `TrainConfig` (the guide's Method 3)."""
+    return pokevq(**config.to_dict())

@@ -1,0 +1,229 @@
+"""The `pokevq` command: train, synth, upload, demo.
+
+This is the edge where user-facing errors are caught once and printed as one line
+(a traceback only with --debug). It is the only library module that reaches up to
+the Prefect flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+from pokevq.config import TrainConfig, flag_for
+from pokevq.errors import PokevqError
+
+log = logging.getLogger("pokevq.cli")
+
+# Flags whose value type cannot be read from the dataclass annotation string alone.
+_TYPES: dict[str, Callable[[str], Any]] = {
+    "batch_size": int,
+    "num_epochs": int,
+    "max_cache_size": int,
+    "max_cache_bytes": int,
+    "seed": int,
+    "num_workers": int,
+    "hidden_channels": int,
+    "codebook_size": int,
+    "embedding_dim": int,
+    "downsample": int,
+    "learning_rate": float,
+    "val_fraction": float,
+}
+_GROUPS = {
+    "S3": ("use_s3", "s3_bucket", "s3_region", "s3_endpoint_url", "s3_checkpoint_prefix", "s3_tensorboard_prefix",
+           "s3_logs_prefix", "no_fallback"),
+    "cache": ("local_cache_dir", "max_cache_size", "max_cache_bytes"),
+    "model": ("image_size", "hidden_channels", "codebook_size", "embedding_dim", "downsample"),
+}
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, with the config's help and default."""
+    groups = {name: parser.add_argument_group(f"{name} options") for name in _GROUPS}
+    training = parser.add_argument_group("training options")
+    for field in dataclasses.fields(TrainConfig):
+        group = next((groups[g] for g, names in _GROUPS.items() if field.name in names), training)
+        help_text = field.metadata.get("help", "")
+        default = field.default
+        if isinstance(default, bool):
+            group.add_argument(flag_for(field.name), dest=field.name, action="store_true", default=argparse.SUPPRESS,
+                               help=help_text)
+            continue
+        shown = f" (default: {default})" if default is not None and "default:" not in help_text else ""
+        group.add_argument(
+            flag_for(field.name),
+            dest=field.name,
+            type=_TYPES.get(field.name, str),
+            default=argparse.SUPPRESS,
+            metavar=field.name.split("_")[-1].upper() if field.name != "image_size" else "HxW",
+            help=help_text.replace("%", "%%") + shown,
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3, orchestrated by Prefect."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="Run the pokevq training flow.", description="Run the pokevq training flow.")
+    _add_train_options(train)
+
+    synth = commands.add_parser("synth", help="Write synthetic Game Boy frames in the guide's layout.")
+    synth.add_argument("--out", required=True, help="Folder to write game*/episode*/frame_*.png into.")
+    synth.add_argument("--games", type=int, default=2, help="Number of games (default: 2).")
+    synth.add_argument("--episodes", type=int, default=3, help="Episodes per game (default: 3).")
+    synth.add_argument("--frames", type=int, default=100, help="Frames per episode (default: 100).")
+    synth.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+
+    upload = commands.add_parser("upload", help="Upload a folder of frames to S3 (like aws s3 sync).")
+    upload.add_argument("directory", help="Local folder of frames, e.g. the output of pokevq synth.")
+    upload.add_argument("--s3-bucket", default=None, help="Bucket (default: $S3_BUCKET_NAME).")
+    upload.add_argument("--frames-dir", default="pokemon_frames", help="Destination prefix (default: pokemon_frames).")
+    upload.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
+    upload.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    upload.add_argument("--threads", type=int, default=16, help="Concurrent uploads (default: 16).")
+
+    demo = commands.add_parser(
+        "demo", help="Run the whole pipeline on a local S3 endpoint with synthetic frames (CPU, a few minutes)."
+    )
+    demo.add_argument("--epochs", type=int, default=3, help="Epochs to train (default: 3).")
+    demo.add_argument("--out", default="./demo_outputs", help="Where to copy the results (default: ./demo_outputs).")
+
+    for sub in (train, synth, upload, demo):
+        if sub is not train:
+            sub.add_argument("--debug", action="store_true", help="Show tracebacks and debug logs.")
+    return parser
+
+
+# ----------------------------------------------------------------- commands
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {k: v for k, v in vars(args).items() if k != "command"}
+    return TrainConfig.from_dict(values)
+
+
+def run_train(config: TrainConfig) -> dict[str, Any]:
+    """Run the flow in this process (ephemeral Prefect unless PREFECT_API_URL points at a server)."""
+    prepare_prefect_logging(config.debug)
+    from flows.pokevq_flow import train
+
+    summary = train(config)
+    _print_summary(summary)
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    final = summary.get("final") or {}
+    val = final.get("val") or final.get("train") or {}
+    lines = [f"Trained {summary.get('epochs_trained', 0)} epoch(s)."]
+    if val:
+        lines.append(
+            f"Last epoch: loss {val.get('loss', 0):.5f}, PSNR {val.get('psnr', 0):.2f} dB, "
+            f"codebook usage {100 * val.get('codebook_usage', 0):.0f}%."
+        )
+    if summary.get("skipped_frames"):
+        lines.append(f"Skipped {summary['skipped_frames']} unreadable frame(s): see the report.")
+    if summary.get("fallback"):
+        lines.append("WARNING: S3 set-up failed and this run used LOCAL storage (see the report).")
+    for name, uri in (summary.get("artifacts") or {}).items():
+        lines.append(f"  {name:<18} {uri}")
+    print("\n".join(lines))
+
+
+def run_synth(args: argparse.Namespace) -> None:
+    from pokevq.synth import generate_dataset
+
+    for name in ("games", "episodes", "frames"):
+        if getattr(args, name) < 1:
+            raise PokevqError(f"--{name} must be at least 1; got {getattr(args, name)}")
+    frames = generate_dataset(args.out, games=args.games, episodes=args.episodes, frames=args.frames, seed=args.seed)
+    print(f"Wrote {len(frames)} frames to {os.path.abspath(args.out)}")
+
+
+def run_upload(args: argparse.Namespace) -> None:
+    from pokevq.upload import upload_directory
+
+    config = TrainConfig(
+        use_s3=True,
+        s3_bucket=args.s3_bucket,
+        s3_region=args.s3_region,
+        s3_endpoint_url=args.s3_endpoint_url,
+        frames_dir=args.frames_dir,
+    )
+    count = upload_directory(args.directory, config, threads=args.threads)
+    print(f"Uploaded {count} frames to s3://{config.s3_bucket}/{config.frames_dir.strip('/')}/")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    prepare_prefect_logging(args.debug)
+    from pokevq.demo import run_demo as demo
+
+    demo(epochs=args.epochs, out=args.out, debug=args.debug)
+
+
+# ------------------------------------------------------------- error edge
+
+
+def _hide_user_error_tracebacks() -> None:
+    """Prefect logs task failures with a traceback; for a user error the message says it all.
+
+    A record factory works whenever Prefect configures its handlers (it does so lazily).
+    """
+    make_record = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if record.exc_info and isinstance(record.exc_info[1], PokevqError):
+            record.exc_info = None
+            record.exc_text = None
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def prepare_prefect_logging(debug: bool) -> None:
+    """Route the library's logs through Prefect (console and UI) before Prefect configures logging."""
+    extra = os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "")
+    if "pokevq" not in extra.split(","):
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(filter(None, [extra, "pokevq"]))
+    if debug:
+        from pokevq.logs import enable_debug
+
+        enable_debug()
+    else:
+        _hide_user_error_tracebacks()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        if args.command == "train":
+            run_train(config_from_args(args))
+        elif args.command == "synth":
+            run_synth(args)
+        elif args.command == "upload":
+            run_upload(args)
+        elif args.command == "demo":
+            run_demo(args)
+    except PokevqError as exc:
+        if debug:
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted: checkpoints already uploaded are kept.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

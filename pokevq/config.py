@@ -1,0 +1,249 @@
+"""One typed configuration for every way of starting a run.
+
+The guide's option names (`use_s3`, `s3_bucket`, `num_epochs`, `local_cache_dir`, ...)
+are the field names; CLI flags, environment variables, flow parameters and Python
+calls all build a `TrainConfig`, so a value is validated in exactly one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from pokevq.errors import ConfigError
+
+DEFAULT_IMAGE_SIZE = "144x160"
+DOWNSAMPLE_FACTORS = (4, 8, 16)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Field name -> CLI flag, where the flag is not the field name with dashes.
+FLAG_NAMES = {
+    "num_epochs": "--epochs",
+    "local_cache_dir": "--cache-dir",
+    "max_cache_bytes": "--max-cache-bytes",
+}
+
+
+def flag_for(name: str) -> str:
+    """The CLI flag of a config field, so error messages name what the user typed."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def parse_image_size(value: str) -> tuple[int, int]:
+    """Parse `HxW` (e.g. `144x160`) into (height, width)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(value))
+    if not match:
+        raise ConfigError(
+            f"image_size ({flag_for('image_size')}) must look like HxW, e.g. 144x160; got {value!r}"
+        )
+    height, width = int(match.group(1)), int(match.group(2))
+    if height < 8 or width < 8:
+        raise ConfigError(f"image_size ({flag_for('image_size')}) must be at least 8x8; got {value!r}")
+    return height, width
+
+
+def default_experiment_name(now: datetime | None = None) -> str:
+    """Auto-generated experiment names sort by time: `pokevq-20261126-031500`."""
+    return (now or datetime.now()).strftime("pokevq-%Y%m%d-%H%M%S")
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run, with the guide's names and defaults."""
+
+    # --- S3 options (the guide's first table) ---
+    use_s3: bool = field(default=False, metadata={"help": "Read frames from S3 and write outputs there."})
+    s3_bucket: str | None = field(
+        default=None, metadata={"help": "S3 bucket name (default: $S3_BUCKET_NAME)."}
+    )
+    s3_region: str | None = field(
+        default=None, metadata={"help": "AWS region (default: $AWS_REGION, else us-east-1)."}
+    )
+    s3_endpoint_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "S3 endpoint for MinIO, R2 or a local server "
+            "(default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL, else AWS)."
+        },
+    )
+    s3_checkpoint_prefix: str = field(default="checkpoints", metadata={"help": "S3 prefix for checkpoints."})
+    s3_tensorboard_prefix: str = field(
+        default="tensorboard", metadata={"help": "S3 prefix for TensorBoard logs."}
+    )
+    s3_logs_prefix: str = field(default="logs", metadata={"help": "S3 prefix for training logs."})
+    local_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Local frame cache directory, kept between runs (default: a temp dir removed at exit)."},
+    )
+    max_cache_size: int = field(default=1000, metadata={"help": "Max images to cache locally."})
+    max_cache_bytes: int | None = field(
+        default=None, metadata={"help": "Optional byte limit of the local cache."}
+    )
+    no_fallback: bool = field(
+        default=False,
+        metadata={"help": "Fail instead of falling back to local storage when S3 setup fails."},
+    )
+
+    # --- Training options (the guide's second table) ---
+    frames_dir: str = field(
+        default="pokemon_frames",
+        metadata={"help": "S3 prefix of the training frames (a local folder without --use-s3)."},
+    )
+    experiment_name: str | None = field(
+        default=None, metadata={"help": "Name of this experiment (default: pokevq-YYYYMMDD-HHMMSS)."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Training batch size."})
+    num_epochs: int = field(default=50, metadata={"help": "Total number of training epochs."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
+
+    # --- Run options ---
+    resume: str | None = field(
+        default=None,
+        metadata={"help": "Checkpoint to resume from: s3://bucket/key or a local path."},
+    )
+    output_dir: str = field(default="./outputs", metadata={"help": "Root of local outputs."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or mps."})
+    seed: int = field(default=0, metadata={"help": "Random seed for the split, init and shuffling."})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes."})
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "Share of episodes held out for validation."}
+    )
+    debug: bool = field(default=False, metadata={"help": "Debug logging (botocore too) and tracebacks."})
+
+    # --- Model size ---
+    image_size: str = field(
+        default=DEFAULT_IMAGE_SIZE, metadata={"help": "Frame size HxW fed to the model (Game Boy: 144x160)."}
+    )
+    hidden_channels: int = field(default=128, metadata={"help": "Channels of the encoder/decoder."})
+    codebook_size: int = field(default=512, metadata={"help": "Number of codebook vectors."})
+    embedding_dim: int = field(default=64, metadata={"help": "Dimension of each codebook vector."})
+    downsample: int = field(default=8, metadata={"help": "Spatial downsampling factor: 4, 8 or 16."})
+
+    def __post_init__(self) -> None:
+        self._resolve_environment()
+        self._validate()
+
+    # ------------------------------------------------------------------ set-up
+    def _resolve_environment(self) -> None:
+        """Fill what the guide says comes from the environment, once, at construction."""
+        resumed_bucket, resumed_experiment = self._from_resume_uri()
+        if not self.s3_bucket:
+            self.s3_bucket = _env("S3_BUCKET_NAME") or (resumed_bucket if self.use_s3 else None)
+        if not self.experiment_name and resumed_experiment:
+            self.experiment_name = resumed_experiment  # resuming continues the same experiment
+        if not self.s3_region:
+            self.s3_region = _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"
+        if not self.s3_endpoint_url:
+            self.s3_endpoint_url = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+        if not self.experiment_name:
+            self.experiment_name = default_experiment_name()
+
+    def _from_resume_uri(self) -> tuple[str | None, str | None]:
+        """Bucket and experiment of `s3://bucket/<checkpoint prefix>/<experiment>/file.pt` (or a local path)."""
+        if not self.resume:
+            return None, None
+        resume = str(self.resume)
+        bucket = None
+        if resume.startswith("s3://"):
+            bucket, _, key = resume[len("s3://"):].partition("/")
+        else:
+            key = resume.replace("\\", "/")
+        parts = [p for p in key.split("/") if p]
+        prefix = [p for p in self.s3_checkpoint_prefix.split("/") if p]
+        experiment = None
+        if len(parts) >= len(prefix) + 2 and parts[-(len(prefix) + 2):-2] == prefix:
+            experiment = parts[-2]
+        return bucket or None, experiment
+
+    def _validate(self) -> None:
+        def fail(name: str, message: str) -> None:
+            raise ConfigError(f"{name} ({flag_for(name)}) {message}")
+
+        for name in ("batch_size", "max_cache_size", "hidden_channels", "codebook_size", "embedding_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, f"must be a positive integer; got {value!r}")
+        if isinstance(self.num_epochs, bool) or not isinstance(self.num_epochs, int) or self.num_epochs < 0:
+            fail("num_epochs", f"must be an integer >= 0; got {self.num_epochs!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            fail("num_workers", f"must be an integer >= 0; got {self.num_workers!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            fail("seed", f"must be an integer; got {self.seed!r}")
+        if self.max_cache_bytes is not None and (
+            not isinstance(self.max_cache_bytes, int) or self.max_cache_bytes < 1
+        ):
+            fail("max_cache_bytes", f"must be a positive integer; got {self.max_cache_bytes!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            fail("learning_rate", f"must be > 0; got {self.learning_rate!r}")
+        if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
+            fail("val_fraction", f"must be in [0, 1); got {self.val_fraction!r}")
+        if self.downsample not in DOWNSAMPLE_FACTORS:
+            fail("downsample", f"must be one of 4, 8, 16; got {self.downsample!r}")
+        if self.device not in DEVICES:
+            fail("device", f"must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        height, width = parse_image_size(self.image_size)
+        self.image_size = f"{height}x{width}"
+        if height % self.downsample or width % self.downsample:
+            fail(
+                "image_size",
+                f"{self.image_size} must be divisible by downsample {self.downsample} in both dimensions",
+            )
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.experiment_name or ""):
+            fail(
+                "experiment_name",
+                "must be 1-128 characters of letters, digits, '.', '_' or '-' "
+                f"(it becomes an S3 prefix); got {self.experiment_name!r}",
+            )
+        for name in ("s3_checkpoint_prefix", "s3_tensorboard_prefix", "s3_logs_prefix"):
+            value = getattr(self, name).strip("/")
+            if not value or ".." in value.split("/"):
+                fail(name, f"must be a non-empty prefix without '..'; got {getattr(self, name)!r}")
+            setattr(self, name, value)
+        if self.use_s3 and self.frames_dir.strip("/") and ".." in self.frames_dir.split("/"):
+            fail("frames_dir", f"must not contain '..'; got {self.frames_dir!r}")
+
+    # -------------------------------------------------------------- accessors
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return parse_image_size(self.image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able values: what goes into checkpoints, reports and flow parameters."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, refusing unknown keys so a typo is not silently ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as shown to people: no secret ever appears in it."""
+        shown = self.to_dict()
+        for name in list(shown):
+            if re.search(r"secret|password|token", name):
+                shown[name] = "****"
+        return shown
+
+
+def field_help() -> dict[str, str]:
+    """Help text of each option, shared by the CLI and the flow's parameter docs."""
+    return {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}

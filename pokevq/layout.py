@@ -1,0 +1,67 @@
+"""Where each output of an experiment lives: the guide's bucket layout, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pokevq.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Keys of one experiment's outputs, identical in S3 and in the local fallback."""
+
+    experiment: str
+    checkpoint_prefix: str = "checkpoints"
+    tensorboard_prefix: str = "tensorboard"
+    logs_prefix: str = "logs"
+    manifests_prefix: str = "manifests"
+    reports_prefix: str = "reports"
+
+    @classmethod
+    def for_config(cls, config: TrainConfig) -> "Layout":
+        return cls(
+            experiment=str(config.experiment_name),
+            checkpoint_prefix=config.s3_checkpoint_prefix,
+            tensorboard_prefix=config.s3_tensorboard_prefix,
+            logs_prefix=config.s3_logs_prefix,
+        )
+
+    @property
+    def checkpoints(self) -> str:
+        return f"{self.checkpoint_prefix}/{self.experiment}/"
+
+    def checkpoint(self, epoch: int) -> str:
+        return f"{self.checkpoints}checkpoint_epoch_{epoch}.pt"
+
+    @property
+    def checkpoint_latest(self) -> str:
+        return f"{self.checkpoints}checkpoint_latest.pt"
+
+    @property
+    def checkpoint_best(self) -> str:
+        return f"{self.checkpoints}checkpoint_best.pt"
+
+    @property
+    def tensorboard(self) -> str:
+        return f"{self.tensorboard_prefix}/{self.experiment}/"
+
+    @property
+    def logs(self) -> str:
+        return f"{self.logs_prefix}/{self.experiment}/"
+
+    @property
+    def log_latest(self) -> str:
+        return f"{self.logs}training_latest.log"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.manifests_prefix}/{self.experiment}/manifest.parquet"
+
+    @property
+    def report(self) -> str:
+        return f"{self.reports_prefix}/{self.experiment}/report.md"
+
+    @property
+    def reconstructions(self) -> str:
+        return f"{self.reports_prefix}/{self.experiment}/reconstructions.png"

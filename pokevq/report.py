@@ -1,0 +1,119 @@
+"""The run report: what a person reads the morning after a nightly run."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+
+SCALE = 2
+
+
+def image_grid(originals: torch.Tensor, reconstructions: torch.Tensor, gap: int = 2) -> torch.Tensor:
+    """Originals on the top row, reconstructions under them: a (3, H', W') tensor in [0, 1]."""
+    count, channels, height, width = originals.shape
+    grid = torch.ones(channels, 2 * height + 3 * gap, count * width + (count + 1) * gap)
+    for i in range(count):
+        x = gap + i * (width + gap)
+        grid[:, gap : gap + height, x : x + width] = originals[i]
+        grid[:, 2 * gap + height : 2 * gap + 2 * height, x : x + width] = reconstructions[i]
+    return grid.clamp(0, 1)
+
+
+def grid_png(originals: torch.Tensor, reconstructions: torch.Tensor) -> bytes:
+    """The grid as a PNG, upscaled with nearest neighbours so pixel art stays crisp."""
+    from PIL import Image
+
+    grid = image_grid(originals, reconstructions)
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    image = Image.fromarray(array).resize((array.shape[1] * SCALE, array.shape[0] * SCALE), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "∞"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    """Markdown from the run summary the flow gathers (config, storage, data, epochs, timings, artifacts)."""
+    lines = [f"# pokevq report: {summary['experiment']}", ""]
+    status = summary.get("status", "completed")
+    lines += [f"**Status:** {status}  ", f"**Storage:** {summary['storage']}  "]
+    if summary.get("fallback_reason"):
+        lines += [
+            "",
+            "> ⚠️ **S3 set-up failed; this run fell back to local storage.**",
+            f"> Reason: {summary['fallback_reason']}",
+        ]
+    epochs = summary.get("epochs", [])
+    best = summary.get("best")
+    lines += ["", "## Data", ""]
+    data = summary.get("data", {})
+    lines += [
+        f"- Frames indexed: {data.get('frames', 0)} in {data.get('episodes', 0)} episodes of {data.get('games', 0)} games",
+        f"- Split by episode: {data.get('train_frames', 0)} train frames ({data.get('train_episodes', 0)} episodes), "
+        f"{data.get('val_frames', 0)} validation frames ({data.get('val_episodes', 0)} episodes)",
+    ]
+    skipped = summary.get("skipped", [])
+    lines.append(f"- Skipped frames: {len(skipped)}")
+    if skipped:
+        reasons = Counter(reason.split(" (")[0] for _, reason in skipped)
+        lines += [f"  - {count} × {reason}" for reason, count in reasons.most_common()]
+        lines += ["", "| skipped frame | reason |", "|---|---|"]
+        lines += [f"| `{key}` | {reason} |" for key, reason in skipped[:50]]
+        if len(skipped) > 50:
+            lines.append(f"| … | {len(skipped) - 50} more |")
+    cache = summary.get("cache", {})
+    lines += [
+        "",
+        "## Cache",
+        "",
+        f"- Directory: `{cache.get('directory', '')}`{' (temporary)' if cache.get('temporary') else ''}",
+        f"- Warm-up: {cache.get('warm_misses', 0)} downloaded, {cache.get('warm_hits', 0)} already cached, "
+        f"{cache.get('warm_mb', 0):.1f} MB in {cache.get('warm_seconds', 0):.2f} s",
+        f"- Hit rate during training: {100 * cache.get('training_hit_rate', 0.0):.1f} %",
+    ]
+    lines += ["", "## Training", ""]
+    if epochs:
+        lines += [
+            "| epoch | train loss | train PSNR (dB) | val loss | val PSNR (dB) | perplexity | codebook usage | frames/s | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in epochs:
+            val = row.get("val") or {}
+            train = row.get("train") or {}
+            shown = val or train
+            mark = " ★" if best and row["epoch"] == best.get("epoch") else ""
+            lines.append(
+                f"| {row['epoch']}{mark} | {_fmt(train.get('loss'), 5)} | {_fmt(train.get('psnr'), 2)} | "
+                f"{_fmt(val.get('loss'), 5)} | {_fmt(val.get('psnr'), 2)} | {_fmt(shown.get('perplexity'), 1)} | "
+                f"{100 * shown.get('codebook_usage', 0):.1f} % | {_fmt(row.get('frames_per_second'), 1)} | "
+                f"{_fmt(row.get('seconds'), 1)} |"
+            )
+        if best:
+            lines += ["", f"Best epoch: **{best['epoch']}** (loss {_fmt(best['loss'], 5)}, ★)."]
+    else:
+        lines.append("No epoch was trained in this run.")
+    timings = summary.get("timings", {})
+    if timings:
+        lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in timings.items()]
+    artifacts = summary.get("artifacts", {})
+    if artifacts:
+        lines += ["", "## Artifacts", ""]
+        lines += [f"- {name}: `{uri}`" for name, uri in artifacts.items()]
+    lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
+    lines += [f"| `{name}` | `{value}` |" for name, value in summary.get("config", {}).items()]
+    return "\n".join(lines) + "\n"

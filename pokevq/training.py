@@ -1,0 +1,356 @@
+"""The training loop: one epoch at a time, so the orchestrator can checkpoint between epochs.
+
+Read top to bottom: device and seeding → model and optimizer → data → resume →
+one epoch of training → evaluation on the validation episodes → TensorBoard →
+best-so-far → a local checkpoint file that the upload step publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from pokevq.checkpoint import build_checkpoint, check_model_shape, restore_rng, save_checkpoint
+from pokevq.config import TrainConfig
+from pokevq.data import Batch, FrameDataset, FrameSource, make_loader
+from pokevq.metrics import EpochMetrics
+from pokevq.model import ModelConfig, VQVAE
+from pokevq.report import image_grid
+
+log = logging.getLogger(__name__)
+
+PREVIEW_FRAMES = 8
+
+
+def select_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for a missing device is a clear error."""
+    from pokevq.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device (--device) cuda was requested but no CUDA GPU is available; use --device auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device (--device) mps was requested but MPS is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def model_config_for(config: TrainConfig) -> ModelConfig:
+    return ModelConfig(
+        image_size=config.image_hw,
+        hidden_channels=config.hidden_channels,
+        codebook_size=config.codebook_size,
+        embedding_dim=config.embedding_dim,
+        downsample=config.downsample,
+    )
+
+
+@dataclass
+class EpochResult:
+    """What one epoch produced: small and JSON-able, so a task can return and persist it."""
+
+    epoch: int
+    global_step: int
+    train: dict[str, float]
+    val: dict[str, float]
+    is_best: bool
+    best_epoch: int
+    best_loss: float
+    checkpoint_path: str
+    checkpoint_sha256: str
+    seconds: float
+    frames_per_second: float
+    cache_hits: int
+    cache_misses: int
+    skipped_new: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Trainer:
+    """Owns the model, optimizer, loaders and TensorBoard writer for one experiment."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        manifest: pd.DataFrame,
+        source: FrameSource,
+        workdir: str | Path,
+        resume_state: dict[str, Any] | None = None,
+        resume_name: str = "checkpoint",
+    ) -> None:
+        self.config = config
+        self.workdir = Path(workdir)
+        self.device = select_device(config.device)
+        self.use_amp = self.device.type == "cuda"
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+
+        self.model_config = model_config_for(config)
+        self.model = VQVAE(self.model_config).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate)
+
+        train_rows = manifest[manifest["split"] == "train"]
+        val_rows = manifest[manifest["split"] == "val"]
+        pin = self.device.type == "cuda"
+        common = dict(batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers, pin_memory=pin)
+        self.train_loader = make_loader(FrameDataset(train_rows, source, config.image_hw), shuffle=True, **common)
+        self.val_loader = (
+            make_loader(FrameDataset(val_rows, source, config.image_hw), shuffle=False, **common)
+            if len(val_rows)
+            else None
+        )
+        self.preview_rows = (val_rows if len(val_rows) else train_rows).head(PREVIEW_FRAMES)
+        self.source = source
+
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.skipped: dict[str, str] = {}
+        if resume_state is not None:
+            self._restore(resume_state, resume_name)
+
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tensorboard_dir = self.workdir / "tensorboard"
+        self.writer = SummaryWriter(
+            log_dir=str(self.tensorboard_dir),
+            purge_step=self.global_step + 1 if resume_state is not None else None,
+        )
+        parameters = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            "Model: VQ-VAE %s, %.2fM parameters, on %s%s",
+            config.image_size,
+            parameters / 1e6,
+            self.device,
+            " (bf16 autocast)" if self.use_amp else " (fp32)",
+        )
+
+    # ---------------------------------------------------------------- resume
+    def _restore(self, state: dict[str, Any], name: str) -> None:
+        check_model_shape(state, self.model_config.to_dict(), name)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            from pokevq.errors import CheckpointError
+
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"Checkpoint {name} does not match the configured model: {first}") from exc
+        for group in self.optimizer.param_groups:  # the configured learning rate wins over the saved one
+            group["lr"] = self.config.learning_rate
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.history = list(state.get("history") or [])
+        self.best = state.get("best")
+        if state.get("rng"):
+            restore_rng(state["rng"])
+        log.info("Resumed from %s: epoch %d, global step %d", name, self.epoch, self.global_step)
+
+    @property
+    def start_epoch(self) -> int:
+        return self.epoch + 1
+
+    # ------------------------------------------------------------ one epoch
+    def _autocast(self) -> Any:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+
+    def _account(self, batch: Batch, counters: dict[str, Any]) -> None:
+        counters["hits"] += batch.hits
+        counters["misses"] += batch.misses
+        for key, reason in batch.skipped:
+            if key not in self.skipped:
+                self.skipped[key] = reason
+                counters["skipped_new"].append((key, reason))
+                log.warning("Skipped frame %s: %s", key, reason)
+
+    def train_epoch(self, epoch: int) -> EpochResult:
+        """Train one epoch, evaluate, log to TensorBoard and write a local checkpoint."""
+        from tqdm.auto import tqdm
+
+        if epoch != self.epoch + 1:
+            raise RuntimeError(f"epoch {epoch} requested after epoch {self.epoch}")
+        started = time.perf_counter()
+        counters: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
+        metrics = EpochMetrics(self.model_config.codebook_size)
+        self.model.train()
+        self.train_loader.sampler.set_epoch(epoch)
+        steps = len(self.train_loader)
+        log_every = max(1, steps // 10)
+        train_frames = 0
+        train_seconds = 0.0
+        progress = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config.num_epochs}", unit="batch", disable=None)
+        step_started = time.perf_counter()
+        for batch in progress:
+            self._account(batch, counters)
+            if batch.images is None:
+                continue
+            images = batch.images.to(self.device, non_blocking=True)
+            with self._autocast():
+                out = self.model(images)
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            self.global_step += 1
+            metrics.update(out.recon.detach().float(), images, out.codes, out.loss.detach(), images.shape[0])
+            now = time.perf_counter()
+            train_seconds += now - step_started
+            train_frames += images.shape[0]
+            step_started = now
+            if self.global_step % log_every == 0 or self.global_step == 1:
+                loss = float(out.loss.detach())
+                self.writer.add_scalar("train/loss", loss, self.global_step)
+                self.writer.add_scalar("train/recon_loss", float(out.recon_loss.detach()), self.global_step)
+                self.writer.add_scalar("train/commit_loss", float(out.commit_loss.detach()), self.global_step)
+                self.writer.add_scalar("train/batch_perplexity", float(out.perplexity), self.global_step)
+                self.writer.add_scalar("train/learning_rate", self.optimizer.param_groups[0]["lr"], self.global_step)
+                self.writer.add_scalar("train/frames_per_second", train_frames / max(train_seconds, 1e-9), self.global_step)
+                progress.set_postfix(loss=f"{loss:.4f}")
+        progress.close()
+        if train_frames == 0:
+            from pokevq.errors import NoFramesError
+
+            raise NoFramesError(
+                f"Epoch {epoch} had no readable training frames ({len(self.skipped)} skipped): "
+                "check the frames under --frames-dir (see the skipped-frame warnings above)."
+            )
+        train = metrics.compute()
+        val = self.evaluate(counters) if self.val_loader is not None else {}
+        seconds = time.perf_counter() - started
+        frames_per_second = train_frames / max(train_seconds, 1e-9)
+        self.epoch = epoch
+
+        selection_loss = val.get("loss", train["loss"])
+        is_best = self.best is None or selection_loss < self.best["loss"]
+        if is_best:
+            self.best = {"epoch": epoch, "loss": selection_loss}
+        lookups = counters["hits"] + counters["misses"]
+        hit_rate = counters["hits"] / lookups if lookups else 0.0
+        record = {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "train": train,
+            "val": val,
+            "seconds": round(seconds, 3),
+            "frames_per_second": round(frames_per_second, 2),
+            "cache_hit_rate": round(hit_rate, 4),
+            "skipped_total": len(self.skipped),
+        }
+        self.history.append(record)
+        self._log_epoch(record)
+        path = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
+        state = build_checkpoint(
+            self.model,
+            self.optimizer,
+            epoch=epoch,
+            global_step=self.global_step,
+            config=self.config.masked(),
+            model_config=self.model_config.to_dict(),
+            metrics={"train": train, "val": val},
+            history=self.history,
+            best=self.best,
+        )
+        digest = save_checkpoint(state, path)
+        log.info(
+            "Epoch %d/%d: train loss %.5f psnr %.2f dB | val loss %s psnr %s | perplexity %.1f usage %.0f%% | "
+            "%.1f frames/s | cache hit rate %.0f%%%s",
+            epoch,
+            self.config.num_epochs,
+            train["loss"],
+            train["psnr"],
+            f"{val['loss']:.5f}" if val else "n/a",
+            f"{val['psnr']:.2f} dB" if val else "n/a",
+            (val or train)["perplexity"],
+            100 * (val or train)["codebook_usage"],
+            frames_per_second,
+            100 * hit_rate,
+            " (new best)" if is_best else "",
+        )
+        return EpochResult(
+            epoch=epoch,
+            global_step=self.global_step,
+            train=train,
+            val=val,
+            is_best=is_best,
+            best_epoch=int(self.best["epoch"]),
+            best_loss=float(self.best["loss"]),
+            checkpoint_path=str(path),
+            checkpoint_sha256=digest,
+            seconds=round(seconds, 3),
+            frames_per_second=round(frames_per_second, 2),
+            cache_hits=counters["hits"],
+            cache_misses=counters["misses"],
+            skipped_new=counters["skipped_new"],
+        )
+
+    @torch.no_grad()
+    def evaluate(self, counters: dict[str, Any]) -> dict[str, float]:
+        """Metrics over the whole validation split (perplexity and usage over the epoch, not per batch)."""
+        assert self.val_loader is not None
+        self.model.eval()
+        metrics = EpochMetrics(self.model_config.codebook_size)
+        for batch in self.val_loader:
+            self._account(batch, counters)
+            if batch.images is None:
+                continue
+            images = batch.images.to(self.device, non_blocking=True)
+            with self._autocast():
+                out = self.model(images)
+            metrics.update(out.recon.float(), images, out.codes, out.loss, images.shape[0])
+        self.model.train()
+        return metrics.compute()
+
+    @torch.no_grad()
+    def preview(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Originals and reconstructions of a fixed set of frames, for TensorBoard and the report."""
+        from pokevq.errors import FrameDecodeError, StorageError
+        from pokevq.frames import decode_frame
+
+        images = []
+        for key, etag in zip(self.preview_rows["key"], self.preview_rows["etag"].astype(str)):
+            try:
+                data, _ = self.source.read(key, etag)
+                images.append(decode_frame(data, self.config.image_hw))
+            except (FrameDecodeError, StorageError):
+                continue
+        if not images:
+            return None
+        originals = torch.stack(images).to(self.device)
+        self.model.eval()
+        with self._autocast():
+            recon = self.model(originals).recon.float()
+        self.model.train()
+        return originals.cpu(), recon.clamp(0, 1).cpu()
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        epoch = record["epoch"]
+        for split in ("train", "val"):
+            for name, value in record[split].items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(f"epoch/{split}_{name}", value, epoch)
+        self.writer.add_scalar("epoch/frames_per_second", record["frames_per_second"], epoch)
+        self.writer.add_scalar("epoch/cache_hit_rate", record["cache_hit_rate"], epoch)
+        self.writer.add_scalar("epoch/skipped_frames", record["skipped_total"], epoch)
+        self.writer.add_scalar("epoch/learning_rate", self.optimizer.param_groups[0]["lr"], epoch)
+        shown = self.preview()
+        if shown is not None:
+            originals, recon = shown
+            self.writer.add_image("reconstructions/originals_over_reconstructions", image_grid(originals, recon), epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        for loader in (self.train_loader, self.val_loader):
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()

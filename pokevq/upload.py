@@ -1,0 +1,40 @@
+"""`pokevq upload DIR`: put a folder of frames into the bucket, concurrently (like `aws s3 sync`)."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pokevq.config import TrainConfig
+from pokevq.errors import NoFramesError
+from pokevq.frames import is_image_key
+from pokevq.storage import S3Storage
+
+log = logging.getLogger(__name__)
+
+
+def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 16) -> int:
+    """Upload every image file below `directory` to `s3://bucket/<frames_dir>/…`, keeping relative paths."""
+    from tqdm.auto import tqdm
+
+    root = Path(directory).expanduser().resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_key(p.relative_to(root).as_posix()))
+    if not files:
+        raise NoFramesError(f"No frames found under {root}: nothing to upload (expected .png/.jpg files).")
+    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url)
+    storage.check_credentials()
+    prefix = config.frames_dir.strip("/")
+    prefix = f"{prefix}/" if prefix else ""
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, tqdm(
+        total=len(files), desc="upload", unit="frame", disable=None
+    ) as bar:
+        futures = [
+            pool.submit(storage.put_bytes, prefix + path.relative_to(root).as_posix(), path.read_bytes())
+            for path in files
+        ]
+        for future in futures:
+            future.result()
+            bar.update(1)
+    log.info("Uploaded %d frames to %s", len(files), storage.uri(prefix))
+    return len(files)

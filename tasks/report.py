@@ -1,0 +1,105 @@
+"""The final report: markdown and a reconstruction grid in storage, and the same as Prefect artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from pokevq.report import grid_png, render_report
+from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient, session
+
+
+def _artifact_key(experiment: str, suffix: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    cleaned = "".join(c if c.isalnum() else "-" for c in experiment.lower()).strip("-")
+    return f"{cleaned}-{suffix}"[:100]
+
+
+@task(
+    name="report",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def write_report(
+    config: dict[str, Any], plan: dict[str, Any], data: dict[str, Any], checkpoints: list[dict[str, str]]
+) -> dict[str, Any]:
+    """Write reports/<experiment>/report.md and reconstructions.png, and show them on the flow run."""
+    run = session(config, plan)
+    trainer = run.trainer
+    layout, storage = run.layout, run.storage
+    artifacts: dict[str, str] = {"manifest": storage.uri(layout.manifest)}
+    if checkpoints:
+        artifacts["checkpoint_latest"] = storage.uri(layout.checkpoint_latest)
+        artifacts["checkpoint_best"] = storage.uri(layout.checkpoint_best)
+    artifacts["tensorboard"] = storage.uri(layout.tensorboard)
+    artifacts["training_log"] = storage.uri(layout.log_latest)
+    artifacts["report"] = storage.uri(layout.report)
+
+    preview = trainer.preview()
+    if preview is not None:
+        storage.put_bytes(layout.reconstructions, grid_png(*preview))
+        artifacts["reconstructions"] = storage.uri(layout.reconstructions)
+
+    history = trainer.history
+    lookups = sum(r.get("cache_hit_rate", 0) for r in history)
+    summary = {
+        "experiment": run.config.experiment_name,
+        "storage": run.plan.describe(),
+        "fallback_reason": run.plan.fallback_reason,
+        "data": data,
+        "skipped": sorted(trainer.skipped.items()),
+        "cache": {
+            "directory": run.warm_stats.get("directory", str(run.cache.directory)),
+            "temporary": run.warm_stats.get("temporary", run.cache.temporary),
+            "warm_hits": run.warm_stats.get("hits", 0),
+            "warm_misses": run.warm_stats.get("misses", 0),
+            "warm_mb": run.warm_stats.get("bytes", 0) / 1e6,
+            "warm_seconds": run.warm_stats.get("seconds", 0.0),
+            "training_hit_rate": lookups / len(history) if history else 0.0,
+        },
+        "epochs": history,
+        "best": trainer.best,
+        "timings": run.timings,
+        "artifacts": artifacts,
+        "config": run.config.masked(),
+    }
+    markdown = render_report(summary)
+    storage.put_bytes(layout.report, markdown.encode("utf-8"))
+
+    key = _artifact_key(str(run.config.experiment_name), "report")
+    create_markdown_artifact(markdown, key=key, description=f"pokevq report for {run.config.experiment_name}")
+    if history:
+        rows = [
+            {
+                "epoch": r["epoch"],
+                "train_loss": r["train"].get("loss"),
+                "val_loss": (r["val"] or {}).get("loss"),
+                "val_psnr": (r["val"] or {}).get("psnr"),
+                "perplexity": (r["val"] or r["train"]).get("perplexity"),
+                "codebook_usage": (r["val"] or r["train"]).get("codebook_usage"),
+            }
+            for r in history
+        ]
+        create_table_artifact(rows, key=_artifact_key(str(run.config.experiment_name), "metrics"))
+    if run.plan.backend == "s3" and run.plan.endpoint_url is None:
+        for name in ("checkpoint_best", "report"):
+            if name in artifacts:
+                bucket_key = artifacts[name].removeprefix("s3://").split("/", 1)
+                create_link_artifact(
+                    f"https://s3.console.aws.amazon.com/s3/object/{bucket_key[0]}?prefix={bucket_key[1]}",
+                    link_text=artifacts[name],
+                )
+    get_run_logger().info("Report written to %s", artifacts["report"])
+    return {
+        "report_uri": artifacts["report"],
+        "artifacts": artifacts,
+        "epochs_trained": len(history),
+        "best": trainer.best,
+        "skipped_frames": len(trainer.skipped),
+        "fallback": bool(run.plan.fallback_reason),
+        "final": history[-1] if history else None,
+    }

@@ -1,0 +1,70 @@
+"""validate → index_manifest → warm_cache: everything before the first training step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from pokevq.config import TrainConfig
+from pokevq.data import warm_cache as warm_frames
+from pokevq.manifest import index_frames, summarize
+from pokevq.session import Stopwatch, check_resume_exists
+from pokevq.validate import validate_setup
+from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient, session
+
+
+@task(name="validate", retries=0)
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Credentials, endpoint, bucket, permissions, frames, cache dir, resume checkpoint; decides the fallback."""
+    cfg = TrainConfig.from_dict(config)
+    plan = validate_setup(cfg)
+    check_resume_exists(cfg)
+    if plan.fallback_reason:
+        get_run_logger().warning(
+            "S3 set-up failed, so this run FALLS BACK TO LOCAL STORAGE in %s: %s", plan.output_root, plan.fallback_reason
+        )
+    return plan.to_dict()
+
+
+@task(
+    name="index_manifest",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """List every frame, split by episode, and save the manifest as Parquet next to the outputs."""
+    run = session(config, plan)
+    with Stopwatch(run, "index_manifest"):
+        manifest = index_frames(
+            run.frames_storage, run.plan.frames_prefix, run.config.val_fraction, run.config.seed
+        )
+        uri = run.save_manifest(manifest)
+    facts = summarize(manifest)
+    get_run_logger().info(
+        "Indexed %d frames (%d train / %d val, split by episode); manifest at %s",
+        facts["frames"],
+        facts["train_frames"],
+        facts["val_frames"],
+        uri,
+    )
+    return {**facts, "manifest_uri": uri}
+
+
+@task(
+    name="warm_cache",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def warm_cache(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """Download up to the cache's capacity before training, concurrently."""
+    run = session(config, plan)
+    with Stopwatch(run, "warm_cache"):
+        stats = warm_frames(run.source, run.manifest, limit=run.config.max_cache_size)
+    stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary))
+    run.warm_stats = stats
+    return stats

@@ -1,0 +1,32 @@
+"""prepare_training and train_epoch: one task run per epoch, so each shows in the UI and can be retried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from pokevq.session import Stopwatch
+from tasks.common import session
+
+
+@task(name="prepare_training")
+def prepare_training(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """Build the model and loaders, resuming from a checkpoint when asked; returns where training starts."""
+    run = session(config, plan)
+    with Stopwatch(run, "prepare_training"):
+        trainer = run.trainer
+    return {
+        "start_epoch": trainer.start_epoch,
+        "global_step": trainer.global_step,
+        "device": str(trainer.device),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }
+
+
+@task(name="train_epoch", task_run_name="train_epoch[{epoch}]")
+def train_epoch(config: dict[str, Any], plan: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """Train one epoch, evaluate on the validation episodes and write the epoch's checkpoint locally."""
+    run = session(config, plan)
+    with Stopwatch(run, "train_epochs"):
+        return run.trainer.train_epoch(epoch).to_dict()

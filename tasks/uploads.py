@@ -1,0 +1,41 @@
+"""Upload tasks, run next to training: checkpoints, TensorBoard event files, the training log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from pokevq.uploads import publish_checkpoint, upload_log
+from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient, session
+
+_IO = dict(
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_transient,
+)
+
+
+@task(name="upload_checkpoint", task_run_name="upload_checkpoint[{epoch}]", **_IO)
+def upload_checkpoint(config: dict[str, Any], plan: dict[str, Any], epoch: int, result: dict[str, Any]) -> dict[str, str]:
+    """Publish the epoch's checkpoint; `latest` and `best` move only once it is verified in storage."""
+    run = session(config, plan)
+    return publish_checkpoint(
+        run.storage, run.layout, result["checkpoint_path"], epoch, result["checkpoint_sha256"], result["is_best"]
+    )
+
+
+@task(name="upload_tensorboard", task_run_name="upload_tensorboard[{epoch}]", **_IO)
+def upload_tensorboard(config: dict[str, Any], plan: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """Upload only event files that are new or changed since the last epoch."""
+    run = session(config, plan)
+    uploaded = run.tensorboard.sync()
+    return {"uploaded": len(uploaded), "uri": run.storage.uri(run.layout.tensorboard)}
+
+
+@task(name="upload_logs", task_run_name="upload_logs[{epoch}]", **_IO)
+def upload_logs(config: dict[str, Any], plan: dict[str, Any], epoch: int | str) -> str | None:
+    """Upload training.log as logs/<experiment>/training_latest.log."""
+    run = session(config, plan)
+    return upload_log(run.storage, run.layout, run.log_path)

@@ -1,0 +1,92 @@
+"""Shared fixtures: a real S3 API over HTTP (moto's server), real Prefect, small synthetic frames.
+
+Nothing here mocks boto3: every S3 call in the tests crosses a socket to moto's server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+# Prefect reads its settings at import: isolate it before anything imports it.
+_PREFECT_HOME = Path(os.environ.get("POKEVQ_TEST_PREFECT_HOME", "/tmp")) / f"pokevq-test-prefect-{os.getpid()}"
+os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pokevq")
+os.environ.pop("PREFECT_API_URL", None)
+# Fake keys by default; tests of missing credentials remove them explicitly.
+os.environ["AWS_ACCESS_KEY_ID"] = "testing-key-id-AKIA"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing-secret-key"
+os.environ.pop("AWS_SESSION_TOKEN", None)
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_ENDPOINT_URL_S3", None)
+os.environ.pop("S3_BUCKET_NAME", None)
+os.environ["AWS_REGION"] = "us-east-1"
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = "/nonexistent/pokevq-tests/credentials"
+os.environ["AWS_CONFIG_FILE"] = "/nonexistent/pokevq-tests/config"
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """moto's S3 server on 127.0.0.1 with an OS-chosen port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    """A fresh, empty bucket per test."""
+    import boto3
+
+    name = f"pokevq-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_client(moto_endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def synth_frames(tmp_path_factory) -> Path:
+    """2 games × 2 episodes × 6 frames of synthetic Game Boy frames, made once."""
+    from pokevq.synth import generate_dataset
+
+    out = tmp_path_factory.mktemp("frames")
+    generate_dataset(out, games=2, episodes=2, frames=6, seed=0)
+    (out / "synth_index.json").unlink(missing_ok=True)
+    return out
+
+
+def upload_tree(client, bucket: str, root: Path, prefix: str = "pokemon_frames/") -> list[str]:
+    keys = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            key = prefix + path.relative_to(root).as_posix()
+            client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+            keys.append(key)
+    return keys
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real (temporary) Prefect API for flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)

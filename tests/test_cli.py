@@ -1,0 +1,173 @@
+"""The command line as a user meets it: flags, --help, and one-line errors for every bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pokevq import cli
+from pokevq.config import TrainConfig
+
+TINY = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16",
+        "--num-workers", "0", "--epochs", "1", "--batch-size", "4"]
+
+
+def test_help_documents_every_option():
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for flag in ("--use-s3", "--s3-bucket", "--s3-region", "--s3-endpoint-url", "--frames-dir", "--cache-dir",
+                 "--max-cache-size", "--experiment-name", "--batch-size", "--epochs", "--learning-rate", "--resume",
+                 "--output-dir", "--no-fallback", "--device", "--seed", "--num-workers", "--image-size",
+                 "--hidden-channels", "--codebook-size", "--embedding-dim", "--downsample", "--val-fraction",
+                 "--debug"):
+        assert flag in help_text, flag
+
+
+def test_guide_command_line_maps_to_config():
+    args = cli.build_parser().parse_args(
+        ["train", "--use-s3", "--s3-bucket", "B", "--s3-region", "us-east-1", "--frames-dir", "pokemon_frames",
+         "--cache-dir", "/tmp/pokemon_cache", "--experiment-name", "my_s3_experiment", "--batch-size", "16",
+         "--epochs", "50"]
+    )
+    config = cli.config_from_args(args)
+    assert config == TrainConfig(
+        use_s3=True, s3_bucket="B", s3_region="us-east-1", frames_dir="pokemon_frames",
+        local_cache_dir="/tmp/pokemon_cache", experiment_name="my_s3_experiment", batch_size=16, num_epochs=50,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--epochs", "-1"], "--epochs"),
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--downsample", "3"], "--downsample"),
+        (["--image-size", "144by160"], "--image-size"),
+        (["--val-fraction", "1.5"], "--val-fraction"),
+    ],
+)
+def test_invalid_values_name_the_flag(args, flag, capsys):
+    assert cli.main(["train", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and flag in err
+    assert "Traceback" not in err
+
+
+def test_wrong_type_is_refused_by_argparse_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--batch-size", "many"])
+    assert exit_info.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+def _run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(env_extra or {})
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pokevq", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    return done, time.monotonic() - started
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert lines, stderr[-2000:]
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def prefect_server_env(prefect_harness):
+    """Subprocess CLIs use the harness' API instead of each starting a temporary server."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {"PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
+def test_no_credentials(tmp_path, moto_endpoint, bucket, prefect_server_env):
+    done, _ = _run_cli(
+        ["train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint, "--no-fallback", *TINY],
+        tmp_path, prefect_server_env, drop=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    )
+    assert done.returncode == 1
+    assert _last_error_line(done.stderr).startswith("Error: AWS credentials not found")
+    assert "Traceback" not in done.stderr
+
+
+def test_endpoint_down_answers_fast(tmp_path, bucket, prefect_server_env):
+    from pokevq.local_s3 import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    done, seconds = _run_cli(
+        ["train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", endpoint, "--no-fallback", *TINY],
+        tmp_path, prefect_server_env,
+    )
+    assert done.returncode == 1
+    assert _last_error_line(done.stderr).startswith(f"Error: Unable to connect to S3 at {endpoint}")
+    assert seconds < 60  # includes interpreter and Prefect start-up; validation itself answers in seconds
+
+
+def test_missing_bucket(tmp_path, moto_endpoint, prefect_server_env):
+    done, _ = _run_cli(
+        ["train", "--use-s3", "--s3-bucket", "no-such-bucket-pokevq", "--s3-endpoint-url", moto_endpoint,
+         "--no-fallback", *TINY],
+        tmp_path, prefect_server_env,
+    )
+    assert done.returncode == 1
+    assert "no-such-bucket-pokevq does not exist" in _last_error_line(done.stderr)
+
+
+def test_empty_frames_prefix(tmp_path, moto_endpoint, bucket, prefect_server_env):
+    done, _ = _run_cli(
+        ["train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint, "--no-fallback", *TINY],
+        tmp_path, prefect_server_env,
+    )
+    assert done.returncode == 1
+    assert _last_error_line(done.stderr).startswith(f"Error: No frames found under s3://{bucket}/pokemon_frames/")
+
+
+def test_unwritable_cache_dir(tmp_path, synth_frames, prefect_server_env):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    done, _ = _run_cli(
+        ["train", "--frames-dir", str(synth_frames), "--cache-dir", str(blocker / "cache"), *TINY],
+        tmp_path, prefect_server_env,
+    )
+    assert done.returncode == 1
+    assert _last_error_line(done.stderr).startswith(f"Error: Cannot create cache directory {blocker / 'cache'}")
+
+
+def test_resume_from_missing_checkpoint(tmp_path, synth_frames, prefect_server_env):
+    done, _ = _run_cli(
+        ["train", "--frames-dir", str(synth_frames), "--resume", str(tmp_path / "nope" / "checkpoint_latest.pt"),
+         *TINY],
+        tmp_path, prefect_server_env,
+    )
+    assert done.returncode == 1
+    assert _last_error_line(done.stderr).startswith("Error: Checkpoint not found: ")
+
+
+def test_debug_shows_the_traceback(tmp_path, prefect_server_env):
+    done, _ = _run_cli(["train", "--frames-dir", str(tmp_path / "empty"), "--debug", *TINY], tmp_path,
+                       prefect_server_env)
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr and "NoFramesError" in done.stderr
+
+
+def test_synth_and_upload_commands(tmp_path, moto_endpoint, bucket, s3_client):
+    done, _ = _run_cli(["synth", "--out", "frames", "--games", "1", "--episodes", "2", "--frames", "3"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.relative_to(tmp_path / "frames").as_posix() for p in (tmp_path / "frames").rglob("*.png")) == [
+        f"game1/episode{e}/frame_{f:03d}.png" for e in (1, 2) for f in (1, 2, 3)
+    ]
+    done, _ = _run_cli(["upload", "frames", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint], tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="pokemon_frames/")["Contents"]
+    assert sorted(o["Key"] for o in listed) == [
+        f"pokemon_frames/game1/episode{e}/frame_{f:03d}.png" for e in (1, 2) for f in (1, 2, 3)
+    ]

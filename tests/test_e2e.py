@@ -1,0 +1,188 @@
+"""End to end: the `pokevq` flow over moto's S3, with corrupt frames, then a resume from s3://."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import upload_tree
+from flows import train
+from pokevq import TrainConfig
+from pokevq.storage import S3Storage
+
+pytestmark = pytest.mark.e2e
+
+TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16, downsample=8)
+
+
+def _corrupt_objects(client, bucket: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (160, 144), (10, 200, 30)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    prefix = "pokemon_frames/game1/episode1/"
+    client.put_object(Bucket=bucket, Key=prefix + "frame_900.png", Body=png[: len(png) // 2])  # truncated
+    client.put_object(Bucket=bucket, Key=prefix + "frame_901.png", Body=b"")  # zero bytes
+    client.put_object(Bucket=bucket, Key=prefix + "frame_902.png", Body=b"this is not an image")
+    client.put_object(Bucket=bucket, Key="pokemon_frames/.DS_Store", Body=b"\x00\x01junk")
+
+
+@pytest.fixture
+def e2e_bucket(bucket, s3_client, synth_frames):
+    upload_tree(s3_client, bucket, synth_frames)
+    _corrupt_objects(s3_client, bucket)
+    return bucket
+
+
+def _config(tmp_path: Path, bucket: str, endpoint: str, **overrides) -> TrainConfig:
+    values = dict(
+        use_s3=True,
+        s3_bucket=bucket,
+        s3_endpoint_url=endpoint,
+        experiment_name="e2e",
+        num_epochs=2,
+        batch_size=4,
+        learning_rate=1e-3,
+        num_workers=0,
+        local_cache_dir=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "outputs"),
+        no_fallback=True,
+        **TINY,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _keys(client, bucket: str, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def _scalars(client, bucket: str, target: Path) -> dict[str, list]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for key in _keys(client, bucket, "tensorboard/e2e/"):
+        path = target / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(path))
+    accumulator = EventAccumulator(str(target / "tensorboard" / "e2e"))
+    accumulator.Reload()
+    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}
+
+
+def test_flow_trains_uploads_reports_and_resumes(prefect_harness, tmp_path, moto_endpoint, e2e_bucket, s3_client):
+    summary = train(_config(tmp_path, e2e_bucket, moto_endpoint))
+
+    # The guide's layout, every object present.
+    keys = set(_keys(s3_client, e2e_bucket, ""))
+    for expected in (
+        "checkpoints/e2e/checkpoint_epoch_1.pt",
+        "checkpoints/e2e/checkpoint_epoch_2.pt",
+        "checkpoints/e2e/checkpoint_latest.pt",
+        "checkpoints/e2e/checkpoint_best.pt",
+        "logs/e2e/training_latest.log",
+        "manifests/e2e/manifest.parquet",
+        "reports/e2e/report.md",
+        "reports/e2e/reconstructions.png",
+    ):
+        assert expected in keys, f"{expected} missing from the bucket"
+    assert any(k.startswith("tensorboard/e2e/events.out.tfevents") for k in keys)
+    assert not any(".pokevq-write-probe" in k for k in keys), "validation probes must be cleaned up"
+
+    # TensorBoard scalars readable with tensorboard's own reader.
+    scalars = _scalars(s3_client, e2e_bucket, tmp_path / "tb1")
+    assert [e.step for e in scalars["epoch/val_loss"]] == [1, 2]
+    assert "train/loss" in scalars and "epoch/val_perplexity" in scalars and "epoch/cache_hit_rate" in scalars
+
+    # The 3 corrupt frames were skipped and said so in the log and the report; .DS_Store never indexed.
+    assert summary["skipped_frames"] == 3
+    report = s3_client.get_object(Bucket=e2e_bucket, Key="reports/e2e/report.md")["Body"].read().decode()
+    assert "Skipped frames: 3" in report
+    for name in ("frame_900.png", "frame_901.png", "frame_902.png"):
+        assert name in report
+    log = s3_client.get_object(Bucket=e2e_bucket, Key="logs/e2e/training_latest.log")["Body"].read().decode()
+    assert log.count("Skipped frame") == 3
+    assert "S3 get_object" in log  # every S3 operation's outcome is recorded
+    assert "Frames indexed: 27" in report  # 24 good + 3 corrupt .png; .DS_Store not indexed
+
+    # The checkpoint is a plain dict loadable with weights_only=True.
+    body = s3_client.get_object(Bucket=e2e_bucket, Key="checkpoints/e2e/checkpoint_latest.pt")["Body"].read()
+    state = torch.load(io.BytesIO(body), weights_only=True)
+    assert state["epoch"] == 2
+    assert {"model", "optimizer", "global_step", "config", "metrics", "rng"} <= set(state)
+    assert state["global_step"] > 0
+
+    # Resume from the s3:// URI for a third epoch: epoch and global step continue.
+    resumed = train(
+        _config(
+            tmp_path,
+            e2e_bucket,
+            moto_endpoint,
+            experiment_name=None,  # taken from the checkpoint's place in the layout
+            num_epochs=3,
+            resume=f"s3://{e2e_bucket}/checkpoints/e2e/checkpoint_latest.pt",
+        )
+    )
+    assert resumed["epochs_trained"] == 3  # the history carries on
+    body = s3_client.get_object(Bucket=e2e_bucket, Key="checkpoints/e2e/checkpoint_latest.pt")["Body"].read()
+    state3 = torch.load(io.BytesIO(body), weights_only=True)
+    assert state3["epoch"] == 3
+    # The step counter continues from the checkpoint (a batch of only corrupt frames takes no step).
+    batches = -(-27 // 4)  # at most one step per batch of the 27 indexed frames
+    assert state["global_step"] < state3["global_step"] <= state["global_step"] + batches
+    assert [h["epoch"] for h in state3["history"]] == [1, 2, 3]
+    assert state3["history"][:2] == state["history"]  # completed epochs' metrics unchanged
+    assert "checkpoints/e2e/checkpoint_epoch_3.pt" in _keys(s3_client, e2e_bucket, "checkpoints/e2e/")
+    scalars = _scalars(s3_client, e2e_bucket, tmp_path / "tb2")
+    assert [e.step for e in scalars["epoch/val_loss"]] == [1, 2, 3]
+
+
+def test_without_s3_writes_the_same_layout_locally(prefect_harness, tmp_path, synth_frames):
+    config = TrainConfig(
+        frames_dir=str(synth_frames),
+        experiment_name="local",
+        num_epochs=1,
+        batch_size=4,
+        num_workers=0,
+        output_dir=str(tmp_path / "out"),
+        **TINY,
+    )
+    summary = train(config)
+    root = tmp_path / "out"
+    for relative in (
+        "checkpoints/local/checkpoint_epoch_1.pt",
+        "checkpoints/local/checkpoint_latest.pt",
+        "checkpoints/local/checkpoint_best.pt",
+        "logs/local/training_latest.log",
+        "manifests/local/manifest.parquet",
+        "reports/local/report.md",
+    ):
+        assert (root / relative).is_file(), relative
+    assert summary["fallback"] is False
+    assert summary["epochs_trained"] == 1
+
+
+def test_fallback_to_local_storage_when_s3_is_unreachable(prefect_harness, tmp_path, synth_frames):
+    from pokevq.local_s3 import free_port
+
+    config = TrainConfig(
+        use_s3=True,
+        s3_bucket="unreachable",
+        s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        frames_dir=str(synth_frames),
+        experiment_name="fallback",
+        num_epochs=1,
+        batch_size=4,
+        num_workers=0,
+        output_dir=str(tmp_path / "out"),
+        **TINY,
+    )
+    summary = train(config)
+    assert summary["fallback"] is True
+    report = (tmp_path / "out" / "reports" / "fallback" / "report.md").read_text()
+    assert "fell back to local storage" in report
+    assert "Unable to connect to S3" in report
+    assert (tmp_path / "out" / "checkpoints" / "fallback" / "checkpoint_latest.pt").is_file()
