@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="Run the whole pipeline on a local S3 endpoint with synthetic frames (CPU, a few minutes)."
     )
-    demo.add_argument("--epochs", type=int, default=3, help="Epochs to train (default: 3).")
+    demo.add_argument("--epochs", type=int, default=8, help="Epochs to train (default: 8).")
     demo.add_argument("--out", default="./demo_outputs", help="Where to copy the results (default: ./demo_outputs).")
 
     for sub in (train, synth, upload, demo):

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 DEMO_BUCKET = "pokevq-demo"
 # A small model that learns visibly in a few CPU epochs; the default size is for GPUs.
-DEMO_MODEL = dict(hidden_channels=32, embedding_dim=16, codebook_size=128, downsample=8)
+DEMO_MODEL = dict(hidden_channels=32, embedding_dim=16, codebook_size=128, downsample=4)
 
 
 def _copy_outputs(storage: S3Storage, experiment: str, out: Path) -> None:
@@ -30,7 +30,7 @@ def _copy_outputs(storage: S3Storage, experiment: str, out: Path) -> None:
             storage.download_file(info.key, out / info.key)
 
 
-def run_demo(epochs: int = 3, out: str | Path = "./demo_outputs", debug: bool = False) -> dict:
+def run_demo(epochs: int = 8, out: str | Path = "./demo_outputs", debug: bool = False) -> dict:
     from flows.pokevq_flow import train
     from pokevq.synth import generate_dataset
     from pokevq.upload import upload_directory
@@ -49,14 +49,14 @@ def run_demo(epochs: int = 3, out: str | Path = "./demo_outputs", debug: bool = 
         storage = S3Storage(DEMO_BUCKET, "us-east-1", server.endpoint_url)
         storage.client.create_bucket(Bucket=DEMO_BUCKET)
         frames_dir = Path(scratch) / "frames"
-        frames = generate_dataset(frames_dir, games=2, episodes=3, frames=40, seed=0)
+        frames = generate_dataset(frames_dir, games=2, episodes=4, frames=50, seed=0)
         print(f"Made {len(frames)} synthetic Game Boy frames")
         base = TrainConfig(use_s3=True, s3_bucket=DEMO_BUCKET, s3_endpoint_url=server.endpoint_url)
         upload_directory(frames_dir, base, threads=8)
         config = base.replace(
             experiment_name=experiment,
             num_epochs=epochs,
-            batch_size=16,
+            batch_size=8,
             learning_rate=2e-3,
             num_workers=0,
             output_dir=str(out),

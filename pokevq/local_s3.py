@@ -22,8 +22,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _moto_command(host: str, port: int) -> list[str]:
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    if not Path(exe).exists():
+    beside = Path(sys.executable).with_name("moto_server")  # the one installed with this pokevq
+    exe = str(beside) if beside.exists() else shutil.which("moto_server")
+    if not exe:
         raise PokevqError(
             "The local S3 endpoint needs moto's server: pip install 'moto[server]' (the Quickstart installs it)."
         )

@@ -350,9 +350,9 @@ class S3Storage(Storage):
             self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer_config())
         except Exception as exc:
             error = self.translate(exc, "upload_file", key)
-            log.info("S3 upload %s -> %s failed: %s", path, self.uri(key), error)
+            operations.info("S3 upload %s -> %s failed: %s", path, self.uri(key), error)
             raise error from exc
-        log.info("S3 upload %s -> %s ok (%d bytes)", Path(path).name, self.uri(key), Path(path).stat().st_size)
+        operations.info("S3 upload %s -> %s ok (%d bytes)", Path(path).name, self.uri(key), Path(path).stat().st_size)
 
     def download_file(self, key: str, path: str | Path) -> None:
         path = Path(path)
@@ -367,13 +367,13 @@ class S3Storage(Storage):
             if isinstance(exc, OSError) and not hasattr(exc, "response"):
                 raise StorageError(f"Cannot write {path}: {exc.strerror or exc}") from exc
             error = self.translate(exc, "download_file", key)
-            log.info("S3 download %s failed: %s", self.uri(key), error)
+            operations.info("S3 download %s failed: %s", self.uri(key), error)
             raise error from exc
-        log.info("S3 download %s -> %s ok", self.uri(key), path)
+        operations.info("S3 download %s -> %s ok", self.uri(key), path)
 
     def copy(self, src_key: str, dst_key: str) -> None:
         self._call("copy_object", dst_key, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key})
-        log.info("S3 copy %s -> %s ok", self.uri(src_key), self.uri(dst_key))
+        operations.info("S3 copy %s -> %s ok", self.uri(src_key), self.uri(dst_key))
 
 
 _CREDENTIALS_HELP = (
@@ -473,7 +473,7 @@ class LocalStorage(Storage):
                 shutil.copyfileobj(source, handle, 1024 * 1024)
 
         self._write_atomic(target, write)
-        log.info("local copy %s -> %s ok", Path(path).name, target)
+        operations.info("local copy %s -> %s ok", Path(path).name, target)
 
     def download_file(self, key: str, path: str | Path) -> None:
         source = self.path(key)
