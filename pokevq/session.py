@@ -22,7 +22,7 @@ from pokevq.errors import CheckpointNotFoundError, ConfigError, ObjectNotFoundEr
 from pokevq.layout import Layout
 from pokevq.logs import attach_training_log, detach_training_log
 from pokevq.manifest import from_parquet_bytes, to_parquet_bytes
-from pokevq.storage import storage_for_uri
+from pokevq.storage import FAST_FAIL, S3Storage, storage_for_uri
 from pokevq.uploads import TensorBoardSync
 from pokevq.validate import StoragePlan
 
@@ -52,12 +52,16 @@ def check_resume_exists(config: TrainConfig) -> None:
         return
     uri = str(config.resume)
     try:
-        storage, key = storage_for_uri(uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url)
-        found = storage.exists(key)
+        storage, key = storage_for_uri(
+            uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url, **FAST_FAIL
+        )
     except ConfigError as exc:
         raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc
-    if not found:
-        raise CheckpointNotFoundError(f"Checkpoint not found: {uri}")
+    if storage.exists(key):
+        return
+    if isinstance(storage, S3Storage):
+        storage.list_one(key)  # a HEAD cannot tell a missing bucket from a missing key; a listing can
+    raise CheckpointNotFoundError(f"Checkpoint not found: {uri}")
 
 
 class RunSession:

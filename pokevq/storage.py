@@ -508,12 +508,18 @@ def _local_info(key: str, stat: os.stat_result) -> ObjectInfo:
     )
 
 
-def storage_for_uri(uri: str, *, region: str = "us-east-1", endpoint_url: str | None = None) -> tuple[Storage, str]:
+# Client settings for checks that must answer within seconds even when the endpoint is down.
+FAST_FAIL = dict(connect_timeout=3.0, read_timeout=5.0, max_attempts=2)
+
+
+def storage_for_uri(
+    uri: str, *, region: str = "us-east-1", endpoint_url: str | None = None, **client_options: Any
+) -> tuple[Storage, str]:
     """The store and key an `s3://…` URI or a local path points at (used by --resume)."""
     if uri.startswith("s3://"):
         bucket, key = parse_s3_uri(uri)
         if not key:
             raise ConfigError(f"S3 URI names no object: {uri!r}")
-        return S3Storage(bucket, region=region, endpoint_url=endpoint_url), key
+        return S3Storage(bucket, region=region, endpoint_url=endpoint_url, **client_options), key
     path = Path(uri).expanduser().resolve()
     return LocalStorage(path.parent), path.name

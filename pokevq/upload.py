@@ -9,7 +9,7 @@ from pathlib import Path
 from pokevq.config import TrainConfig
 from pokevq.errors import NoFramesError
 from pokevq.frames import is_image_key
-from pokevq.storage import S3Storage
+from pokevq.storage import FAST_FAIL, S3Storage
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 
     if not files:
         raise NoFramesError(f"No frames found under {root}: nothing to upload (expected .png/.jpg files).")
     storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url)
-    storage.check_credentials()
+    probe = S3Storage(storage.bucket, storage.region, storage.endpoint_url, **FAST_FAIL)
+    probe.check_credentials()
+    probe.list_one(config.frames_dir.strip("/"))  # endpoint, bucket and permission: fail in seconds
     prefix = config.frames_dir.strip("/")
     prefix = f"{prefix}/" if prefix else ""
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, tqdm(

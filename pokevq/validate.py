@@ -17,12 +17,10 @@ from pokevq.config import TrainConfig
 from pokevq.errors import CacheDirError, NoFramesError, PokevqError, StorageError
 from pokevq.frames import is_image_key
 from pokevq.layout import Layout
-from pokevq.storage import LocalStorage, S3Storage, Storage
+from pokevq.storage import FAST_FAIL, LocalStorage, S3Storage, Storage
 
 log = logging.getLogger(__name__)
 
-# Validation must answer within seconds even when the endpoint is down.
-_PROBE_CLIENT = dict(connect_timeout=3.0, read_timeout=5.0, max_attempts=2)
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def _frames_prefix(config: TrainConfig) -> str:
 
 def validate_s3(config: TrainConfig) -> StoragePlan:
     """Credentials, endpoint, bucket, list/read/write/delete permissions and frames, in that order."""
-    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **_PROBE_CLIENT)
+    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **FAST_FAIL)
     storage.check_credentials()
     prefix = _frames_prefix(config)
     storage.list_one(prefix)  # endpoint reachable, bucket exists, s3:ListBucket allowed

@@ -1,0 +1,198 @@
+"""From S3 (moto) through the frame cache to training batches; bad frames skipped and reported."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import upload_tree
+from pokevq.cache import FrameCache
+from pokevq.data import Batch, EpochSampler, FrameDataset, FrameSource, collate_frames, make_loader, warm_cache
+from pokevq.errors import ConnectError
+from pokevq.local_s3 import free_port
+from pokevq.manifest import index_frames
+from pokevq.storage import S3Storage
+
+IMAGE_SIZE = (72, 80)
+CORRUPT = {
+    "pokemon_frames/game1/episode1/frame_100.png": "truncated",
+    "pokemon_frames/game1/episode2/frame_100.png": "empty",
+    "pokemon_frames/game2/episode1/frame_100.png": "text",
+}
+
+
+@pytest.fixture
+def storage(bucket, moto_endpoint, s3_client, synth_frames):
+    upload_tree(s3_client, bucket, synth_frames, "pokemon_frames/")
+    good = (synth_frames / "game1" / "episode1" / "frame_001.png").read_bytes()
+    bodies = {"truncated": good[: len(good) // 2], "empty": b"", "text": b"this is not a png, just text\n"}
+    for key, kind in CORRUPT.items():
+        s3_client.put_object(Bucket=bucket, Key=key, Body=bodies[kind])
+    return S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+
+
+@pytest.fixture
+def source(storage, tmp_path):
+    return FrameSource(storage, FrameCache(tmp_path / "cache"))
+
+
+def run_epoch(loader) -> list[Batch]:
+    return list(loader)
+
+
+def test_batches_are_float_images_and_corrupt_frames_are_skipped(storage, source):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    assert len(manifest) == 27
+    dataset = FrameDataset(manifest, source, IMAGE_SIZE)
+    loader = make_loader(dataset, batch_size=5, shuffle=True, seed=0, num_workers=0)
+    batches = run_epoch(loader)
+
+    assert len(batches) == 6  # ceil(27 / 5)
+    seen = []
+    for batch in batches:
+        assert isinstance(batch, Batch)
+        if batch.images is not None:
+            assert batch.images.dtype == torch.float32
+            assert batch.images.shape == (len(batch.keys), 3, *IMAGE_SIZE)
+            assert float(batch.images.min()) >= 0.0
+            assert float(batch.images.max()) <= 1.0
+        seen.extend(batch.keys)
+    assert len(seen) == 24
+    assert set(seen) == set(manifest["key"]) - set(CORRUPT)
+
+    skipped = dict(item for batch in batches for item in batch.skipped)
+    assert set(skipped) == set(CORRUPT)
+    assert skipped["pokemon_frames/game1/episode2/frame_100.png"] == "empty file"
+    assert skipped["pokemon_frames/game2/episode1/frame_100.png"].startswith("not an image")
+    assert "truncated or corrupt" in skipped["pokemon_frames/game1/episode1/frame_100.png"]
+
+
+def test_images_carry_the_frame_content(storage, source, synth_frames):
+    """A decoded batch image is the frame itself (resized), not noise or a grey placeholder."""
+    from PIL import Image
+
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    key = "pokemon_frames/game2/episode2/frame_003.png"
+    dataset = FrameDataset(manifest[manifest["key"] == key], source, IMAGE_SIZE)
+    batch = collate_frames([dataset[0]])
+    expected = Image.open(synth_frames / "game2" / "episode2" / "frame_003.png").convert("RGB")
+    expected = torch.tensor(list(expected.resize((80, 72), Image.Resampling.BOX).getdata()), dtype=torch.float32)
+    expected = expected.reshape(72, 80, 3).permute(2, 0, 1) / 255.0
+    assert torch.allclose(batch.images[0], expected, atol=1 / 255 + 1e-6)
+
+
+def test_hits_and_misses(storage, source):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=8, shuffle=False, seed=0, num_workers=0)
+    first = run_epoch(loader)
+    assert sum(b.misses for b in first) == 24
+    assert sum(b.hits for b in first) == 0
+    second = run_epoch(loader)
+    assert sum(b.hits for b in second) == 24
+    assert sum(b.misses for b in second) == 0
+    # The corrupt frames are still reported on every pass.
+    assert sum(len(b.skipped) for b in second) == 3
+
+
+def test_second_pass_does_not_need_s3(storage, source, s3_client):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    manifest = manifest[~manifest["key"].isin(CORRUPT)]
+    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=8, shuffle=False, seed=0, num_workers=0)
+    run_epoch(loader)
+    for key in manifest["key"]:
+        s3_client.delete_object(Bucket=storage.bucket, Key=key)
+    second = run_epoch(loader)
+    assert sum(len(b.keys) for b in second) == 24
+    assert all(not b.skipped for b in second)
+
+
+def test_vanished_object_is_skipped(storage, source, s3_client):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    gone = "pokemon_frames/game1/episode1/frame_004.png"
+    s3_client.delete_object(Bucket=storage.bucket, Key=gone)
+    dataset = FrameDataset(manifest[manifest["key"].isin([gone, "pokemon_frames/game1/episode1/frame_005.png"])], source, IMAGE_SIZE)
+    batch = collate_frames([dataset[0], dataset[1]])
+    assert batch.keys == ["pokemon_frames/game1/episode1/frame_005.png"]
+    assert batch.skipped == [(gone, "object disappeared from storage")]
+
+
+def test_unreachable_storage_is_fatal_not_skipped(storage, tmp_path):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    dead = S3Storage(storage.bucket, "us-east-1", endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1)
+    dataset = FrameDataset(manifest, FrameSource(dead, FrameCache(tmp_path / "dead-cache")), IMAGE_SIZE)
+    with pytest.raises(ConnectError, match="Unable to connect to S3"):
+        dataset[0]
+
+
+def test_collate_all_bad():
+    batch = collate_frames([(None, "a.png", "empty file"), (None, "b.png", "not an image")])
+    assert batch.images is None
+    assert len(batch) == 0
+    assert batch.skipped == [("a.png", "empty file"), ("b.png", "not an image")]
+
+
+def test_epoch_sampler_order():
+    sampler = EpochSampler(50, seed=3)
+    sampler.set_epoch(2)
+    first = list(sampler)
+    again = EpochSampler(50, seed=3)
+    again.set_epoch(2)
+    assert list(again) == first
+    assert sorted(first) == list(range(50))
+    sampler.set_epoch(3)
+    assert list(sampler) != first
+    other_seed = EpochSampler(50, seed=4)
+    other_seed.set_epoch(2)
+    assert list(other_seed) != first
+    assert list(EpochSampler(5, seed=3, shuffle=False)) == [0, 1, 2, 3, 4]
+    assert len(sampler) == 50
+
+
+def test_warm_cache_downloads_training_frames_first(storage, source):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.5, seed=0)
+    manifest = manifest[~manifest["key"].isin(CORRUPT)]
+    train = manifest[manifest["split"] == "train"]
+    assert 0 < len(train) < len(manifest)
+
+    stats = warm_cache(source, manifest, limit=5, threads=4, progress=False)
+    assert stats["requested"] == 5
+    assert stats["misses"] == 5
+    assert stats["hits"] == 0
+    cached = [k for k, e in zip(manifest["key"], manifest["etag"]) if source.cache.contains(source.storage.namespace, k, e)]
+    assert len(cached) == 5
+    assert set(cached) <= set(train["key"])
+
+    stats = warm_cache(source, manifest, limit=5, threads=4, progress=False)
+    assert stats["hits"] == 5
+    assert stats["misses"] == 0
+
+
+def test_warm_cache_limit_above_size(storage, source):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=0)
+    stats = warm_cache(source, manifest, limit=1000, threads=4, progress=False)
+    assert stats["requested"] == len(manifest) == 27
+    assert stats["misses"] == 27
+    assert stats["missing"] == 0
+    assert stats["bytes"] == int(manifest["size"].sum())
+    stats = warm_cache(source, manifest, limit=1000, threads=4, progress=False)
+    assert stats["hits"] == 27
+
+
+def test_worker_process_loader(storage, source):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    manifest = manifest[manifest["game"] == "game1"]  # 12 good + 2 corrupt
+    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=4, shuffle=True, seed=1, num_workers=1)
+    try:
+        batches = run_epoch(loader)
+        keys = [k for b in batches for k in b.keys]
+        assert sorted(keys) == sorted(set(manifest["key"]) - set(CORRUPT))
+        assert {k for b in batches for k, _ in b.skipped} == set(CORRUPT) & set(manifest["key"])
+        assert all(b.images.shape[1:] == (3, *IMAGE_SIZE) for b in batches if b.images is not None)
+        assert sum(b.misses for b in batches) == 12
+        # The second epoch is served from the cache directory the worker filled.
+        again = run_epoch(loader)
+        assert sum(b.hits for b in again) == 12
+    finally:
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
