@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, wait
 
+from flows.runtime import experiment_name_for_run, load_bucket_block
 from pokevq.config import TrainConfig
 from tasks.common import close_session
 from tasks.report import write_report
@@ -44,6 +46,8 @@ def pokevq(
     num_workers: int = 2,
     val_fraction: float = 0.1,
     debug: bool = False,
+    nightly: bool = False,
+    warm_start: bool = True,
     image_size: str = "144x160",
     hidden_channels: int = 128,
     codebook_size: int = 512,
@@ -52,13 +56,16 @@ def pokevq(
 ) -> dict[str, Any]:
     """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field."""
     parameters = dict(locals())
-    config = TrainConfig.from_dict(parameters).to_dict()  # validates, resolves env and the experiment name
+    load_bucket_block()  # deployments: credentials and bucket from the S3Bucket block
+    if not experiment_name and not resume:
+        parameters["experiment_name"] = experiment_name_for_run(nightly)  # the same on a retry of this run
+    config = TrainConfig.from_dict(parameters).to_dict()  # validates, resolves env
     logger = get_run_logger()
     pending: list[PrefectFuture] = []
     try:
         plan = validate(config)
         data = index_manifest(config, plan)
-        warm_cache(config, plan)
+        warm = warm_cache(config, plan)
         start = prepare_training(config, plan)
         logger.info(
             "Training %s from epoch %d to %d on %s",
@@ -69,8 +76,13 @@ def pokevq(
         )
         checkpoint_upload = tensorboard_upload = log_upload = None
         checkpoint_uploads: list[PrefectFuture] = []
-        for epoch in range(start["start_epoch"], config["num_epochs"] + 1):
+        first, last = start["start_epoch"], config["num_epochs"]
+        progress = create_progress_artifact(
+            progress=_percent(first - 1, last), description=f"Epochs of {config['experiment_name']}"
+        )
+        for epoch in range(first, last + 1):
             result = train_epoch(config, plan, epoch)
+            update_progress_artifact(progress, _percent(epoch, last), description=f"Epoch {epoch}/{last} done")
             # Uploads overlap the next epoch; each chain stays in order so `latest` never goes back.
             checkpoint_upload = upload_checkpoint.submit(
                 config, plan, epoch, result, wait_for=[checkpoint_upload] if checkpoint_upload else []
@@ -83,12 +95,16 @@ def pokevq(
             pending += [checkpoint_upload, tensorboard_upload, log_upload]
         _raise_first_failure(pending)
         published = [future.result() for future in checkpoint_uploads]
-        summary = write_report(config, plan, data, published)
+        summary = write_report(config, plan, data, warm, published, max(first - 1, last))
         upload_logs(config, plan, "final")
         return summary
     finally:
         wait(pending)  # never abandon an upload that already started, even when training failed
         close_session()
+
+
+def _percent(done: int, total: int) -> float:
+    return 100.0 if total <= 0 else round(100.0 * min(done, total) / total, 1)
 
 
 def _raise_first_failure(futures: list[PrefectFuture]) -> None:

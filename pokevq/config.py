@@ -51,6 +51,11 @@ def default_experiment_name(now: datetime | None = None) -> str:
     return (now or datetime.now()).strftime("pokevq-%Y%m%d-%H%M%S")
 
 
+def nightly_experiment_name(day: datetime | None = None) -> str:
+    """Scheduled runs are named after their date: `nightly-20261126`."""
+    return (day or datetime.now()).strftime("nightly-%Y%m%d")
+
+
 def _env(*names: str) -> str | None:
     for name in names:
         value = os.environ.get(name)
@@ -121,6 +126,16 @@ class TrainConfig:
         default=0.1, metadata={"help": "Share of episodes held out for validation."}
     )
     debug: bool = field(default=False, metadata={"help": "Debug logging (botocore too) and tracebacks."})
+    nightly: bool = field(
+        default=False,
+        metadata={
+            "help": "A scheduled retraining run: experiment nightly-YYYYMMDD, never falls back to local storage."
+        },
+    )
+    warm_start: bool = field(
+        default=True,
+        metadata={"help": "With --nightly, start from the previous nightly's checkpoint_best.pt when one exists."},
+    )
 
     # --- Model size ---
     image_size: str = field(
@@ -148,7 +163,9 @@ class TrainConfig:
         if not self.s3_endpoint_url:
             self.s3_endpoint_url = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
         if not self.experiment_name:
-            self.experiment_name = default_experiment_name()
+            self.experiment_name = nightly_experiment_name() if self.nightly else default_experiment_name()
+        if self.nightly:
+            self.no_fallback = True  # a nightly run on a worker's local disk would be lost
 
     def _from_resume_uri(self) -> tuple[str | None, str | None]:
         """Bucket and experiment of `s3://bucket/<checkpoint prefix>/<experiment>/file.pt` (or a local path)."""

@@ -79,7 +79,6 @@ class RunSession:
         self.log_handler = attach_training_log(self.log_path, config.debug)
         self.tensorboard = TensorBoardSync(self.workdir / "tensorboard", self.storage, self.layout.tensorboard)
         self.timings: dict[str, float] = {}
-        self.warm_stats: dict[str, Any] = {}
         self._cache: FrameCache | None = None
         self._manifest: pd.DataFrame | None = None
         self._trainer: Any = None
@@ -112,15 +111,75 @@ class RunSession:
 
     @property
     def trainer(self) -> Any:
+        """The trainer as the run starts: fresh, resumed from --resume, or warm-started (nightly)."""
         if self._trainer is None:
-            from pokevq.training import Trainer
-
-            state, name = (None, "")
+            state, name, weights_only = None, "", False
             if self.config.resume:
                 state, name = resolve_resume(self.config, self.workdir)
                 self.tensorboard.restore()
-            self._trainer = Trainer(self.config, self.manifest, self.source, self.workdir, state, name)
+            elif self.config.nightly and self.config.warm_start:
+                found = self.previous_nightly_best()
+                if found is None:
+                    log.info("Warm start skipped: no earlier nightly experiment has a checkpoint_best.pt")
+                else:
+                    state, name, weights_only = found[0], found[1], True
+            self._trainer = self._build_trainer(state, name, weights_only)
         return self._trainer
+
+    def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Any:
+        from pokevq.training import Trainer
+
+        if weights_only and state is not None:
+            return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state, resume_name=name)
+        return Trainer(self.config, self.manifest, self.source, self.workdir, state, name)
+
+    def trainer_after(self, epoch: int) -> Any:
+        """The trainer positioned right after `epoch`, catching up from that epoch's checkpoint if needed.
+
+        A retried flow run skips epochs whose results are cached; the first epoch it trains
+        continues from the previous epoch's checkpoint (the local work file, else the uploaded one).
+        """
+        trainer = self.trainer
+        if trainer.epoch == epoch:
+            return trainer
+        state, name = self._epoch_checkpoint(epoch)
+        trainer.close()
+        self.tensorboard.restore()
+        self._trainer = self._build_trainer(state, name)
+        log.info("Continuing %s after epoch %d from %s", self.config.experiment_name, epoch, name)
+        return self._trainer
+
+    def _epoch_checkpoint(self, epoch: int) -> tuple[dict[str, Any], str]:
+        local = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
+        if local.is_file():
+            return load_checkpoint(local, name=str(local)), str(local)
+        key = self.layout.checkpoint(epoch)
+        target = self.workdir / "resume" / f"checkpoint_epoch_{epoch}.pt"
+        try:
+            self.storage.download_file(key, target)
+        except ObjectNotFoundError as exc:
+            raise CheckpointNotFoundError(
+                f"Checkpoint not found: {self.storage.uri(key)} (needed to continue after epoch {epoch}); "
+                "start a new run of the deployment instead of retrying this one."
+            ) from exc
+        return load_checkpoint(target, name=self.storage.uri(key)), self.storage.uri(key)
+
+    def previous_nightly_best(self) -> tuple[dict[str, Any], str] | None:
+        """The newest earlier `nightly-*` experiment's best checkpoint, if any."""
+        prefix = f"{self.layout.checkpoint_prefix}/nightly-"
+        bests = sorted(
+            info.key
+            for info in self.storage.list(prefix)
+            if info.key.endswith("/checkpoint_best.pt") and not info.key.startswith(self.layout.checkpoints)
+        )
+        earlier = [key for key in bests if key.split("/")[-2] < str(self.config.experiment_name)]
+        if not earlier:
+            return None
+        key = earlier[-1]
+        target = self.workdir / "warm_start" / "checkpoint_best.pt"
+        self.storage.download_file(key, target)
+        log.info("Warm start from %s", self.storage.uri(key))
+        return load_checkpoint(target, name=self.storage.uri(key)), self.storage.uri(key)
 
     def timed(self, stage: str, seconds: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 3)

@@ -28,6 +28,7 @@ from pokevq.report import image_grid
 log = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 8
+MAX_SKIPPED_KEPT = 10_000  # skipped-frame reasons carried in checkpoints, so a resumed report still lists them
 
 
 def select_device(name: str) -> torch.device:
@@ -87,6 +88,7 @@ class Trainer:
         workdir: str | Path,
         resume_state: dict[str, Any] | None = None,
         resume_name: str = "checkpoint",
+        init_from: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.workdir = Path(workdir)
@@ -119,6 +121,8 @@ class Trainer:
         self.skipped: dict[str, str] = {}
         if resume_state is not None:
             self._restore(resume_state, resume_name)
+        elif init_from is not None:
+            self._warm_start(init_from, resume_name)
 
         from torch.utils.tensorboard import SummaryWriter
 
@@ -153,9 +157,21 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.history = list(state.get("history") or [])
         self.best = state.get("best")
+        self.skipped = dict(state.get("skipped") or {})
         if state.get("rng"):
             restore_rng(state["rng"])
         log.info("Resumed from %s: epoch %d, global step %d", name, self.epoch, self.global_step)
+
+    def _warm_start(self, state: dict[str, Any], name: str) -> None:
+        """Model weights (and codebook) only: a new experiment that starts from a good place."""
+        check_model_shape(state, self.model_config.to_dict(), name)
+        try:
+            self.model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as exc:
+            from pokevq.errors import CheckpointError
+
+            raise CheckpointError(f"Checkpoint {name} does not match the configured model: {exc}") from exc
+        log.info("Warm-started the model from %s (epoch %s of that experiment)", name, state.get("epoch"))
 
     @property
     def start_epoch(self) -> int:
@@ -260,6 +276,7 @@ class Trainer:
             history=self.history,
             best=self.best,
         )
+        state["skipped"] = dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT])
         digest = save_checkpoint(state, path)
         log.info(
             "Epoch %d/%d: train loss %.5f psnr %.2f dB | val loss %s psnr %s | perplexity %.1f usage %.0f%% | "

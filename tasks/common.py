@@ -36,6 +36,16 @@ _PERMANENT = (
 )
 
 
+def per_flow_run(context: Any, parameters: dict[str, Any]) -> str:
+    """Cache key of a step: the flow run, the task and its epoch.
+
+    Retrying a failed flow run finds the results of the steps that already succeeded and
+    shows them as Cached; a new run of the deployment has a new id, so it trains afresh.
+    """
+    epoch = parameters.get("epoch", "")
+    return f"pokevq-{context.task_run.flow_run_id}-{context.task.name}-{epoch}"
+
+
 def run_key() -> str:
     """Sessions are per flow run, so concurrent runs in one process never share state."""
     return str(flow_run.id or "local")

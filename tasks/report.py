@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from pokevq.report import grid_png, render_report
-from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient, session
+from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, per_flow_run, retry_transient, session
 
 
 def _artifact_key(experiment: str, suffix: str) -> str:
@@ -23,13 +23,19 @@ def _artifact_key(experiment: str, suffix: str) -> str:
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_jitter_factor=IO_RETRY_JITTER,
     retry_condition_fn=retry_transient,
+    cache_key_fn=per_flow_run,
 )
 def write_report(
-    config: dict[str, Any], plan: dict[str, Any], data: dict[str, Any], checkpoints: list[dict[str, str]]
+    config: dict[str, Any],
+    plan: dict[str, Any],
+    data: dict[str, Any],
+    warm: dict[str, Any],
+    checkpoints: list[dict[str, str]],
+    last_epoch: int,
 ) -> dict[str, Any]:
     """Write reports/<experiment>/report.md and reconstructions.png, and show them on the flow run."""
     run = session(config, plan)
-    trainer = run.trainer
+    trainer = run.trainer_after(last_epoch)  # in a retried run, rebuilt from the last checkpoint
     layout, storage = run.layout, run.storage
     artifacts: dict[str, str] = {"manifest": storage.uri(layout.manifest)}
     if checkpoints:
@@ -53,12 +59,12 @@ def write_report(
         "data": data,
         "skipped": sorted(trainer.skipped.items()),
         "cache": {
-            "directory": run.warm_stats.get("directory", str(run.cache.directory)),
-            "temporary": run.warm_stats.get("temporary", run.cache.temporary),
-            "warm_hits": run.warm_stats.get("hits", 0),
-            "warm_misses": run.warm_stats.get("misses", 0),
-            "warm_mb": run.warm_stats.get("bytes", 0) / 1e6,
-            "warm_seconds": run.warm_stats.get("seconds", 0.0),
+            "directory": warm.get("directory", ""),
+            "temporary": warm.get("temporary", False),
+            "warm_hits": warm.get("hits", 0),
+            "warm_misses": warm.get("misses", 0),
+            "warm_mb": warm.get("bytes", 0) / 1e6,
+            "warm_seconds": warm.get("seconds", 0.0),
             "training_hit_rate": lookups / len(history) if history else 0.0,
         },
         "epochs": history,

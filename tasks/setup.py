@@ -11,10 +11,10 @@ from pokevq.data import warm_cache as warm_frames
 from pokevq.manifest import index_frames, summarize
 from pokevq.session import Stopwatch, check_resume_exists
 from pokevq.validate import validate_setup
-from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient, session
+from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, per_flow_run, retry_transient, session
 
 
-@task(name="validate", retries=0)
+@task(name="validate", retries=0, cache_key_fn=per_flow_run)
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Credentials, endpoint, bucket, permissions, frames, cache dir, resume checkpoint; decides the fallback."""
     cfg = TrainConfig.from_dict(config)
@@ -33,6 +33,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_jitter_factor=IO_RETRY_JITTER,
     retry_condition_fn=retry_transient,
+    cache_key_fn=per_flow_run,
 )
 def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """List every frame, split by episode, and save the manifest as Parquet next to the outputs."""
@@ -59,6 +60,7 @@ def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, An
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_jitter_factor=IO_RETRY_JITTER,
     retry_condition_fn=retry_transient,
+    cache_key_fn=per_flow_run,
 )
 def warm_cache(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """Download up to the cache's capacity before training, concurrently."""
@@ -66,5 +68,4 @@ def warm_cache(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     with Stopwatch(run, "warm_cache"):
         stats = warm_frames(run.source, run.manifest, limit=run.config.max_cache_size)
     stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary))
-    run.warm_stats = stats
     return stats

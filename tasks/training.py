@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from pokevq.session import Stopwatch
-from tasks.common import session
+from tasks.common import per_flow_run, session
 
 
-@task(name="prepare_training")
+@task(name="prepare_training", cache_policy=NO_CACHE)
 def prepare_training(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """Build the model and loaders, resuming from a checkpoint when asked; returns where training starts."""
     run = session(config, plan)
@@ -24,9 +25,9 @@ def prepare_training(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, 
     }
 
 
-@task(name="train_epoch", task_run_name="train_epoch[{epoch}]")
+@task(name="train_epoch", task_run_name="train_epoch[{epoch}]", cache_key_fn=per_flow_run)
 def train_epoch(config: dict[str, Any], plan: dict[str, Any], epoch: int) -> dict[str, Any]:
     """Train one epoch, evaluate on the validation episodes and write the epoch's checkpoint locally."""
     run = session(config, plan)
     with Stopwatch(run, "train_epochs"):
-        return run.trainer.train_epoch(epoch).to_dict()
+        return run.trainer_after(epoch - 1).train_epoch(epoch).to_dict()

@@ -7,13 +7,14 @@ from typing import Any
 from prefect import task
 
 from pokevq.uploads import publish_checkpoint, upload_log
-from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient, session
+from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, per_flow_run, retry_transient, session
 
 _IO = dict(
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_jitter_factor=IO_RETRY_JITTER,
     retry_condition_fn=retry_transient,
+    cache_key_fn=per_flow_run,
 )
 
 

@@ -17,6 +17,7 @@ _PREFECT_HOME = Path(os.environ.get("POKEVQ_TEST_PREFECT_HOME", "/tmp")) / f"pok
 os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pokevq")
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ.pop("PREFECT_API_URL", None)
 # Fake keys by default; tests of missing credentials remove them explicitly.
 os.environ["AWS_ACCESS_KEY_ID"] = "testing-key-id-AKIA"

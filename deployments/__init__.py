@@ -1,0 +1,1 @@
+"""Prefect deployment of pokevq: prefect.yaml, automations, and the local stack set-up."""
