@@ -54,7 +54,42 @@ def pokevq(
     embedding_dim: int = 64,
     downsample: int = 8,
 ) -> dict[str, Any]:
-    """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field."""
+    """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field.
+
+    Args:
+        use_s3: Read frames from S3 and write outputs there.
+        s3_bucket: S3 bucket name (default: $S3_BUCKET_NAME).
+        s3_region: AWS region (default: $AWS_REGION, else us-east-1).
+        s3_endpoint_url: S3 endpoint for MinIO, R2 or a local server (default: $AWS_ENDPOINT_URL_S3, else
+                    $AWS_ENDPOINT_URL, else AWS).
+        s3_checkpoint_prefix: S3 prefix for checkpoints.
+        s3_tensorboard_prefix: S3 prefix for TensorBoard logs.
+        s3_logs_prefix: S3 prefix for training logs.
+        local_cache_dir: Local frame cache directory, kept between runs (default: a temp dir removed at
+                    exit).
+        max_cache_size: Max images to cache locally.
+        max_cache_bytes: Optional byte limit of the local cache.
+        no_fallback: Fail instead of falling back to local storage when S3 setup fails.
+        frames_dir: S3 prefix of the training frames (a local folder without --use-s3).
+        experiment_name: Name of this experiment (default: pokevq-YYYYMMDD-HHMMSS).
+        batch_size: Training batch size.
+        num_epochs: Total number of training epochs.
+        learning_rate: AdamW learning rate.
+        resume: Checkpoint to resume from: s3://bucket/key or a local path.
+        output_dir: Root of local outputs.
+        device: auto (CUDA when present), cpu, cuda or mps.
+        seed: Random seed for the split, init and shuffling.
+        num_workers: DataLoader worker processes.
+        val_fraction: Share of episodes held out for validation.
+        debug: Debug logging (botocore too) and tracebacks.
+        nightly: A scheduled retraining run: experiment nightly-YYYYMMDD, never falls back to local storage.
+        warm_start: With --nightly, start from the previous nightly's checkpoint_best.pt when one exists.
+        image_size: Frame size HxW fed to the model (Game Boy: 144x160).
+        hidden_channels: Channels of the encoder/decoder.
+        codebook_size: Number of codebook vectors.
+        embedding_dim: Dimension of each codebook vector.
+        downsample: Spatial downsampling factor: 4, 8 or 16.
+    """
     parameters = dict(locals())
     load_bucket_block()  # deployments: credentials and bucket from the S3Bucket block
     if not experiment_name and not resume:

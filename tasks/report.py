@@ -17,8 +17,17 @@ def _artifact_key(experiment: str, suffix: str) -> str:
     return f"{cleaned}-{suffix}"[:100]
 
 
+def _browser_link(uri: str, endpoint_url: str | None, region: str) -> str:
+    """Where a person can open an S3 object: the AWS console, or the endpoint's path-style URL."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if endpoint_url:
+        return f"{endpoint_url.rstrip('/')}/{bucket}/{key}"
+    return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?region={region}&prefix={key}"
+
+
 @task(
     name="report",
+    task_run_name="report",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_jitter_factor=IO_RETRY_JITTER,
@@ -91,14 +100,11 @@ def write_report(
             for r in history
         ]
         create_table_artifact(rows, key=_artifact_key(str(run.config.experiment_name), "metrics"))
-    if run.plan.backend == "s3" and run.plan.endpoint_url is None:
-        for name in ("checkpoint_best", "report"):
+    if run.plan.backend == "s3":
+        for name in ("report", "checkpoint_best", "checkpoint_latest", "tensorboard", "reconstructions"):
             if name in artifacts:
-                bucket_key = artifacts[name].removeprefix("s3://").split("/", 1)
-                create_link_artifact(
-                    f"https://s3.console.aws.amazon.com/s3/object/{bucket_key[0]}?prefix={bucket_key[1]}",
-                    link_text=artifacts[name],
-                )
+                create_link_artifact(_browser_link(artifacts[name], run.plan.endpoint_url, run.plan.region),
+                                     link_text=f"{name}: {artifacts[name]}")
     get_run_logger().info("Report written to %s", artifacts["report"])
     return {
         "report_uri": artifacts["report"],

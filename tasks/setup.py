@@ -14,7 +14,7 @@ from pokevq.validate import validate_setup
 from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, per_flow_run, retry_transient, session
 
 
-@task(name="validate", retries=0, cache_key_fn=per_flow_run)
+@task(name="validate", task_run_name="validate", retries=0, cache_key_fn=per_flow_run)
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Credentials, endpoint, bucket, permissions, frames, cache dir, resume checkpoint; decides the fallback."""
     cfg = TrainConfig.from_dict(config)
@@ -29,6 +29,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
 @task(
     name="index_manifest",
+    task_run_name="index_manifest",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_jitter_factor=IO_RETRY_JITTER,
@@ -56,6 +57,7 @@ def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, An
 
 @task(
     name="warm_cache",
+    task_run_name="warm_cache",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_jitter_factor=IO_RETRY_JITTER,

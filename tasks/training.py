@@ -11,7 +11,7 @@ from pokevq.session import Stopwatch
 from tasks.common import per_flow_run, session
 
 
-@task(name="prepare_training", cache_policy=NO_CACHE)
+@task(name="prepare_training", task_run_name="prepare_training", cache_policy=NO_CACHE)
 def prepare_training(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """Build the model and loaders, resuming from a checkpoint when asked; returns where training starts."""
     run = session(config, plan)

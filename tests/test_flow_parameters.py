@@ -25,3 +25,11 @@ def test_flow_parameter_schema_is_typed_for_the_run_form():
     assert properties["learning_rate"]["type"] == "number"
     assert properties["use_s3"]["type"] == "boolean"
     assert properties["image_size"]["default"] == "144x160"
+
+
+def test_every_parameter_is_described_as_in_the_cli_help():
+    from pokevq.config import field_help
+
+    properties = pokevq.parameters.model_dump()["properties"]
+    for name, text in field_help().items():
+        assert " ".join(properties[name].get("description", "").split()) == text, name
