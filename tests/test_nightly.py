@@ -1,0 +1,65 @@
+"""Nightly retraining runs: named after the date, warm-started from the previous nightly, never local."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+
+import pytest
+import torch
+
+from conftest import upload_tree
+from flows import pokevq
+from pokevq.errors import ConnectError
+
+pytestmark = pytest.mark.e2e
+
+TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16, num_workers=0, batch_size=4,
+            num_epochs=1)
+
+
+def _log(s3_client, bucket: str, experiment: str) -> str:
+    return s3_client.get_object(Bucket=bucket, Key=f"logs/{experiment}/training_latest.log")["Body"].read().decode()
+
+
+def test_nightly_runs_are_dated_and_warm_start_from_the_previous_nightly(
+    prefect_harness, tmp_path, moto_endpoint, bucket, s3_client, synth_frames
+):
+    upload_tree(s3_client, bucket, synth_frames)
+    common = dict(use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, output_dir=str(tmp_path), **TINY)
+    today = f"nightly-{datetime.now():%Y%m%d}"
+
+    # The first nightly has nothing to warm-start from, and says so.
+    first = pokevq(nightly=True, **common)
+    assert first["report_uri"] == f"s3://{bucket}/reports/{today}/report.md"
+    assert "Warm start skipped: no earlier nightly experiment" in _log(s3_client, bucket, today)
+
+    # Given an earlier nightly's best checkpoint, the next nightly starts from its weights.
+    pokevq(experiment_name="nightly-20200101", **common)
+    earlier = torch.load(
+        io.BytesIO(
+            s3_client.get_object(Bucket=bucket, Key="checkpoints/nightly-20200101/checkpoint_best.pt")["Body"].read()
+        ),
+        weights_only=True,
+    )
+    pokevq(nightly=True, learning_rate=1e-12, **common)  # a negligible step keeps the weights recognisable
+    log = _log(s3_client, bucket, today)
+    assert f"Warm-started the model from s3://{bucket}/checkpoints/nightly-20200101/checkpoint_best.pt" in log
+    warm = torch.load(
+        io.BytesIO(
+            s3_client.get_object(Bucket=bucket, Key=f"checkpoints/{today}/checkpoint_latest.pt")["Body"].read()
+        ),
+        weights_only=True,
+    )
+    name = next(k for k in earlier["model"] if k.endswith("weight"))
+    assert torch.allclose(warm["model"][name], earlier["model"][name], atol=1e-6)
+    assert warm["epoch"] == 1  # a new experiment: warm start copies weights, not the epoch count
+
+
+def test_nightly_never_falls_back_to_local_storage(prefect_harness, tmp_path, synth_frames):
+    from pokevq.local_s3 import free_port
+
+    with pytest.raises(ConnectError, match="^Unable to connect to S3"):
+        pokevq(nightly=True, use_s3=True, s3_bucket="b", s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+               frames_dir=str(synth_frames), output_dir=str(tmp_path), **TINY)
+    assert not (tmp_path / "checkpoints").exists()
