@@ -6,6 +6,7 @@ run form and Python all configure the same thing.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -14,11 +15,11 @@ from prefect.futures import PrefectFuture, wait
 
 from flows.runtime import experiment_name_for_run, load_bucket_block
 from pokevq.config import TrainConfig
-from tasks.common import close_session
+from tasks.common import close_session, retry_options
 from tasks.report import write_report
-from tasks.setup import index_manifest, validate, warm_cache
+from tasks.setup import acquire_lease, index_manifest, validate, warm_cache
 from tasks.training import prepare_training, train_epoch
-from tasks.uploads import upload_checkpoint, upload_logs, upload_tensorboard
+from tasks.uploads import checkpoint_published, upload_checkpoint, upload_logs, upload_tensorboard
 
 
 @flow(name="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3.")
@@ -30,6 +31,9 @@ def pokevq(
     s3_checkpoint_prefix: str = "checkpoints",
     s3_tensorboard_prefix: str = "tensorboard",
     s3_logs_prefix: str = "logs",
+    s3_sse: str | None = None,
+    s3_kms_key_id: str | None = None,
+    expected_bucket_owner: str | None = None,
     local_cache_dir: str | None = None,
     max_cache_size: int = 1000,
     max_cache_bytes: int | None = None,
@@ -65,6 +69,10 @@ def pokevq(
         s3_checkpoint_prefix: S3 prefix for checkpoints.
         s3_tensorboard_prefix: S3 prefix for TensorBoard logs.
         s3_logs_prefix: S3 prefix for training logs.
+        s3_sse: Server-side encryption of every object written: AES256 or aws:kms (default: the bucket's).
+        s3_kms_key_id: KMS key id or ARN for --s3-sse aws:kms (default: the aws/s3 managed key).
+        expected_bucket_owner: 12-digit AWS account id that must own the bucket; every S3 request is refused
+                    otherwise.
         local_cache_dir: Local frame cache directory, kept between runs (default: a temp dir removed at
                     exit).
         max_cache_size: Max images to cache locally.
@@ -97,10 +105,19 @@ def pokevq(
     config = TrainConfig.from_dict(parameters).to_dict()  # validates, resolves env
     logger = get_run_logger()
     pending: list[PrefectFuture] = []
+    # The retry policy as $POKEVQ_TASK_RETRY_DELAYS says when this run starts (a deployment's env applies).
+    retrying = retry_options()
+    validate_, acquire_lease_, index_manifest_, warm_cache_, write_report_ = (
+        task.with_options(**retrying) for task in (validate, acquire_lease, index_manifest, warm_cache, write_report)
+    )
+    upload_checkpoint_, upload_tensorboard_, upload_logs_ = (
+        task.with_options(**retrying) for task in (upload_checkpoint, upload_tensorboard, upload_logs)
+    )
     try:
-        plan = validate(config)
-        data = index_manifest(config, plan)
-        warm = warm_cache(config, plan)
+        plan = validate_(config)
+        acquire_lease_(config, plan)  # refuses to start while another run trains this experiment
+        data = index_manifest_(config, plan)
+        warm = warm_cache_(config, plan)
         start = prepare_training(config, plan)
         logger.info(
             "Training %s from epoch %d to %d on %s",
@@ -115,23 +132,37 @@ def pokevq(
         progress = create_progress_artifact(
             progress=_percent(first - 1, last), description=f"Epochs of {config['experiment_name']}"
         )
+        unchecked: list[PrefectFuture] = []
         for epoch in range(first, last + 1):
+            failed = _failed_upload(unchecked)
+            if failed is not None:  # e.g. S3 down for longer than every retry: stop, a retry continues from here
+                logger.error("Stopping before epoch %d, an upload failed (%s): retry the run once storage is back",
+                             epoch, failed.state.message)
+                break
             result = train_epoch(config, plan, epoch)
+            if not Path(result["checkpoint_path"]).is_file() and not checkpoint_published(
+                config, plan, epoch, result["checkpoint_sha256"]
+            ):
+                # A retry on another machine: this epoch is cached, but its checkpoint never reached storage
+                # and its work file is gone. Train it again from the last checkpoint that did.
+                logger.warning("Epoch %d's checkpoint was never uploaded and is gone: training it again", epoch)
+                result = train_epoch.with_options(refresh_cache=True)(config, plan, epoch)
             update_progress_artifact(progress, _percent(epoch, last), description=f"Epoch {epoch}/{last} done")
             # Uploads overlap the next epoch; each chain stays in order so `latest` never goes back.
-            checkpoint_upload = upload_checkpoint.submit(
+            checkpoint_upload = upload_checkpoint_.submit(
                 config, plan, epoch, result, wait_for=[checkpoint_upload] if checkpoint_upload else []
             )
-            tensorboard_upload = upload_tensorboard.submit(
+            tensorboard_upload = upload_tensorboard_.submit(
                 config, plan, epoch, wait_for=[tensorboard_upload] if tensorboard_upload else []
             )
-            log_upload = upload_logs.submit(config, plan, epoch, wait_for=[log_upload] if log_upload else [])
+            log_upload = upload_logs_.submit(config, plan, epoch, wait_for=[log_upload] if log_upload else [])
             checkpoint_uploads.append(checkpoint_upload)
             pending += [checkpoint_upload, tensorboard_upload, log_upload]
+            unchecked += [checkpoint_upload, tensorboard_upload, log_upload]
         _raise_first_failure(pending)
         published = [future.result() for future in checkpoint_uploads]
-        summary = write_report(config, plan, data, warm, published, max(first - 1, last))
-        upload_logs(config, plan, "final")
+        summary = write_report_(config, plan, data, warm, published, max(first - 1, last))
+        upload_logs_(config, plan, "final")
         return summary
     finally:
         wait(pending)  # never abandon an upload that already started, even when training failed
@@ -140,6 +171,18 @@ def pokevq(
 
 def _percent(done: int, total: int) -> float:
     return 100.0 if total <= 0 else round(100.0 * min(done, total) / total, 1)
+
+
+def _failed_upload(unchecked: list[PrefectFuture]) -> PrefectFuture | None:
+    """The first finished upload that failed for good (after its retries); finished good ones are dropped."""
+    for future in list(unchecked):
+        wrapped = getattr(future, "wrapped_future", None)
+        if wrapped is None or not wrapped.done():
+            continue
+        if future.state.is_failed():
+            return future
+        unchecked.remove(future)
+    return None
 
 
 def _raise_first_failure(futures: list[PrefectFuture]) -> None:

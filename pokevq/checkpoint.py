@@ -27,6 +27,13 @@ REQUIRED_KEYS = ("format_version", "model", "optimizer", "epoch", "global_step",
 SHAPE_FIELDS = ("in_channels", "hidden_channels", "codebook_size", "embedding_dim", "downsample", "num_res_blocks")
 
 
+class CheckpointCorruptError(CheckpointError):
+    """A checkpoint's bytes are damaged: unreadable, or not the bytes whose SHA-256 was recorded at upload.
+
+    Resuming from `checkpoint_latest.pt` falls back to the newest good epoch checkpoint on this error.
+    """
+
+
 def rng_state() -> dict[str, Any]:
     """RNG states as plain tensors and lists, so `weights_only=True` can load them."""
     version, internal, gauss = random.getstate()
@@ -105,7 +112,8 @@ def load_checkpoint(source: str | Path | bytes, name: str | None = None) -> dict
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "it contains Python objects that are not allowed in a checkpoint (refused for safety)"
-        raise CheckpointError(f"Checkpoint {name} is not a valid pokevq checkpoint: {reason[:300]}") from exc
+            raise CheckpointError(f"Checkpoint {name} is not a valid pokevq checkpoint: {reason[:300]}") from exc
+        raise CheckpointCorruptError(f"Checkpoint {name} is not a valid pokevq checkpoint: {reason[:300]}") from exc
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
         raise CheckpointError(f"Checkpoint {name} is not a pokevq checkpoint (missing {', '.join(missing)})")
@@ -139,3 +147,16 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1024 * 1024), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str | None, name: str) -> None:
+    """Refuse a downloaded checkpoint whose bytes are not the ones whose SHA-256 was recorded at upload."""
+    if not expected:
+        return
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise CheckpointCorruptError(
+            f"Checkpoint {name} is corrupt: its SHA-256 is {actual[:16]}…, but {expected[:16]}… was recorded "
+            f"when it was uploaded ({Path(path).stat().st_size} bytes: a partial or altered object). "
+            "Resume from another checkpoint_epoch_N.pt of the experiment."
+        )

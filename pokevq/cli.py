@@ -36,7 +36,7 @@ _TYPES: dict[str, Callable[[str], Any]] = {
 }
 _GROUPS = {
     "S3": ("use_s3", "s3_bucket", "s3_region", "s3_endpoint_url", "s3_checkpoint_prefix", "s3_tensorboard_prefix",
-           "s3_logs_prefix", "no_fallback"),
+           "s3_logs_prefix", "s3_sse", "s3_kms_key_id", "expected_bucket_owner", "no_fallback"),
     "cache": ("local_cache_dir", "max_cache_size", "max_cache_bytes"),
     "model": ("image_size", "hidden_channels", "codebook_size", "embedding_dim", "downsample"),
 }
@@ -88,7 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--frames-dir", default="pokemon_frames", help="Destination prefix (default: pokemon_frames).")
     upload.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
     upload.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    upload.add_argument("--s3-sse", default=None, help="Server-side encryption of the uploads: AES256 or aws:kms.")
+    upload.add_argument("--s3-kms-key-id", default=None, help="KMS key for --s3-sse aws:kms.")
+    upload.add_argument("--expected-bucket-owner", default=None, help="Account id that must own the bucket.")
     upload.add_argument("--threads", type=int, default=16, help="Concurrent uploads (default: 16).")
+
+    pack = commands.add_parser(
+        "pack", help="Pack the frames of a prefix into tar shards with a Parquet index (fast cold cache fills)."
+    )
+    pack.add_argument("--s3-bucket", default=None, help="Bucket (default: $S3_BUCKET_NAME).")
+    pack.add_argument("--frames-dir", default="pokemon_frames", help="Prefix of the frames (default: pokemon_frames).")
+    pack.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
+    pack.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    pack.add_argument("--shard-size", default="128MB", help="Target size of a shard, e.g. 128MB, 1GiB (default: 128MB).")
+    pack.add_argument("--threads", type=int, default=32, help="Concurrent frame downloads (default: 32).")
+    pack.add_argument("--keep-old", action="store_true", help="Keep the shards of earlier packs.")
 
     demo = commands.add_parser(
         "demo", help="Run the whole pipeline on a local S3 endpoint with synthetic frames (CPU, a few minutes)."
@@ -107,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timezone", default="UTC", help="Time zone of the schedule (default: UTC).")
     stack_commands.add_parser("down", help="Stop exactly the processes `stack up` started.")
 
-    for sub in (train, synth, upload, demo, stack):
+    for sub in (train, synth, upload, pack, demo, stack):
         if sub is not train:
             sub.add_argument("--debug", action="store_true", help="Show tracebacks and debug logs.")
     return parser
@@ -168,9 +182,31 @@ def run_upload(args: argparse.Namespace) -> None:
         s3_region=args.s3_region,
         s3_endpoint_url=args.s3_endpoint_url,
         frames_dir=args.frames_dir,
+        s3_sse=args.s3_sse,
+        s3_kms_key_id=args.s3_kms_key_id,
+        expected_bucket_owner=args.expected_bucket_owner,
     )
     count = upload_directory(args.directory, config, threads=args.threads)
     print(f"Uploaded {count} frames to s3://{config.s3_bucket}/{config.frames_dir.strip('/')}/")
+
+
+def run_pack(args: argparse.Namespace) -> None:
+    from pokevq.shards import pack, parse_size
+    from pokevq.storage import S3Storage
+
+    shard_bytes = parse_size(args.shard_size)
+    config = TrainConfig(
+        use_s3=True,
+        s3_bucket=args.s3_bucket,
+        s3_region=args.s3_region,
+        s3_endpoint_url=args.s3_endpoint_url,
+        frames_dir=args.frames_dir,
+    )
+    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url)
+    result = pack(storage, config.frames_dir, shard_bytes=shard_bytes, threads=args.threads,
+                  keep_old=args.keep_old, progress=True)
+    print(f"Packed {result.frames} frames ({result.bytes / 1e6:.1f} MB) into {result.shards} shard(s); "
+          f"index at {storage.uri(result.index_key)}")
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -245,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_synth(args)
         elif args.command == "upload":
             run_upload(args)
+        elif args.command == "pack":
+            run_pack(args)
         elif args.command == "demo":
             run_demo(args)
         elif args.command == "stack":

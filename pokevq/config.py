@@ -19,6 +19,7 @@ from pokevq.errors import ConfigError
 DEFAULT_IMAGE_SIZE = "144x160"
 DOWNSAMPLE_FACTORS = (4, 8, 16)
 DEVICES = ("auto", "cpu", "cuda", "mps")
+S3_SSE_MODES = ("AES256", "aws:kms")
 
 # Field name -> CLI flag, where the flag is not the field name with dashes.
 FLAG_NAMES = {
@@ -88,6 +89,18 @@ class TrainConfig:
         default="tensorboard", metadata={"help": "S3 prefix for TensorBoard logs."}
     )
     s3_logs_prefix: str = field(default="logs", metadata={"help": "S3 prefix for training logs."})
+    s3_sse: str | None = field(
+        default=None,
+        metadata={"help": "Server-side encryption of every object written: AES256 or aws:kms (default: the bucket's)."},
+    )
+    s3_kms_key_id: str | None = field(
+        default=None,
+        metadata={"help": "KMS key id or ARN for --s3-sse aws:kms (default: the aws/s3 managed key)."},
+    )
+    expected_bucket_owner: str | None = field(
+        default=None,
+        metadata={"help": "12-digit AWS account id that must own the bucket; every S3 request is refused otherwise."},
+    )
     local_cache_dir: str | None = field(
         default=None,
         metadata={"help": "Local frame cache directory, kept between runs (default: a temp dir removed at exit)."},
@@ -228,6 +241,16 @@ class TrainConfig:
             if not value or ".." in value.split("/"):
                 fail(name, f"must be a non-empty prefix without '..'; got {getattr(self, name)!r}")
             setattr(self, name, value)
+        if self.s3_sse is not None and self.s3_sse not in S3_SSE_MODES:
+            fail("s3_sse", f"must be one of {', '.join(S3_SSE_MODES)}; got {self.s3_sse!r}")
+        if self.s3_kms_key_id is not None and (not isinstance(self.s3_kms_key_id, str) or not self.s3_kms_key_id.strip()):
+            fail("s3_kms_key_id", f"must be a KMS key id or ARN; got {self.s3_kms_key_id!r}")
+        if self.s3_kms_key_id is not None and self.s3_sse != "aws:kms":
+            fail("s3_kms_key_id", f"is only used with --s3-sse aws:kms; got s3_sse={self.s3_sse!r}")
+        if self.expected_bucket_owner is not None and not (
+            isinstance(self.expected_bucket_owner, str) and re.fullmatch(r"\d{12}", self.expected_bucket_owner)
+        ):
+            fail("expected_bucket_owner", f"must be a 12-digit AWS account id; got {self.expected_bucket_owner!r}")
         if self.use_s3 and self.frames_dir.strip("/") and ".." in self.frames_dir.split("/"):
             fail("frames_dir", f"must not contain '..'; got {self.frames_dir!r}")
 

@@ -22,7 +22,7 @@ from pokevq.errors import FrameDecodeError
 logger = logging.getLogger(__name__)
 
 MAX_IMAGE_PIXELS = 4096 * 4096  # refuse larger (decompression bombs); checked locally
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
 # Truncated files must fail loudly rather than decode as half-grey frames:
 # that needs Pillow's default ImageFile.LOAD_TRUNCATED_IMAGES = False, which

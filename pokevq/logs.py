@@ -7,11 +7,78 @@ Per-operation records go to the non-propagating `pokevq.operations` logger, whic
 from __future__ import annotations
 
 import logging
+import os
+import re
+import threading
 from pathlib import Path
+from typing import Any
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Loggers whose records belong in training.log: the library, and Prefect's run loggers.
 FILE_LOGGERS = ("pokevq", "pokevq.operations", "prefect.flow_runs", "prefect.task_runs")
+# Loggers that print request headers at DEBUG (botocore's `Authorization: … Credential=<key id>/…`,
+# `X-Amz-Security-Token`, S3 error bodies with `<AWSAccessKeyId>`): their records are redacted.
+REDACTED_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_CREDENTIAL = re.compile(r"(Credential=)([^/\s,'\"]+)")
+_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,124}\b")
+_TOKEN_HEADER = re.compile(r"(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)([^'\"\s,}]+)", re.IGNORECASE)
+_KEY_ID_ELEMENT = re.compile(r"(<AWSAccessKeyId>)([^<]+)(</AWSAccessKeyId>)")
+_redaction_lock = threading.Lock()
+_redaction_installed = False
+
+
+def _last_four(value: str) -> str:
+    return f"…{value[-4:]}"
+
+
+def redact(text: str) -> str:
+    """`text` without access key ids (only their last four characters stay), secrets or session tokens."""
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, _last_four(value) if name == "AWS_ACCESS_KEY_ID" else "****")
+    text = _CREDENTIAL.sub(lambda m: m.group(1) + _last_four(m.group(2)), text)
+    text = _KEY_ID_ELEMENT.sub(lambda m: m.group(1) + _last_four(m.group(2)) + m.group(3), text)
+    text = _TOKEN_HEADER.sub(lambda m: m.group(1) + "****", text)
+    return _KEY_ID.sub(lambda m: _last_four(m.group(0)), text)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record of the AWS client libraries so no credential reaches any handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] in REDACTED_LOGGERS:
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed record is logging's problem, not ours
+                return True
+            clean = redact(message)
+            if clean != message:
+                record.msg, record.args = clean, ()
+        return True
+
+
+def install_redaction() -> None:
+    """Redact every record of the AWS client libraries as it is created, whatever handler gets it.
+
+    A filter on a logger misses its children's records and a filter on a handler misses handlers
+    added later (Prefect's, pytest's), so the filter runs in the log record factory. Idempotent.
+    """
+    global _redaction_installed
+    with _redaction_lock:
+        if _redaction_installed:
+            return
+        previous = logging.getLogRecordFactory()
+        redactor = RedactSecrets()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            redactor.filter(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _redaction_installed = True
 
 
 def attach_training_log(path: str | Path, debug: bool = False) -> logging.Handler:
@@ -21,6 +88,7 @@ def attach_training_log(path: str | Path, debug: bool = False) -> logging.Handle
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.setLevel(logging.DEBUG)
+    install_redaction()
     library = logging.getLogger("pokevq")
     if library.level == logging.NOTSET:
         library.setLevel(logging.INFO)  # the orchestrator's root level would otherwise hide progress
@@ -38,7 +106,8 @@ def detach_training_log(handler: logging.Handler) -> None:
 
 
 def enable_debug() -> None:
-    """The guide's debug mode: boto3 and botocore at DEBUG."""
+    """The guide's debug mode: boto3 and botocore at DEBUG, with credentials redacted from their records."""
+    install_redaction()
     for name in ("boto3", "botocore", "pokevq"):
         logging.getLogger(name).setLevel(logging.DEBUG)
 

@@ -8,6 +8,7 @@ storage (manifest, checkpoints), which is what a retried run does.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,22 +16,62 @@ from typing import Any
 import pandas as pd
 
 from pokevq.cache import FrameCache
-from pokevq.checkpoint import load_checkpoint
+from pokevq.checkpoint import CheckpointCorruptError, load_checkpoint, verify_sha256
 from pokevq.config import TrainConfig
 from pokevq.data import FrameSource
-from pokevq.errors import CheckpointNotFoundError, ConfigError, ObjectNotFoundError
+from pokevq.errors import CheckpointError, CheckpointNotFoundError, ConfigError, ObjectNotFoundError, PokevqError
 from pokevq.layout import Layout
 from pokevq.logs import attach_training_log, detach_training_log
 from pokevq.manifest import from_parquet_bytes, to_parquet_bytes
-from pokevq.storage import FAST_FAIL, S3Storage, storage_for_uri
-from pokevq.uploads import TensorBoardSync
+from pokevq.storage import FAST_FAIL, S3Storage, Storage, storage_for_uri
+from pokevq.uploads import SHA256_METADATA, TensorBoardSync
 from pokevq.validate import StoragePlan
 
 log = logging.getLogger(__name__)
 
 
+LATEST_NAME = "checkpoint_latest.pt"
+_EPOCH_FILE = re.compile(r"checkpoint_epoch_(\d+)\.pt")
+
+
+def fetch_checkpoint(storage: Storage, key: str, target: Path) -> tuple[dict[str, Any], str]:
+    """Download a checkpoint, check its bytes against the SHA-256 recorded at upload, and load it safely.
+
+    Raises `ObjectNotFoundError` when it does not exist and `CheckpointCorruptError` when its bytes are
+    not the uploaded ones (or cannot be read as a checkpoint). Objects without a recorded SHA-256
+    (local storage, files copied by hand) are only checked by loading them.
+    """
+    uri = storage.uri(key)
+    info = storage.head(key)
+    if info is None:
+        raise ObjectNotFoundError(f"Object not found: {uri}")
+    storage.download_file(key, target)
+    verify_sha256(target, (info.metadata or {}).get(SHA256_METADATA), uri)
+    return load_checkpoint(target, name=uri), uri
+
+
+def _newest_good_epoch(storage: Storage, latest_key: str, workdir: Path) -> tuple[dict[str, Any], str] | None:
+    """The newest `checkpoint_epoch_N.pt` next to `latest_key` that verifies and loads."""
+    folder = latest_key.rsplit("/", 1)[0] + "/" if "/" in latest_key else ""
+    found = []
+    for info in storage.list(folder):
+        match = _EPOCH_FILE.fullmatch(info.key[len(folder):])
+        if match:
+            found.append((int(match.group(1)), info.key))
+    for epoch, key in sorted(found, reverse=True):
+        try:
+            return fetch_checkpoint(storage, key, workdir / "resume" / f"checkpoint_epoch_{epoch}.pt")
+        except (CheckpointError, ObjectNotFoundError) as exc:
+            log.warning("Not resuming from %s either: %s", storage.uri(key), exc)
+    return None
+
+
 def resolve_resume(config: TrainConfig, workdir: Path) -> tuple[dict[str, Any], str]:
-    """Fetch the checkpoint named by `--resume` (s3:// URI or local path) and load it safely."""
+    """Fetch the checkpoint named by `--resume` (s3:// URI or local path), verify it and load it safely.
+
+    When `checkpoint_latest.pt` fails verification, the newest epoch checkpoint that verifies is used
+    instead, with a warning: at most the epochs after it are trained again.
+    """
     uri = str(config.resume)
     try:
         storage, key = storage_for_uri(uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url)
@@ -38,12 +79,20 @@ def resolve_resume(config: TrainConfig, workdir: Path) -> tuple[dict[str, Any], 
         raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc
     local = workdir / "resume" / Path(key).name
     try:
-        storage.download_file(key, local)
+        state, _ = fetch_checkpoint(storage, key, local)
+        return state, uri
     except ObjectNotFoundError as exc:
         raise CheckpointNotFoundError(
             f"Checkpoint not found: {uri}. List what exists with `aws s3 ls` on the checkpoints prefix."
         ) from exc
-    return load_checkpoint(local, name=uri), uri
+    except CheckpointCorruptError as exc:
+        if Path(key).name != LATEST_NAME:
+            raise
+        fallback = _newest_good_epoch(storage, key, workdir)
+        if fallback is None:
+            raise
+        log.warning("%s Resuming from %s instead, the newest epoch checkpoint that verifies.", exc, fallback[1])
+        return fallback
 
 
 def check_resume_exists(config: TrainConfig) -> None:
@@ -82,6 +131,7 @@ class RunSession:
         self._cache: FrameCache | None = None
         self._manifest: pd.DataFrame | None = None
         self._trainer: Any = None
+        self.lease: Any = None
         log.info("Run %s: outputs to %s, work directory %s", config.experiment_name, plan.describe(), self.workdir)
 
     # -------------------------------------------------------------- pieces
@@ -156,13 +206,12 @@ class RunSession:
         key = self.layout.checkpoint(epoch)
         target = self.workdir / "resume" / f"checkpoint_epoch_{epoch}.pt"
         try:
-            self.storage.download_file(key, target)
+            return fetch_checkpoint(self.storage, key, target)
         except ObjectNotFoundError as exc:
             raise CheckpointNotFoundError(
                 f"Checkpoint not found: {self.storage.uri(key)} (needed to continue after epoch {epoch}); "
                 "start a new run of the deployment instead of retrying this one."
             ) from exc
-        return load_checkpoint(target, name=self.storage.uri(key)), self.storage.uri(key)
 
     def previous_nightly_best(self) -> tuple[dict[str, Any], str] | None:
         """The newest earlier `nightly-*` experiment's best checkpoint, if any."""
@@ -177,9 +226,43 @@ class RunSession:
             return None
         key = earlier[-1]
         target = self.workdir / "warm_start" / "checkpoint_best.pt"
-        self.storage.download_file(key, target)
-        log.info("Warm start from %s", self.storage.uri(key))
-        return load_checkpoint(target, name=self.storage.uri(key)), self.storage.uri(key)
+        state, uri = fetch_checkpoint(self.storage, key, target)
+        log.info("Warm start from %s", uri)
+        return state, uri
+
+    # ---------------------------------------------------------------- lease
+    def hold_lease(self, lease: Any) -> None:
+        """Keep the experiment's lease (pokevq.lease.Lease) renewed while this run lives; released by close()."""
+        self.lease = lease
+        if lease.taken_over:
+            log.warning("Took over the lease of experiment %s: %s", self.config.experiment_name, lease.taken_over)
+        lease.start_heartbeat()
+
+    def renew_lease(self) -> None:
+        """Before each epoch: fail when another run took the lease; a storage hiccup only warns."""
+        if self.lease is None:
+            return
+        from pokevq.lease import LeaseLostError
+
+        try:
+            self.lease.renew()
+        except LeaseLostError:
+            raise
+        except PokevqError as exc:
+            log.warning("Could not renew the lease on %s now (%s); it is valid until %s",
+                        self.config.experiment_name, exc, self.lease.describe())
+
+    def release_lease(self) -> None:
+        if self.lease is None:
+            return
+        lease, self.lease = self.lease, None
+        try:
+            lease.release()
+        except Exception as exc:  # noqa: BLE001 - never hide the run's own outcome behind this
+            log.warning(
+                "Could not release the lease %s (%s): it expires by itself at the time it names, "
+                "and a retry of this flow run may take it at once.", lease.uri, exc,
+            )
 
     def timed(self, stage: str, seconds: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 3)
@@ -190,6 +273,7 @@ class RunSession:
             self._trainer.close()
         if self._cache is not None:
             self._cache.close()
+        self.release_lease()
         detach_training_log(self.log_handler)
 
 

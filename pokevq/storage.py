@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -64,6 +65,23 @@ class ObjectInfo:
     size: int
     etag: str
     last_modified: datetime
+    metadata: dict[str, str] | None = None  # user metadata (`x-amz-meta-*`), filled by S3Storage.head only
+
+
+@dataclass
+class ListingPage:
+    """One page of a listing, column by column (cheap to turn into arrays; no object per key kept).
+
+    `last_modified` holds S3's ISO 8601 strings unparsed (parsing 1,000 timestamps costs more than
+    the request) or datetimes from local storage. `prefixes` are the common prefixes ("folders")
+    when the listing used a delimiter.
+    """
+
+    keys: list[str]
+    sizes: list[int]
+    etags: list[str]
+    last_modified: list[Any]
+    prefixes: list[str]
 
 
 class Storage(ABC):
@@ -114,8 +132,100 @@ class Storage(ABC):
     def describe(self) -> str:
         return self.namespace
 
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of an object (a frame inside a shard); generic fallback reads it whole."""
+        return self.get_bytes(key)[start:end]
+
+    def list_pages(self, prefix: str = "", delimiter: str | None = None) -> Iterator[ListingPage]:
+        """A listing page by page; with a delimiter, keys below the next delimiter come back as prefixes."""
+        page = ListingPage([], [], [], [], [])
+        seen: set[str] = set()
+        for info in self.list(prefix):
+            rest = info.key[len(prefix):]
+            if delimiter and delimiter in rest:
+                common = prefix + rest.split(delimiter, 1)[0] + delimiter
+                if common not in seen:
+                    seen.add(common)
+                    page.prefixes.append(common)
+                continue
+            page.keys.append(info.key)
+            page.sizes.append(info.size)
+            page.etags.append(info.etag)
+            page.last_modified.append(info.last_modified)
+            if len(page.keys) >= 1000:
+                yield page
+                page = ListingPage([], [], [], [], [])
+        yield page
+
 
 # ---------------------------------------------------------------------------- S3
+
+
+# S3Storage.listing_client per storage object (clients cannot be pickled; this keeps them off the instance).
+_LISTING_CLIENTS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def _listing_parser_factory() -> Any:
+    """botocore's response parsers, except that ListObjectsV2 bodies are read with ElementTree directly.
+
+    botocore walks its shape model for every element of every key (about 30 ms of CPU per page
+    of 1,000 keys, several times the request's own latency); this reads the same fields in a few
+    ms. Timestamps stay strings. Errors, headers and metadata are still botocore's own parsing.
+    """
+    from xml.etree import ElementTree
+
+    from botocore.parsers import PROTOCOL_PARSERS, ResponseParserFactory, RestXMLParser
+
+    class ListingParser(RestXMLParser):
+        def _parse_payload(self, response: Any, shape: Any, member_shapes: Any, final_parsed: dict) -> None:
+            if getattr(shape, "name", None) != "ListObjectsV2Output" or not response.get("body"):
+                return super()._parse_payload(response, shape, member_shapes, final_parsed)
+            root = ElementTree.fromstring(response["body"])
+            ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            for child in root:
+                tag = child.tag[len(ns):]
+                if tag == "Contents":
+                    item: dict[str, Any] = {}
+                    for field in child:
+                        name = field.tag[len(ns):]
+                        if name == "Size":
+                            item[name] = int(field.text or 0)
+                        elif name in ("Key", "LastModified", "ETag", "StorageClass"):
+                            item[name] = field.text or ""
+                    final_parsed.setdefault("Contents", []).append(item)
+                elif tag == "CommonPrefixes":
+                    final_parsed.setdefault("CommonPrefixes", []).append({"Prefix": child.findtext(f"{ns}Prefix") or ""})
+                elif tag == "IsTruncated":
+                    final_parsed[tag] = (child.text or "").strip().lower() == "true"
+                elif tag in ("MaxKeys", "KeyCount"):
+                    final_parsed[tag] = int(child.text or 0)
+                elif tag in ("Name", "Prefix", "Delimiter", "EncodingType", "ContinuationToken",
+                             "NextContinuationToken", "StartAfter"):
+                    final_parsed[tag] = child.text or ""
+
+    class Factory(ResponseParserFactory):
+        def create_parser(self, protocol_name: str) -> Any:
+            if PROTOCOL_PARSERS.get(protocol_name) is RestXMLParser:
+                return ListingParser(**self._defaults)
+            return super().create_parser(protocol_name)
+
+    factory = Factory()
+    factory.set_parser_defaults(timestamp_parser=str)
+    return factory
+
+
+# Attempts per S3 request (botocore adaptive retries) unless a caller sets max_attempts.
+MAX_ATTEMPTS_ENV = "POKEVQ_S3_MAX_ATTEMPTS"
+
+
+def default_max_attempts() -> int:
+    """`$POKEVQ_S3_MAX_ATTEMPTS` (1-50), else 8: how long a client keeps retrying a failing request."""
+    value = os.environ.get(MAX_ATTEMPTS_ENV, "").strip()
+    if not value:
+        return 8
+    if not value.isdigit() or not 1 <= int(value) <= 50:
+        raise ConfigError(f"{MAX_ATTEMPTS_ENV} must be an integer from 1 to 50; got {value!r}")
+    return int(value)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -149,20 +259,40 @@ class S3Storage(Storage):
         *,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
-        max_attempts: int = 8,
+        max_attempts: int | None = None,
         max_pool_connections: int = 64,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+        expected_bucket_owner: str | None = None,
     ) -> None:
         if not bucket:
             raise ConfigError(
                 "s3_bucket (--s3-bucket) is required with --use-s3: pass --s3-bucket or set S3_BUCKET_NAME"
             )
+        if sse not in (None, "AES256", "aws:kms"):
+            raise ConfigError(f"s3_sse (--s3-sse) must be one of AES256, aws:kms; got {sse!r}")
+        if kms_key_id and sse != "aws:kms":
+            raise ConfigError(f"s3_kms_key_id (--s3-kms-key-id) is only used with --s3-sse aws:kms; got s3_sse={sse!r}")
         self.bucket = bucket
         self.region = region
         self.endpoint_url = endpoint_url
+        self.sse = sse
+        self.kms_key_id = kms_key_id
+        self.expected_bucket_owner = expected_bucket_owner
+        # Sent with every request (AWS refuses it with 403 when another account owns the bucket)...
+        self._owner_args: dict[str, str] = (
+            {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
+        )
+        # ...and with every write: explicit, so a copy never silently loses its encryption.
+        self._write_args: dict[str, str] = {}
+        if sse:
+            self._write_args["ServerSideEncryption"] = sse
+        if kms_key_id:
+            self._write_args["SSEKMSKeyId"] = kms_key_id
         self._client_options = dict(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_attempts=max_attempts,
+            max_attempts=max_attempts if max_attempts is not None else default_max_attempts(),
             max_pool_connections=max_pool_connections,
         )
         self._local = threading.local()
@@ -275,9 +405,14 @@ class S3Storage(Storage):
                 )
             if code in _DENIED_CODES or status == 403:
                 action = _IAM_ACTION.get(operation, operation)
+                owner = (
+                    f", and that account {self.expected_bucket_owner} (--expected-bucket-owner) owns the bucket"
+                    if self.expected_bucket_owner
+                    else ""
+                )
                 return AccessDeniedError(
                     f"Access denied to S3 bucket {self.bucket}: {action} on {target}. "
-                    "Check bucket permissions and AWS credentials (see the IAM policy in the README)."
+                    f"Check bucket permissions and AWS credentials (see the IAM policy in the README){owner}."
                 )
             if code in _MISSING_KEY_CODES or status == 404:
                 return ObjectNotFoundError(f"Object not found: {self.uri(key)}")
@@ -286,7 +421,7 @@ class S3Storage(Storage):
 
     def _call(self, operation: str, key: str, **kwargs: Any) -> Any:
         try:
-            result = getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
+            result = getattr(self.client, operation)(Bucket=self.bucket, **self._owner_args, **kwargs)
         except Exception as exc:
             error = self.translate(exc, operation, key)
             operations.info("S3 %s s3://%s/%s failed: %s", operation, self.bucket, key, error)
@@ -296,14 +431,21 @@ class S3Storage(Storage):
 
     # -- the interface ----------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
-        self._call("put_object", key, Key=key, Body=data, Metadata=metadata or {})
+        self._call("put_object", key, Key=key, Body=data, Metadata=metadata or {}, **self._write_args)
 
     def get_bytes(self, key: str) -> bytes:
-        response = self._call("get_object", key, Key=key)
-        try:
-            return response["Body"].read()
-        except Exception as exc:
-            raise self.translate(exc, "get_object", key) from exc
+        for attempt in range(1, 4):  # a connection broken mid-body is retried, as s3transfer does for downloads
+            response = self._call("get_object", key, Key=key)
+            try:
+                return response["Body"].read()
+            except Exception as exc:
+                from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
+                if attempt < 3 and isinstance(exc, (ResponseStreamingError, IncompleteReadError, ConnectionError)):
+                    operations.info("S3 get_object s3://%s/%s broken mid-body (%s); retrying", self.bucket, key, exc)
+                    continue
+                raise self.translate(exc, "get_object", key) from exc
+        raise AssertionError("unreachable")
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
@@ -315,12 +457,13 @@ class S3Storage(Storage):
             size=int(response.get("ContentLength", 0)),
             etag=str(response.get("ETag", "")).strip('"'),
             last_modified=response.get("LastModified") or datetime.now(timezone.utc),
+            metadata=dict(response.get("Metadata") or {}),
         )
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **self._owner_args):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(
                         key=item["Key"],
@@ -336,6 +479,52 @@ class S3Storage(Storage):
         response = self._call("list_objects_v2", prefix, Prefix=prefix, MaxKeys=1)
         return [item["Key"] for item in response.get("Contents", [])]
 
+    @property
+    def listing_client(self) -> Any:
+        """A client configured like `client` for bulk listings: its ListObjectsV2 parsing is cheap.
+
+        Timestamps stay strings (botocore parses each LastModified with dateutil, which costs
+        more than the request itself) and pages are read by `_listing_parser_factory`.
+        Kept outside the instance so pickling is unchanged.
+        """
+        config = self.client.meta.config
+        with self._lock:
+            listing = _LISTING_CLIENTS.get(self)
+            if listing is None:
+                import boto3
+
+                session = boto3.session.Session(region_name=self.region)
+                session._session.register_component("response_parser_factory", _listing_parser_factory())
+                listing = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+                _LISTING_CLIENTS[self] = listing
+            return listing
+
+    def list_pages(self, prefix: str = "", delimiter: str | None = None) -> Iterator[ListingPage]:
+        paginator = self.listing_client.get_paginator("list_objects_v2")
+        extra: dict[str, Any] = {"Delimiter": delimiter} if delimiter else {}
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **extra, **self._owner_args):
+                contents = page.get("Contents", [])
+                yield ListingPage(
+                    keys=[item["Key"] for item in contents],
+                    sizes=[int(item.get("Size", 0)) for item in contents],
+                    etags=[str(item.get("ETag", "")).strip('"') for item in contents],
+                    last_modified=[item.get("LastModified") for item in contents],
+                    prefixes=[item["Prefix"] for item in page.get("CommonPrefixes", [])],
+                )
+        except Exception as exc:
+            raise self.translate(exc, "list_objects_v2", prefix) from exc
+        operations.info("S3 list_objects_v2 s3://%s/%s ok", self.bucket, prefix)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        response = self._call("get_object", key, Key=key, Range=f"bytes={start}-{end - 1}")
+        try:
+            return response["Body"].read()
+        except Exception as exc:
+            raise self.translate(exc, "get_object", key) from exc
+
     def delete(self, key: str) -> None:
         self._call("delete_object", key, Key=key)
 
@@ -345,9 +534,13 @@ class S3Storage(Storage):
         return TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
 
     def upload_file(self, path: str | Path, key: str, metadata: dict[str, str] | None = None) -> None:
-        extra = {"Metadata": metadata} if metadata else None
+        extra: dict[str, Any] = {**self._owner_args, **self._write_args}
+        if metadata:
+            extra["Metadata"] = metadata
         try:
-            self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer_config())
+            self.client.upload_file(
+                str(path), self.bucket, key, ExtraArgs=extra or None, Config=self._transfer_config()
+            )
         except Exception as exc:
             error = self.translate(exc, "upload_file", key)
             operations.info("S3 upload %s -> %s failed: %s", path, self.uri(key), error)
@@ -360,7 +553,9 @@ class S3Storage(Storage):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         os.close(fd)
         try:
-            self.client.download_file(self.bucket, key, tmp, Config=self._transfer_config())
+            self.client.download_file(
+                self.bucket, key, tmp, ExtraArgs=dict(self._owner_args) or None, Config=self._transfer_config()
+            )
             os.replace(tmp, path)
         except Exception as exc:
             Path(tmp).unlink(missing_ok=True)
@@ -372,7 +567,15 @@ class S3Storage(Storage):
         operations.info("S3 download %s -> %s ok", self.uri(key), path)
 
     def copy(self, src_key: str, dst_key: str) -> None:
-        self._call("copy_object", dst_key, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key})
+        source_owner = {"ExpectedSourceBucketOwner": self.expected_bucket_owner} if self.expected_bucket_owner else {}
+        self._call(
+            "copy_object",
+            dst_key,
+            Key=dst_key,
+            CopySource={"Bucket": self.bucket, "Key": src_key},
+            **source_owner,
+            **self._write_args,
+        )
         operations.info("S3 copy %s -> %s ok", self.uri(src_key), self.uri(dst_key))
 
 
@@ -460,6 +663,16 @@ class LocalStorage(Storage):
                     except FileNotFoundError:
                         continue
 
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            with open(self.path(key), "rb") as handle:
+                handle.seek(start)
+                return handle.read(max(0, end - start))
+        except FileNotFoundError as exc:
+            raise ObjectNotFoundError(f"Object not found: {self.uri(key)}") from exc
+        except OSError as exc:
+            raise StorageError(f"Cannot read {self.uri(key)}: {exc.strerror or exc}") from exc
+
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
@@ -509,7 +722,9 @@ def _local_info(key: str, stat: os.stat_result) -> ObjectInfo:
 
 
 # Client settings for checks that must answer within seconds even when the endpoint is down.
-FAST_FAIL = dict(connect_timeout=3.0, read_timeout=5.0, max_attempts=2)
+# 4 attempts: a refused connection still fails within seconds, and a throttled (503 SlowDown) check
+# is retried instead of failing validation (or sending the run to local storage).
+FAST_FAIL = dict(connect_timeout=3.0, read_timeout=5.0, max_attempts=4)
 
 
 def storage_for_uri(

@@ -10,6 +10,7 @@ from pokevq.config import TrainConfig
 from pokevq.errors import NoFramesError
 from pokevq.frames import is_image_key
 from pokevq.storage import FAST_FAIL, S3Storage
+from pokevq.validate import s3_security_options
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,9 @@ def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 
     files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_key(p.relative_to(root).as_posix()))
     if not files:
         raise NoFramesError(f"No frames found under {root}: nothing to upload (expected .png/.jpg files).")
-    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url)
-    probe = S3Storage(storage.bucket, storage.region, storage.endpoint_url, **FAST_FAIL)
+    security = s3_security_options(config)
+    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **security)
+    probe = S3Storage(storage.bucket, storage.region, storage.endpoint_url, **security, **FAST_FAIL)
     probe.check_credentials()
     probe.list_one(config.frames_dir.strip("/"))  # endpoint, bucket and permission: fail in seconds
     prefix = config.frames_dir.strip("/")

@@ -7,10 +7,13 @@ checkpoint is fully uploaded and verified, so they never point at a partial obje
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 from pathlib import Path
 
-from pokevq.errors import StorageError
+from pokevq.checkpoint import sha256_file
+from pokevq.errors import CheckpointError, StorageError
 from pokevq.layout import Layout
 from pokevq.storage import Storage
 
@@ -24,22 +27,89 @@ def publish_checkpoint(
 ) -> dict[str, str]:
     """Upload an epoch's checkpoint, verify it, then point `latest` (and `best`) at it."""
     local_path = Path(local_path)
-    size = local_path.stat().st_size
     key = layout.checkpoint(epoch)
-    storage.upload_file(local_path, key, metadata={SHA256_METADATA: sha256})
-    info = storage.head(key)
-    if info is None or info.size != size:
-        raise StorageError(
-            f"Checkpoint upload of {storage.uri(key)} could not be verified "
-            f"(expected {size} bytes, found {info.size if info else 'nothing'}); latest was not updated."
+    try:
+        size = local_path.stat().st_size
+        local_sha = sha256_file(local_path)
+    except FileNotFoundError as exc:
+        raise CheckpointError(
+            f"The checkpoint of epoch {epoch} ({local_path}) is gone from this machine and was never uploaded to "
+            f"{storage.uri(key)}: start a new run with --resume {storage.uri(layout.checkpoint_latest)}"
+        ) from exc
+    if local_sha != sha256:
+        raise CheckpointError(
+            f"The local checkpoint of epoch {epoch} ({local_path}) changed on disk after it was written "
+            f"(SHA-256 {local_sha[:16]}…, written as {sha256[:16]}…): not uploading it."
         )
+    storage.upload_file(local_path, key, metadata={SHA256_METADATA: sha256})
+    verify_upload(storage, key, size, sha256, scratch=local_path.parent, remove_if_bad=True)
     storage.copy(key, layout.checkpoint_latest)
+    verify_upload(storage, layout.checkpoint_latest, size, sha256)
     uris = {"checkpoint": storage.uri(key), "latest": storage.uri(layout.checkpoint_latest)}
     if is_best:
         storage.copy(key, layout.checkpoint_best)
+        verify_upload(storage, layout.checkpoint_best, size, sha256)
         uris["best"] = storage.uri(layout.checkpoint_best)
     log.info("Checkpoint of epoch %d published: %s%s", epoch, uris["checkpoint"], " (best)" if is_best else "")
     return uris
+
+
+def is_published(storage: Storage, layout: Layout, epoch: int, sha256: str) -> bool:
+    """Whether the epoch's checkpoint is in storage as these bytes (by its recorded SHA-256 where there is one)."""
+    info = storage.head(layout.checkpoint(epoch))
+    if info is None:
+        return False
+    return info.metadata is None or info.metadata.get(SHA256_METADATA, "").lower() == sha256
+
+
+def verify_upload(
+    storage: Storage,
+    key: str,
+    size: int,
+    sha256: str,
+    *,
+    scratch: str | Path | None = None,
+    remove_if_bad: bool = False,
+) -> None:
+    """Check an uploaded checkpoint: its size and recorded `sha256` (HEAD), and with `scratch`, its bytes.
+
+    With `scratch` (a local directory) the object is downloaded again and hashed, so a body that was
+    cut or altered on its way is caught even when its size and metadata look right. A bad object is
+    removed with `remove_if_bad`, so nothing ever resumes from it; the error is a `StorageError`
+    (worth a retry: the next upload usually goes through).
+    """
+    uri = storage.uri(key)
+    info = storage.head(key)
+    problem = None
+    if info is None:
+        problem = "found nothing"
+    elif info.size != size:
+        problem = f"found {info.size} bytes"
+    elif info.metadata is not None and info.metadata.get(SHA256_METADATA, "").lower() != sha256:
+        problem = f"found recorded SHA-256 {info.metadata.get(SHA256_METADATA) or 'none'}"
+    elif scratch is not None:
+        fd, tmp = tempfile.mkstemp(dir=scratch, prefix=".verify-", suffix=".part")
+        os.close(fd)
+        try:
+            storage.download_file(key, tmp)
+            actual = sha256_file(tmp)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        if actual != sha256:
+            problem = f"found {size} bytes with SHA-256 {actual[:16]}…"
+    if problem is None:
+        return
+    removed = ""
+    if remove_if_bad and info is not None:
+        try:
+            storage.delete(key)
+            removed = "; the bad object was removed"
+        except StorageError as exc:  # the error below says what matters
+            log.warning("Could not remove the unverified checkpoint %s: %s", uri, exc)
+    raise StorageError(
+        f"Checkpoint upload of {uri} could not be verified (expected {size} bytes with SHA-256 {sha256[:16]}…, "
+        f"{problem}){removed}; checkpoint_latest.pt and checkpoint_best.pt were not moved to it."
+    )
 
 
 class TensorBoardSync:

@@ -35,6 +35,9 @@ class StoragePlan:
     region: str = "us-east-1"
     endpoint_url: str | None = None
     fallback_reason: str | None = None
+    sse: str | None = None  # server-side encryption of every write: "AES256" or "aws:kms"
+    kms_key_id: str | None = None
+    expected_bucket_owner: str | None = None  # account id sent with every S3 request
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,7 +48,15 @@ class StoragePlan:
 
     def output_storage(self, **client_options: Any) -> Storage:
         if self.backend == "s3":
-            return S3Storage(str(self.bucket), self.region, self.endpoint_url, **client_options)
+            return S3Storage(
+                str(self.bucket),
+                self.region,
+                self.endpoint_url,
+                sse=self.sse,
+                kms_key_id=self.kms_key_id,
+                expected_bucket_owner=self.expected_bucket_owner,
+                **client_options,
+            )
         return LocalStorage(self.output_root)
 
     def frames_storage(self, **client_options: Any) -> Storage:
@@ -92,9 +103,20 @@ def _frames_prefix(config: TrainConfig) -> str:
     return f"{prefix}/" if prefix else ""
 
 
+def s3_security_options(config: TrainConfig) -> dict[str, Any]:
+    """Encryption and bucket-owner options of a run, as `S3Storage` keyword arguments."""
+    return dict(sse=config.s3_sse, kms_key_id=config.s3_kms_key_id, expected_bucket_owner=config.expected_bucket_owner)
+
+
 def validate_s3(config: TrainConfig) -> StoragePlan:
     """Credentials, endpoint, bucket, list/read/write/delete permissions and frames, in that order."""
-    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **FAST_FAIL)
+    storage = S3Storage(
+        str(config.s3_bucket or ""),
+        str(config.s3_region),
+        config.s3_endpoint_url,
+        **s3_security_options(config),
+        **FAST_FAIL,
+    )
     storage.check_credentials()
     prefix = _frames_prefix(config)
     storage.list_one(prefix)  # endpoint reachable, bucket exists, s3:ListBucket allowed
@@ -113,6 +135,7 @@ def validate_s3(config: TrainConfig) -> StoragePlan:
         bucket=storage.bucket,
         region=storage.region,
         endpoint_url=storage.endpoint_url,
+        **s3_security_options(config),
     )
 
 

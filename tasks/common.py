@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -11,6 +12,8 @@ from pokevq.config import TrainConfig
 from pokevq.errors import (
     AccessDeniedError,
     BucketNotFoundError,
+    ConfigError,
+    ConnectError,
     CredentialsNotFoundError,
     InvalidCredentialsError,
     ObjectNotFoundError,
@@ -24,9 +27,39 @@ _sessions: dict[str, RunSession] = {}
 _lock = threading.Lock()
 
 # Retry policy of I/O tasks: exponential backoff with jitter, on transient failures only.
-IO_RETRIES = 3
-IO_RETRY_DELAYS = [2, 4, 8]
+# `POKEVQ_TASK_RETRY_DELAYS` ("2,4,8": one retry per entry, seconds before each; "" for none) changes it;
+# the flow reads it again when each run starts (`retry_options`), so a deployment's env applies.
+RETRY_DELAYS_ENV = "POKEVQ_TASK_RETRY_DELAYS"
+DEFAULT_RETRY_DELAYS = [2.0, 4.0, 8.0]
+
+
+def retry_delays() -> list[float]:
+    """The task retry delays from `$POKEVQ_TASK_RETRY_DELAYS`, else 2, 4, 8 seconds."""
+    value = os.environ.get(RETRY_DELAYS_ENV)
+    if value is None:
+        return list(DEFAULT_RETRY_DELAYS)
+    try:
+        delays = [float(part) for part in value.replace(" ", "").split(",") if part]
+    except ValueError:
+        delays = [-1.0]
+    if any(delay < 0 for delay in delays) or len(delays) > 50:
+        raise ConfigError(
+            f"{RETRY_DELAYS_ENV} must be up to 50 comma-separated seconds >= 0 (e.g. 2,4,8); got {value!r}"
+        )
+    return delays
+
+
+IO_RETRY_DELAYS = retry_delays()
+IO_RETRIES = len(IO_RETRY_DELAYS)
 IO_RETRY_JITTER = 0.5
+
+
+def retry_options() -> dict[str, Any]:
+    """`Task.with_options` arguments for the retry policy as the environment says now."""
+    delays = retry_delays()
+    return dict(retries=len(delays), retry_delay_seconds=delays or 0)
+
+
 _PERMANENT = (
     AccessDeniedError,
     BucketNotFoundError,
@@ -83,4 +116,13 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except BaseException as exc:  # noqa: BLE001 - classifying, not handling
         return is_transient(exc)
+    return False
+
+
+def retry_unless_unreachable(task: Any, task_run: Any, state: Any) -> bool:
+    """For validation: retry throttling and server errors, but answer at once when S3 cannot be reached."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - classifying, not handling
+        return is_transient(exc) and not isinstance(exc, ConnectError)
     return False

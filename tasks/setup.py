@@ -5,16 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from pokevq.config import TrainConfig
 from pokevq.data import warm_cache as warm_frames
+from pokevq.layout import Layout
+from pokevq.lease import Lease, LeaseOwner
 from pokevq.manifest import index_frames, summarize
 from pokevq.session import Stopwatch, check_resume_exists
-from pokevq.validate import validate_setup
-from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, per_flow_run, retry_transient, session
+from pokevq.validate import StoragePlan, validate_setup
+from tasks.common import (
+    IO_RETRIES,
+    IO_RETRY_DELAYS,
+    IO_RETRY_JITTER,
+    per_flow_run,
+    retry_transient,
+    retry_unless_unreachable,
+    session,
+)
 
 
-@task(name="validate", task_run_name="validate", retries=0, cache_key_fn=per_flow_run)
+@task(
+    name="validate",
+    task_run_name="validate",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_unless_unreachable,  # an unreachable endpoint answers at once, throttling retries
+    cache_key_fn=per_flow_run,
+)
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Credentials, endpoint, bucket, permissions, frames, cache dir, resume checkpoint; decides the fallback."""
     cfg = TrainConfig.from_dict(config)
@@ -25,6 +45,33 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             "S3 set-up failed, so this run FALLS BACK TO LOCAL STORAGE in %s: %s", plan.output_root, plan.fallback_reason
         )
     return plan.to_dict()
+
+
+@task(
+    name="acquire_lease",
+    task_run_name="acquire_lease",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,  # a retried flow run takes its lease again
+)
+def acquire_lease(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """Take the experiment's lease (checkpoints/<experiment>/.lease.json) or refuse to start.
+
+    Runs before anything is written for the experiment; the session keeps it renewed and releases
+    it when the run ends, whatever the outcome.
+    """
+    cfg, storage_plan = TrainConfig.from_dict(config), StoragePlan.from_dict(plan)
+    lease = Lease.for_experiment(
+        storage_plan.output_storage(),
+        Layout.for_config(cfg).checkpoints,
+        str(cfg.experiment_name),
+        LeaseOwner.current(flow_run.id),
+    )
+    takeover = lease.acquire()
+    session(config, plan).hold_lease(lease)  # logs a takeover to the run's log
+    return {"lease": lease.uri, "holder": lease.describe(), "taken_over": takeover}
 
 
 @task(

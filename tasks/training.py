@@ -29,5 +29,6 @@ def prepare_training(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, 
 def train_epoch(config: dict[str, Any], plan: dict[str, Any], epoch: int) -> dict[str, Any]:
     """Train one epoch, evaluate on the validation episodes and write the epoch's checkpoint locally."""
     run = session(config, plan)
+    run.renew_lease()  # stops here when another run has taken the experiment over
     with Stopwatch(run, "train_epochs"):
         return run.trainer_after(epoch - 1).train_epoch(epoch).to_dict()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from pokevq.uploads import publish_checkpoint, upload_log
+from pokevq.uploads import is_published, publish_checkpoint, upload_log
 from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, per_flow_run, retry_transient, session
 
 _IO = dict(
@@ -40,3 +41,12 @@ def upload_logs(config: dict[str, Any], plan: dict[str, Any], epoch: int | str) 
     """Upload training.log as logs/<experiment>/training_latest.log."""
     run = session(config, plan)
     return upload_log(run.storage, run.layout, run.log_path)
+
+
+@task(name="checkpoint_published", task_run_name="checkpoint_published[{epoch}]", cache_policy=NO_CACHE,
+      retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_jitter_factor=IO_RETRY_JITTER,
+      retry_condition_fn=retry_transient)
+def checkpoint_published(config: dict[str, Any], plan: dict[str, Any], epoch: int, sha256: str) -> bool:
+    """Whether an epoch's checkpoint is already in storage (asked by a retried run whose work file is gone)."""
+    run = session(config, plan)
+    return is_published(run.storage, run.layout, epoch, sha256)

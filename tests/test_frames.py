@@ -302,6 +302,7 @@ def test_limit_is_local_not_global() -> None:
         "b.JPEG",
         "c.bmp",
         "d.webp",
+        "e.gif",
         "deep/ünïcödé 日本.png",
     ],
 )
@@ -325,7 +326,7 @@ def test_is_image_key_true(key: str) -> None:
         "__MACOSX/frames/frame_001.png",
         "notes.txt",
         "frame_001.png.tmp",
-        "frame.gif",
+        "frame.tiff",
         "png",
     ],
 )
@@ -334,4 +335,4 @@ def test_is_image_key_false(key: str) -> None:
 
 
 def test_extensions_constant() -> None:
-    assert IMAGE_EXTENSIONS == (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+    assert IMAGE_EXTENSIONS == (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")

@@ -1,0 +1,437 @@
+"""One training run per experiment at a time: a lease object next to the experiment's checkpoints.
+
+Before training, a run writes `checkpoints/<experiment>/.lease.json` naming its owner (the
+orchestrator's flow run id, else host:pid) and an expiry (now + ttl). It renews the expiry while
+it trains (every epoch, and from a heartbeat thread) and deletes the lease on any exit, failed or
+not, so a retry can take it again. A second run of the same experiment refuses to start while the
+lease is held and unexpired. A lease is taken over when:
+
+- it has expired (its owner stopped renewing it: killed, or lost its connection for a whole ttl);
+- its owner is this same owner (a retry of the same flow run may always take its own lease);
+- it was written by a process on this host that no longer runs (killed with SIGKILL, say).
+
+Writes are conditional where the store supports it, so two runs racing for one lease cannot both
+win: S3 `If-None-Match: *` to create and `If-Match: <etag>` to replace (plus a short re-read, for
+S3-compatible stores that ignore the conditions, and moto, whose check is not atomic); a lock on the
+directory for local storage; elsewhere read-check-write with the same re-read to detect a race.
+
+This module is storage-agnostic and never imports the orchestrator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from pokevq.errors import ConfigError, ObjectNotFoundError, PokevqError, StorageError
+from pokevq.storage import LocalStorage, S3Storage, Storage
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = ".lease.json"
+TTL_ENV = "POKEVQ_LEASE_TTL"
+DEFAULT_TTL = 600.0  # seconds; renewed every ttl/3 by the heartbeat and at each epoch
+
+
+class LeaseHeldError(PokevqError):
+    """Another run holds the experiment's lease."""
+
+
+class LeaseLostError(PokevqError):
+    """This run's lease was taken over by another run (it had expired): stop writing."""
+
+
+def default_ttl() -> float:
+    """`$POKEVQ_LEASE_TTL` seconds (at least 1), else 600."""
+    value = os.environ.get(TTL_ENV, "").strip()
+    if not value:
+        return DEFAULT_TTL
+    try:
+        ttl = float(value)
+    except ValueError:
+        ttl = -1.0
+    if not ttl >= 1:
+        raise ConfigError(f"{TTL_ENV} must be a number of seconds >= 1; got {value!r}")
+    return ttl
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class LeaseOwner:
+    """Who holds a lease: `id` decides ownership; host and pid tell whether it still runs."""
+
+    id: str
+    hostname: str
+    pid: int
+    flow_run_id: str | None = None
+
+    @classmethod
+    def current(cls, flow_run_id: str | None = None) -> "LeaseOwner":
+        hostname, pid = socket.gethostname(), os.getpid()
+        return cls(id=str(flow_run_id) if flow_run_id else f"{hostname}:{pid}", hostname=hostname, pid=pid,
+                   flow_run_id=str(flow_run_id) if flow_run_id else None)
+
+    def describe(self) -> str:
+        where = f"{self.hostname}, pid {self.pid}"
+        return f"flow run {self.flow_run_id} ({where})" if self.flow_run_id else f"a run on {where}"
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The lease object's content."""
+
+    experiment: str
+    owner: LeaseOwner
+    acquired_at: float
+    expires_at: float
+
+    def to_bytes(self) -> bytes:
+        values = asdict(self)
+        values.update(acquired=_iso(self.acquired_at), expires=_iso(self.expires_at), format=1)
+        return json.dumps(values, indent=1, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "LeaseRecord":
+        values = json.loads(data.decode("utf-8"))
+        owner = values["owner"]
+        return cls(
+            experiment=str(values["experiment"]),
+            owner=LeaseOwner(id=str(owner["id"]), hostname=str(owner["hostname"]), pid=int(owner["pid"]),
+                             flow_run_id=owner.get("flow_run_id")),
+            acquired_at=float(values["acquired_at"]),
+            expires_at=float(values["expires_at"]),
+        )
+
+
+class Lease:
+    """The lease of one experiment, held by one owner."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        key: str,
+        experiment: str,
+        owner: LeaseOwner,
+        ttl: float | None = None,
+        clock: Callable[[], float] = time.time,
+        race_delay: float = 0.2,
+    ) -> None:
+        self.storage = storage
+        self.key = key
+        self.experiment = experiment
+        self.owner = owner
+        self.ttl = float(ttl) if ttl is not None else default_ttl()
+        self.clock = clock
+        self.race_delay = race_delay
+        self.held = False
+        self.expires_at = 0.0
+        self.lost: LeaseLostError | None = None
+        self.taken_over: str | None = None  # why an existing lease was taken over by acquire(), if it was
+        self._acquired_at = 0.0
+        self._token: str | None = None  # ETag (S3) or content hash of what we wrote
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._io_lock = threading.Lock()
+
+    @classmethod
+    def for_experiment(cls, storage: Storage, checkpoints_prefix: str, experiment: str, owner: LeaseOwner,
+                       **options: Any) -> "Lease":
+        """The lease at `<checkpoints_prefix>.lease.json` (the layout's `checkpoints/<experiment>/`)."""
+        return cls(storage, f"{checkpoints_prefix}{LEASE_NAME}", experiment, owner, **options)
+
+    @property
+    def uri(self) -> str:
+        return self.storage.uri(self.key)
+
+    def describe(self) -> str:
+        return f"{self.owner.describe()} until {_iso(self.expires_at)}"
+
+    # ------------------------------------------------------------------ public
+    def acquire(self) -> str | None:
+        """Take the lease or raise `LeaseHeldError`; returns why an existing lease was taken over, if it was."""
+        with self._io_lock:
+            for _ in range(5):
+                current, token = self._read()
+                now = self.clock()
+                if token is None:
+                    record = self._record(now, now)
+                    if self._create(record) and self._confirm(record):
+                        self._held(record)
+                        log.info("Lease on experiment %s taken: %s", self.experiment, self.uri)
+                        return None
+                    continue  # someone else created it first: look again
+                reason = self._takeover_reason(current, now)
+                if reason is None:
+                    assert current is not None
+                    raise LeaseHeldError(
+                        f"Experiment {self.experiment} is already being trained by {current.owner.describe()} "
+                        f"(lease until {_iso(current.expires_at)}): pick another --experiment-name or wait "
+                        f"(the lease is {self.uri})"
+                    )
+                record = self._record(now, now if current is None or current.owner.id != self.owner.id
+                                      else current.acquired_at)
+                if self._replace(record, token) and self._confirm(record):
+                    self._held(record)
+                    self.taken_over = reason
+                    log.info("Lease on experiment %s taken over: %s", self.experiment, reason)
+                    return reason
+            raise LeaseHeldError(
+                f"Experiment {self.experiment} is being claimed by another run right now (lease {self.uri}): "
+                "pick another --experiment-name or wait"
+            )
+
+    def renew(self) -> None:
+        """Push the expiry to now + ttl; `LeaseLostError` when another run holds the lease now."""
+        if self.lost is not None:
+            raise self.lost
+        if not self.held:
+            return
+        with self._io_lock:
+            for _ in range(3):
+                current, token = self._read()
+                if current is None or current.owner.id != self.owner.id:
+                    holder = current.owner.describe() if current else "nobody (it was deleted)"
+                    self.held = False
+                    self.lost = LeaseLostError(
+                        f"Lost the lease on experiment {self.experiment}: it is now held by {holder}. "
+                        "This run stops so two runs never write the same checkpoints."
+                    )
+                    raise self.lost
+                record = self._record(self.clock(), current.acquired_at)
+                if self._replace(record, token):
+                    self._held(record)
+                    return
+        raise StorageError(f"Could not renew the lease {self.uri}: it kept changing under this run")
+
+    def release(self) -> bool:
+        """Delete the lease if this owner still holds it; True when deleted."""
+        self.stop_heartbeat()
+        if not self.held:
+            return False
+        with self._io_lock:
+            current, token = self._read()
+            self.held = False
+            if current is None or current.owner.id != self.owner.id:
+                return False
+            self._delete(token)
+        log.info("Lease on experiment %s released", self.experiment)
+        return True
+
+    def start_heartbeat(self, interval: float | None = None) -> None:
+        """Renew from a daemon thread every `interval` seconds (ttl/3), until released."""
+        if self._thread is not None:
+            return
+        interval = interval if interval is not None else max(0.5, self.ttl / 3)
+        self._stop.clear()
+
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.renew()
+                except LeaseLostError as exc:
+                    log.error("%s", exc)
+                    return
+                except PokevqError as exc:  # S3 unreachable for a moment: the lease still has time left
+                    log.warning("Could not renew the lease on experiment %s (%s); retrying in %.0fs",
+                                self.experiment, exc, interval)
+
+        self._thread = threading.Thread(target=beat, name=f"pokevq-lease-{self.experiment}", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    # ------------------------------------------------------------------ decisions
+    def _record(self, now: float, acquired_at: float) -> LeaseRecord:
+        return LeaseRecord(experiment=self.experiment, owner=self.owner, acquired_at=acquired_at,
+                           expires_at=now + self.ttl)
+
+    def _takeover_reason(self, current: LeaseRecord | None, now: float) -> str | None:
+        if current is None:
+            return f"the lease {self.uri} was unreadable"
+        if current.owner.id == self.owner.id:
+            return "it is this run's own lease (a retry)"
+        if now >= current.expires_at:
+            return f"the lease of {current.owner.describe()} expired at {_iso(current.expires_at)}"
+        if (
+            current.owner.hostname == self.owner.hostname
+            and current.owner.pid != self.owner.pid
+            and not _pid_alive(current.owner.pid)
+        ):
+            return f"{current.owner.describe()} no longer runs on this host"
+        return None
+
+    def _held(self, record: LeaseRecord) -> None:
+        self.held = True
+        self.expires_at = record.expires_at
+        self._acquired_at = record.acquired_at
+
+    def _confirm(self, record: LeaseRecord) -> bool:
+        """Re-read after a moment; the last writer wins a race.
+
+        Local storage writes under a lock and needs none of this. On S3 a conditional write already
+        settles it, but S3-compatible stores (and moto) that ignore or race on `If-None-Match` exist:
+        one extra read at the start of a run is cheap insurance.
+        """
+        if isinstance(self.storage, LocalStorage):
+            return True
+        time.sleep(self.race_delay)
+        current, _ = self._read()
+        return current is not None and current.owner.id == record.owner.id and current.expires_at == record.expires_at
+
+    # ------------------------------------------------------------------ storage operations
+    def _read(self) -> tuple[LeaseRecord | None, str | None]:
+        """(record, token): token None when there is no lease; record None when it is unreadable."""
+        if isinstance(self.storage, S3Storage):
+            try:
+                response = self.storage._call("get_object", self.key, Key=self.key)
+                data = response["Body"].read()
+            except ObjectNotFoundError:
+                return None, None
+            except PokevqError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a body broken mid-read
+                raise self.storage.translate(exc, "get_object", self.key) from exc
+            token = str(response.get("ETag", ""))
+        elif isinstance(self.storage, LocalStorage):
+            with self._local_lock():
+                try:
+                    data = self.storage.path(self.key).read_bytes()
+                except FileNotFoundError:
+                    return None, None
+            token = hashlib.sha256(data).hexdigest()
+        else:
+            try:
+                data = self.storage.get_bytes(self.key)
+            except ObjectNotFoundError:
+                return None, None
+            token = hashlib.sha256(data).hexdigest()
+        try:
+            return LeaseRecord.from_bytes(data), token
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("Lease %s is unreadable (%s): treating it as free", self.uri, exc)
+            return None, token
+
+    def _create(self, record: LeaseRecord) -> bool:
+        data = record.to_bytes()
+        if isinstance(self.storage, S3Storage):
+            return self._s3_put(data, IfNoneMatch="*")
+        if isinstance(self.storage, LocalStorage):
+            with self._local_lock():
+                if self.storage.path(self.key).exists():
+                    return False
+                self.storage.put_bytes(self.key, data)
+            self._token = hashlib.sha256(data).hexdigest()
+            return True
+        if self.storage.exists(self.key):
+            return False
+        self.storage.put_bytes(self.key, data)
+        self._token = hashlib.sha256(data).hexdigest()
+        return True
+
+    def _replace(self, record: LeaseRecord, token: str | None) -> bool:
+        data = record.to_bytes()
+        if isinstance(self.storage, S3Storage):
+            return self._s3_put(data, IfMatch=token) if token else self._s3_put(data, IfNoneMatch="*")
+        if isinstance(self.storage, LocalStorage):
+            with self._local_lock():
+                path = self.storage.path(self.key)
+                try:
+                    now = hashlib.sha256(path.read_bytes()).hexdigest()
+                except FileNotFoundError:
+                    now = None
+                if now != token:
+                    return False
+                self.storage.put_bytes(self.key, data)
+            self._token = hashlib.sha256(data).hexdigest()
+            return True
+        _, now = self._read()
+        if now != token:
+            return False
+        self.storage.put_bytes(self.key, data)
+        self._token = hashlib.sha256(data).hexdigest()
+        return True
+
+    def _delete(self, token: str | None) -> None:
+        if isinstance(self.storage, LocalStorage):
+            with self._local_lock():
+                path = self.storage.path(self.key)
+                try:
+                    if hashlib.sha256(path.read_bytes()).hexdigest() == token:
+                        path.unlink()
+                except FileNotFoundError:
+                    pass
+            return
+        self.storage.delete(self.key)
+
+    def _s3_put(self, data: bytes, **condition: str) -> bool:
+        storage = self.storage
+        assert isinstance(storage, S3Storage)
+        extra = dict(getattr(storage, "_write_args", {}) or {})
+        try:
+            response = storage._call("put_object", self.key, Key=self.key, Body=data,
+                                     ContentType="application/json", **condition, **extra)
+        except StorageError as exc:
+            if _precondition_failed(exc):
+                return False
+            raise
+        self._token = str(response.get("ETag", ""))
+        return True
+
+    @contextlib.contextmanager
+    def _local_lock(self) -> Iterator[None]:
+        """An exclusive lock on the lease's directory (flock), shared by every process on this host."""
+        assert isinstance(self.storage, LocalStorage)
+        directory = self.storage.path(self.key).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory, os.O_RDONLY)
+        except OSError as exc:
+            raise StorageError(f"Cannot use the lease directory {directory}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """An S3 conditional write refused: 412 PreconditionFailed, 409 ConditionalRequestConflict, or the key gone."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"} or status in {409, 412} or (
+        isinstance(exc, ObjectNotFoundError)
+    )
+
+
+__all__ = ["Lease", "LeaseHeldError", "LeaseLostError", "LeaseOwner", "LeaseRecord", "default_ttl"]
