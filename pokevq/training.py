@@ -72,6 +72,7 @@ class EpochResult:
     cache_hits: int
     cache_misses: int
     skipped_new: list[tuple[str, str]] = field(default_factory=list)
+    data_wait_seconds: float = 0.0  # time the training loop waited for its next batch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,9 +208,13 @@ class Trainer:
         train_seconds = 0.0
         progress = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config.num_epochs}", unit="batch", disable=None)
         step_started = time.perf_counter()
+        data_wait = 0.0  # time spent waiting for the next batch: the input pipeline's stall
+        loop_started = waiting_since = time.perf_counter()
         for batch in progress:
+            data_wait += time.perf_counter() - waiting_since
             self._account(batch, counters)
             if batch.images is None:
+                waiting_since = time.perf_counter()
                 continue
             images = batch.images.to(self.device, non_blocking=True)
             with self._autocast():
@@ -232,6 +237,8 @@ class Trainer:
                 self.writer.add_scalar("train/learning_rate", self.optimizer.param_groups[0]["lr"], self.global_step)
                 self.writer.add_scalar("train/frames_per_second", train_frames / max(train_seconds, 1e-9), self.global_step)
                 progress.set_postfix(loss=f"{loss:.4f}")
+            waiting_since = time.perf_counter()
+        loop_seconds = time.perf_counter() - loop_started
         progress.close()
         if train_frames == 0:
             from pokevq.errors import NoFramesError
@@ -263,6 +270,7 @@ class Trainer:
             "skipped_total": len(self.skipped),
         }
         self.history.append(record)
+        self.writer.add_scalar("epoch/data_stall_fraction", data_wait / max(loop_seconds, 1e-9), epoch)
         self._log_epoch(record)
         path = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
         state = build_checkpoint(
@@ -308,6 +316,7 @@ class Trainer:
             cache_hits=counters["hits"],
             cache_misses=counters["misses"],
             skipped_new=counters["skipped_new"],
+            data_wait_seconds=round(data_wait, 3),
         )
 
     @torch.no_grad()

@@ -1,0 +1,135 @@
+"""1b warm epoch: frames/s delivered as training-ready batches once the cache is full.
+
+pokevq's data path (`make_loader(FrameDataset(...))`, the trainer's loader) against a plain
+DataLoader decoding the same PNGs with Pillow from a local folder, same worker count, batch
+size, shuffling and loader options. Each is timed on its second epoch (workers started, files
+in the page cache); pokevq's first epoch (which fills the decoded-frame store) is reported too.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import Row, S3Stack, ratio_row
+
+SECTION = "1b warm epoch"
+
+
+class PillowFolder:
+    """The baseline: PNG files from a local folder, decoded with Pillow on every read."""
+
+    def __init__(self, files: list[Path], image_size: tuple[int, int]) -> None:
+        self.files = [str(f) for f in files]
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Any:
+        import torch
+        from PIL import Image
+
+        with Image.open(self.files[index]) as image:
+            image = image.convert("RGB")
+            h, w = self.image_size
+            if image.size != (w, h):
+                image = image.resize((w, h), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def epoch_rate(loader: Any, frames: int, after_first_batch: bool = False) -> float:
+    """Frames/s of one epoch; `after_first_batch` leaves out worker start-up (a first epoch)."""
+    started = time.perf_counter()
+    count = timed = 0
+    for batch in loader:
+        images = getattr(batch, "images", batch)
+        size = 0 if images is None else int(images.shape[0])
+        count += size
+        if after_first_batch and count == size:
+            started = time.perf_counter()
+            continue
+        timed += size
+    seconds = time.perf_counter() - started
+    assert count == frames, (count, frames)
+    return timed / seconds
+
+
+def shutdown(loader: Any) -> None:
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
+def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch: int,
+        image_size: tuple[int, int], log: Any, quick: bool = False) -> tuple[list[Row], dict[str, Any]]:
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from pokevq.cache import FrameCache
+    from pokevq.data import FrameDataset, FrameSource, make_loader, warm_cache
+
+    frames = len(manifest)
+    options = dict(num_workers=workers, multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=4)
+    log(f"  baseline: DataLoader + Pillow over {len(files)} local PNGs ({workers} workers), two epochs")
+    baseline_loader = DataLoader(PillowFolder(files, image_size), batch_size=batch,
+                                 sampler=RandomSampler(range(len(files)), generator=torch.Generator().manual_seed(0)),
+                                 **options)
+    epoch_rate(baseline_loader, len(files))
+    baseline = epoch_rate(baseline_loader, len(files))
+    shutdown(baseline_loader)
+
+    with tempfile.TemporaryDirectory(prefix="pokevq-bench-epoch-") as directory:
+        cache = FrameCache(directory, max_items=frames + 16)
+        source = FrameSource(stack.storage(), cache, shards=False)
+        log("  pokevq: warm the byte cache (not timed)")
+        warm_cache(source, manifest, limit=frames, progress=False)
+
+        byte_cache_only = None
+        if not quick:
+            log("  pokevq data path without the decoded store (byte cache + PNG decode), two epochs")
+            plain = make_loader(FrameDataset(manifest, source, image_size, decoded=False), batch_size=batch,
+                                shuffle=True, seed=0, num_workers=workers)
+            epoch_rate(plain, frames)
+            byte_cache_only = epoch_rate(plain, frames)
+            shutdown(plain)
+
+        log("  pokevq data path: epoch 1 fills the decoded store, epoch 2 reads it")
+        dataset = FrameDataset(manifest, source, image_size)
+        loader = make_loader(dataset, batch_size=batch, shuffle=True, seed=0, num_workers=workers)
+        loader.sampler.set_epoch(1)
+        first = epoch_rate(loader, frames, after_first_batch=True)
+        loader.sampler.set_epoch(2)
+        second = epoch_rate(loader, frames)
+        shutdown(loader)
+        filled = dataset.decoded.filled() if dataset.decoded is not None else 0
+
+        in_process = None
+        if not quick:
+            log("  pokevq data path, decoded store, in-process (0 workers)")
+            inproc = make_loader(FrameDataset(manifest, source, image_size), batch_size=batch, shuffle=True, seed=0,
+                                 num_workers=0)
+            in_process = epoch_rate(inproc, frames)
+        cache.close()
+
+    base_name = f"DataLoader + Pillow, local PNGs ({workers} workers)"
+    rows = [
+        ratio_row(SECTION, f"pokevq data path, decoded store ({workers} workers)", second, "frames/s", base_name,
+                  baseline, target=3),
+        ratio_row(SECTION, f"pokevq first epoch, filling the decoded store ({workers} workers)", first, "frames/s",
+                  base_name, baseline, note="decodes every PNG once"),
+    ]
+    if in_process is not None:
+        rows.insert(1, ratio_row(SECTION, "pokevq data path, decoded store (in-process)", in_process, "frames/s",
+                                 base_name, baseline, note="no worker processes"))
+    if byte_cache_only is not None:
+        rows.append(ratio_row(SECTION, f"pokevq data path without decoded store ({workers} workers)", byte_cache_only,
+                              "frames/s", base_name, baseline, note="the data path before this change"))
+    info = {"frames": frames, "workers": workers, "batch": batch, "image_size": f"{image_size[0]}x{image_size[1]}",
+            "decoded_rows": filled, "decoded_bytes": filled * image_size[0] * image_size[1] * 3}
+    return rows, info

@@ -1,0 +1,360 @@
+"""Shards (`pokevq pack`), range reads, the concurrent manifest listing and the decoded-frame store, on moto."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import upload_tree
+from pokevq.cache import FrameCache
+from pokevq.data import FrameDataset, FrameSource, collate_frames, make_loader, warm_cache
+from pokevq.frames import decode_frame
+from pokevq.manifest import build_manifest, index_frames, split_by_episode
+from pokevq.shards import INDEX_COLUMNS, ShardIndex, index_key, pack, parse_size, shards_prefix
+from pokevq.storage import LocalStorage, ObjectInfo, S3Storage
+from s3_proxy import FaultProxy
+
+IMAGE_SIZE = (72, 80)
+
+
+@pytest.fixture
+def storage(bucket, moto_endpoint, s3_client, synth_frames):
+    upload_tree(s3_client, bucket, synth_frames, "pokemon_frames/")
+    return S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+
+
+@pytest.fixture
+def proxy(moto_endpoint):
+    proxy = FaultProxy(moto_endpoint).start()
+    yield proxy
+    proxy.stop()
+
+
+def frame_gets(proxy: FaultProxy) -> list[tuple[str, str | None]]:
+    """(path, Range header) of every GET of an object under pokemon_frames/."""
+    return [(path, headers.get("range")) for method, path, headers in proxy.seen
+            if method == "GET" and "/pokemon_frames/" in path and "list-type" not in path]
+
+
+# ----------------------------------------------------------------------------- pack
+
+
+def test_pack_round_trip_every_frame_identical(storage, s3_client):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    result = pack(storage, "pokemon_frames", shard_bytes=16 * 1024, threads=4)
+    assert result.frames == len(manifest) == 24
+    assert result.shards >= 2  # 24 frames of ~2 KB in 16 KiB shards
+    assert all(key.startswith("pokemon_frames/_shards/") and key.endswith(".tar") for key in result.shard_keys)
+
+    index = pd.read_parquet(io.BytesIO(storage.get_bytes(index_key("pokemon_frames"))))
+    assert list(index.columns) == INDEX_COLUMNS
+    assert index["key"].tolist() == manifest["key"].tolist()  # natural order: episodes stay together
+    for row in index.itertuples():
+        original = storage.get_bytes(row.key)
+        assert row.length == row.size == len(original)
+        assert row.etag == manifest.loc[manifest["key"] == row.key, "etag"].item()
+        assert storage.get_range(row.shard, row.offset, row.offset + row.length) == original
+
+    # Each shard is a plain tar: members are the keys relative to the prefix, at the indexed offsets.
+    for shard in result.shard_keys:
+        with tarfile.open(fileobj=io.BytesIO(storage.get_bytes(shard))) as tar:
+            for member in tar.getmembers():
+                row = index[index["key"] == "pokemon_frames/" + member.name].iloc[0]
+                assert (row.shard, row.offset, row.length) == (shard, member.offset_data, member.size)
+                assert tar.extractfile(member).read() == storage.get_bytes(row.key)
+
+
+def test_manifest_and_split_ignore_the_shards(storage):
+    before = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=3)
+    pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    after = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=3)
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_repack_replaces_old_shards(storage):
+    first = pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    second = pack(storage, "pokemon_frames", shard_bytes=64 * 1024)
+    assert second.removed == first.shards
+    remaining = [info.key for info in storage.list(shards_prefix("pokemon_frames")) if info.key.endswith(".tar")]
+    assert sorted(remaining) == sorted(second.shard_keys)
+
+
+def test_parse_size():
+    assert parse_size("128MB") == 128_000_000
+    assert parse_size("64MiB") == 64 * 1024 * 1024
+    assert parse_size("1.5k") == 1500
+    assert parse_size(4096) == 4096
+    with pytest.raises(ValueError):
+        parse_size("lots")
+    with pytest.raises(ValueError):
+        parse_size("12")
+
+
+def test_cli_pack(storage, moto_endpoint, capsys):
+    from pokevq.cli import main
+
+    code = main(["pack", "--s3-bucket", storage.bucket, "--s3-endpoint-url", moto_endpoint,
+                 "--frames-dir", "pokemon_frames", "--shard-size", "8KiB", "--threads", "4"])
+    assert code == 0
+    assert "Packed 24 frames" in capsys.readouterr().out
+    assert ShardIndex.load(storage, "pokemon_frames") is not None
+
+
+# ----------------------------------------------------------------------------- range reads
+
+
+def test_get_range_on_both_backends(storage, synth_frames):
+    data = storage.get_bytes("pokemon_frames/game1/episode1/frame_001.png")
+    assert storage.get_range("pokemon_frames/game1/episode1/frame_001.png", 8, 24) == data[8:24]
+    assert storage.get_range("pokemon_frames/game1/episode1/frame_001.png", 5, 5) == b""
+    local = LocalStorage(synth_frames)
+    assert local.get_range("game1/episode1/frame_001.png", 8, 24) == data[8:24]
+    assert local.get_range("game1/episode1/frame_001.png", len(data) - 3, len(data) + 10) == data[-3:]
+
+
+# ----------------------------------------------------------------------------- the data path on shards
+
+
+def test_warm_cache_reads_shards_in_few_requests(storage, moto_endpoint, proxy, tmp_path):
+    pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    via = S3Storage(storage.bucket, "us-east-1", endpoint_url=proxy.url)
+    manifest = index_frames(via, "pokemon_frames", val_fraction=0.25, seed=0)
+    source = FrameSource(via, FrameCache(tmp_path / "cache"))
+    proxy.seen.clear()
+    stats = warm_cache(source, manifest, limit=100, threads=4, progress=False)
+    assert stats["misses"] == stats["from_shards"] == 24
+    gets = frame_gets(proxy)
+    assert all("/_shards/" in path for path, _ in gets)  # not one frame object was read
+    assert len(gets) <= 1 + 4  # the index, then a few ranges covering the shards
+    for key, etag in zip(manifest["key"], manifest["etag"]):
+        assert source.cache.get(via.namespace, key, etag, lambda: b"") == storage.get_bytes(key)
+
+
+def test_training_data_path_reads_frames_from_shards(storage, proxy, tmp_path):
+    pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    via = S3Storage(storage.bucket, "us-east-1", endpoint_url=proxy.url)
+    manifest = index_frames(via, "pokemon_frames", val_fraction=0.0)
+    source = FrameSource(via, FrameCache(tmp_path / "cache"))
+    proxy.seen.clear()
+    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=5, shuffle=True, seed=0, num_workers=0)
+    batches = list(loader)
+    assert sum(b.misses for b in batches) == 24 and not any(b.skipped for b in batches)
+    gets = frame_gets(proxy)
+    frame_reads = [(path, rng) for path, rng in gets if not path.endswith("index.parquet")]
+    assert len(frame_reads) == 24
+    assert all("/_shards/" in path and rng and rng.startswith("bytes=") for path, rng in frame_reads)
+    for batch in batches:  # the decoded images are the frames themselves
+        for key, image in zip(batch.keys, batch.images):
+            assert torch.equal(image, decode_frame(storage.get_bytes(key), IMAGE_SIZE))
+
+
+def test_changed_frame_is_read_from_its_own_object(storage, s3_client, proxy, tmp_path, synth_frames):
+    pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    changed = "pokemon_frames/game2/episode1/frame_003.png"
+    new_bytes = (synth_frames / "game1" / "episode2" / "frame_005.png").read_bytes()
+    s3_client.put_object(Bucket=storage.bucket, Key=changed, Body=new_bytes)  # new ETag: the shard is stale
+    via = S3Storage(storage.bucket, "us-east-1", endpoint_url=proxy.url)
+    manifest = index_frames(via, "pokemon_frames", val_fraction=0.0)
+    source = FrameSource(via, FrameCache(tmp_path / "cache"))
+    proxy.seen.clear()
+    stats = warm_cache(source, manifest, limit=100, threads=4, progress=False)
+    assert stats["from_shards"] == 23 and stats["misses"] == 24
+    assert [path for path, _ in frame_gets(proxy) if "/_shards/" not in path] == [f"/{storage.bucket}/{changed}"]
+    etag = manifest.loc[manifest["key"] == changed, "etag"].item()
+    assert source.read(changed, etag) == (new_bytes, True)
+
+
+def test_removed_shard_falls_back_to_frame_objects(storage, tmp_path):
+    result = pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    source = FrameSource(storage, FrameCache(tmp_path / "cache"))
+    assert source.shards_for(manifest["key"].tolist()) is not None
+    storage.delete(result.shard_keys[0])
+    stats = warm_cache(source, manifest, limit=100, threads=4, progress=False)
+    assert stats["misses"] == 24 and stats["missing"] == 0
+    assert stats["from_shards"] < 24
+    key, etag = manifest["key"].iloc[0], manifest["etag"].iloc[0]
+    assert source.read(key, etag)[0] == storage.get_bytes(key)
+
+
+def test_no_shards_means_per_frame_reads(storage, tmp_path):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    source = FrameSource(storage, FrameCache(tmp_path / "cache"))
+    stats = warm_cache(source, manifest, limit=100, threads=4, progress=False)
+    assert stats["misses"] == 24 and stats["from_shards"] == 0
+    assert source.shards_for(manifest["key"].tolist()) is None
+
+
+# ----------------------------------------------------------------------------- concurrent listing
+
+
+TRICKY = [
+    "f/top.png", "f/g1/direct_3.png", "f/g1/ep/frame_1.png", "f/g1/ep/frame_10.png", "f/g1/ep/frame_2.png",
+    "f/g1/ep/deeper/frame_4.png", "f/G1/Ep/frame_1.png", "f/g10/ep01/frame_1.png", "f/g10/ep1/frame_1.png",
+    "f/g2/a b/x&y_1.png", "f/g2/é/ü+2.png", "f/g2/ep/.DS_Store", "f/g2/ep/notes.txt", "f/g1/", "f/_shards/index.parquet",
+    "f-other/g1/ep/frame_1.png",
+] + [f"f/g3/ep1/frame_{n}.png" for n in range(1, 1101)]  # more than one page of 1,000 in an episode
+
+
+def test_concurrent_index_equals_one_sequential_listing(bucket, moto_endpoint):
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: storage.put_bytes(k, k.encode()), TRICKY))
+    concurrent = index_frames(storage, "f", val_fraction=0.3, seed=1, threads=4)
+    sequential = build_manifest(storage.list("f/"), "f")
+    assert concurrent["key"].tolist() == sequential["key"].tolist()
+    for column in ("game", "episode", "frame", "size", "etag"):
+        assert concurrent[column].tolist() == sequential[column].tolist(), column
+    assert (concurrent["last_modified"] == sequential["last_modified"]).all()
+    assert concurrent["split"].tolist() == split_by_episode(sequential, 0.3, 1)["split"].tolist()
+    assert "f/_shards/index.parquet" not in set(concurrent["key"])
+
+
+def test_listing_pages_parse_like_botocore(bucket, moto_endpoint):
+    """The cheap ListObjectsV2 parser returns what botocore's own parser returns."""
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: storage.put_bytes(k, k.encode()), TRICKY))
+    for prefix, delimiter in (("f/", None), ("f/", "/"), ("", None), ("f/g2/", "/"), ("f/g3/ep1/", None)):
+        expected_keys, expected_prefixes = [], []
+        extra = {"Delimiter": delimiter} if delimiter else {}
+        for page in storage.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **extra):
+            expected_keys += [(o["Key"], o["Size"], o["ETag"].strip('"'), o["LastModified"]) for o in page.get("Contents", [])]
+            expected_prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        got_keys, got_prefixes = [], []
+        for page in storage.list_pages(prefix, delimiter):
+            got_keys += [(k, s, e, pd.Timestamp(t).to_pydatetime()) for k, s, e, t in
+                         zip(page.keys, page.sizes, page.etags, page.last_modified)]
+            got_prefixes += page.prefixes
+        assert got_keys == expected_keys
+        assert got_prefixes == expected_prefixes
+
+
+def test_build_manifest_keeps_natural_order_and_listing_order_for_ties():
+    now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    keys = ["p/g/e/frame_10.png", "p/g/e/frame_9.png", "p/g/e/Frame_09.png", "p/g/e/frame_9b.png", "p/g/e/frame_2.png"]
+    frame = build_manifest([ObjectInfo(k, 1, "x", now) for k in keys], "p")
+    assert frame["key"].tolist() == ["p/g/e/frame_2.png", "p/g/e/frame_9.png", "p/g/e/Frame_09.png",
+                                     "p/g/e/frame_9b.png", "p/g/e/frame_10.png"]
+
+
+# ----------------------------------------------------------------------------- decoded-frame store
+
+
+def test_decoded_store_batches_equal_decoded_frames(storage, tmp_path):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    source = FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False)
+    dataset = FrameDataset(manifest, source, IMAGE_SIZE)
+    assert dataset.decoded is not None and dataset.decoded.filled() == 0
+    first = [dataset[i] for i in range(len(dataset))]
+    assert dataset.decoded.filled() == 24
+    indices = [5, 0, 23, 7]
+    batch = collate_frames(dataset.__getitems__(indices))
+    assert batch.hits == 4 and batch.misses == 0 and batch.keys == [dataset.keys[i] for i in indices]
+    for image, i in zip(batch.images, indices):
+        expected = decode_frame(storage.get_bytes(dataset.keys[i]), IMAGE_SIZE)
+        assert torch.equal(image, expected)  # bit for bit what decoding gives
+        assert torch.equal(first[i][0], expected)
+
+
+def test_decoded_store_survives_worker_processes_and_a_new_dataset(storage, tmp_path):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    cache = FrameCache(tmp_path / "cache")
+    source = FrameSource(storage, cache, shards=False)
+    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=6, shuffle=True, seed=0,
+                         num_workers=1)
+    try:
+        assert sum(b.misses for b in loader) == 24
+    finally:
+        loader._iterator._shutdown_workers()
+    again = FrameDataset(manifest, FrameSource(storage, cache, shards=False), IMAGE_SIZE)
+    assert again.decoded.filled() == 24  # the worker's rows are in the file
+    batch = collate_frames(again.__getitems__(list(range(24))))
+    assert batch.hits == 24 and batch.images.shape == (24, 3, *IMAGE_SIZE)
+
+
+def test_decoded_store_respects_cache_limits_and_skips_bad_frames(storage, s3_client, tmp_path, monkeypatch):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    small = FrameSource(storage, FrameCache(tmp_path / "small", max_items=10), shards=False)
+    assert FrameDataset(manifest, small, IMAGE_SIZE).decoded is None  # 24 frames do not fit 10 items
+    monkeypatch.setenv("POKEVQ_DECODED_CACHE_BYTES", "0")
+    assert FrameDataset(manifest, FrameSource(storage, FrameCache(tmp_path / "off")), IMAGE_SIZE).decoded is None
+    monkeypatch.delenv("POKEVQ_DECODED_CACHE_BYTES")
+
+    bad = "pokemon_frames/game1/episode1/frame_002.png"
+    s3_client.put_object(Bucket=storage.bucket, Key=bad, Body=b"not a png")
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    dataset = FrameDataset(manifest, FrameSource(storage, FrameCache(tmp_path / "c"), shards=False), IMAGE_SIZE)
+    for _ in range(2):  # the bad frame is reported on every pass, never stored
+        batch = collate_frames(dataset.__getitems__(list(range(len(dataset)))))
+        assert [key for key, _ in batch.skipped] == [bad]
+    assert dataset.decoded.filled() == 23
+
+
+def test_warm_cache_can_fill_the_decoded_store(storage, tmp_path):
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=0)
+    source = FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False)
+    warm_cache(source, manifest, limit=100, threads=4, progress=False, image_size=IMAGE_SIZE)
+    for split in ("train", "val"):
+        rows = manifest[manifest["split"] == split]
+        dataset = FrameDataset(rows, source, IMAGE_SIZE)
+        assert dataset.decoded.filled() == len(rows)
+        assert bool(np.all(dataset.decoded.ready(list(range(len(rows))))))
+
+
+def test_loader_reads_decoded_epochs_in_process(storage, tmp_path, monkeypatch):
+    """With workers configured, the first epoch decodes in the workers; later ones read the store here."""
+    import pokevq.data as data
+
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    source = FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False)
+    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=5, shuffle=True, seed=2, num_workers=1)
+    try:
+        first = list(loader)
+        assert sum(b.misses for b in first) == 24
+        assert loader.dataset.decoded_share() == 1.0
+        calls = []
+        real = data._prefetched_batches
+        monkeypatch.setattr(data, "_prefetched_batches", lambda l: calls.append(1) or real(l))
+        loader.sampler.set_epoch(1)
+        second = list(loader)
+        assert calls == [1]
+        assert [b.keys for b in second] != [b.keys for b in first]  # a new epoch's order
+        assert sorted(k for b in second for k in b.keys) == sorted(manifest["key"])
+        assert sum(b.hits for b in second) == 24 and all(b.images.shape[1:] == (3, *IMAGE_SIZE) for b in second)
+        loader.sampler.set_epoch(0)
+        again = list(loader)  # the same epoch gives the same batches, from either path
+        assert [b.keys for b in again] == [b.keys for b in first]
+        for x, y in zip(again, first):
+            assert torch.equal(x.images, y.images)
+        partial = iter(loader)  # a consumer that stops early leaves no thread behind
+        next(partial)
+        partial.close()
+    finally:
+        loader._iterator._shutdown_workers()
+
+
+def test_prefetch_thread_raises_the_datasets_error(storage, tmp_path):
+    from pokevq.data import _prefetched_batches
+    from pokevq.errors import ConnectError
+
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    dataset = FrameDataset(manifest, FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False), IMAGE_SIZE)
+
+    def broken(indices):
+        raise ConnectError("Unable to connect to S3 (test)")
+
+    dataset.__getitems__ = broken
+    loader = make_loader(dataset, batch_size=5, shuffle=False, seed=0, num_workers=0)
+    with pytest.raises(ConnectError, match="test"):
+        list(_prefetched_batches(loader))
