@@ -30,6 +30,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pokevq.local_s3 import stop_process_group
+
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"expect"}
 _MAX_HEAD = 64 * 1024
 
@@ -277,17 +279,7 @@ class LatencyProxy:
         return self._control("reset", "POST")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process_group(self.process)
 
     def __enter__(self) -> "LatencyProxy":
         return self.start()

@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from pokevq.local_s3 import stop_process_group
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -205,17 +207,7 @@ class BulkMotoServer:
         return created
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process_group(self.process)
 
     def __enter__(self) -> "BulkMotoServer":
         return self.start()

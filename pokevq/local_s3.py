@@ -21,6 +21,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process_group(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """SIGTERM a process started with `start_new_session=True` and its children, then SIGKILL if needed."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+
+
 def _moto_command(host: str, port: int) -> list[str]:
     beside = Path(sys.executable).with_name("moto_server")  # the one installed with this pokevq
     exe = str(beside) if beside.exists() else shutil.which("moto_server")
@@ -65,17 +80,7 @@ class LocalS3Server:
         raise PokevqError(f"The local S3 endpoint did not start within {timeout:.0f}s on {self.endpoint_url}.")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process_group(self.process)
 
     def __enter__(self) -> "LocalS3Server":
         return self.start()

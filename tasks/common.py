@@ -126,3 +126,14 @@ def retry_unless_unreachable(task: Any, task_run: Any, state: Any) -> bool:
     except BaseException as exc:  # noqa: BLE001 - classifying, not handling
         return is_transient(exc) and not isinstance(exc, ConnectError)
     return False
+
+
+# What every I/O task shares: transient failures retried with backoff and jitter ...
+IO_RETRY: dict[str, Any] = dict(
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_transient,
+)
+# ... and, unless it must run every time, a result cached per flow run so a retry skips it.
+IO_TASK: dict[str, Any] = dict(IO_RETRY, cache_key_fn=per_flow_run)

@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from pokevq.report import grid_png, render_report
-from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, per_flow_run, retry_transient, session
+from tasks.common import IO_TASK, session
 
 
 def _artifact_key(experiment: str, suffix: str) -> str:
@@ -28,11 +28,7 @@ def _browser_link(uri: str, endpoint_url: str | None, region: str) -> str:
 @task(
     name="report",
     task_run_name="report",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient,
-    cache_key_fn=per_flow_run,
+    **IO_TASK,
 )
 def write_report(
     config: dict[str, Any],

@@ -15,25 +15,14 @@ from pokevq.lease import Lease, LeaseOwner
 from pokevq.manifest import index_frames, summarize
 from pokevq.session import Stopwatch, check_resume_exists
 from pokevq.validate import StoragePlan, validate_setup
-from tasks.common import (
-    IO_RETRIES,
-    IO_RETRY_DELAYS,
-    IO_RETRY_JITTER,
-    per_flow_run,
-    retry_transient,
-    retry_unless_unreachable,
-    session,
-)
+from tasks.common import IO_RETRY, IO_TASK, retry_unless_unreachable, session
 
 
 @task(
     name="validate",
     task_run_name="validate",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_unless_unreachable,  # an unreachable endpoint answers at once, throttling retries
-    cache_key_fn=per_flow_run,
+    # an unreachable endpoint answers at once; throttling is retried
+    **(IO_TASK | dict(retry_condition_fn=retry_unless_unreachable)),
 )
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Credentials, endpoint, bucket, permissions, frames, cache dir, resume checkpoint; decides the fallback."""
@@ -50,11 +39,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 @task(
     name="acquire_lease",
     task_run_name="acquire_lease",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,  # a retried flow run takes its lease again
+    **IO_RETRY,
 )
 def acquire_lease(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """Take the experiment's lease (checkpoints/<experiment>/.lease.json) or refuse to start.
@@ -77,11 +63,7 @@ def acquire_lease(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any
 @task(
     name="index_manifest",
     task_run_name="index_manifest",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient,
-    cache_key_fn=per_flow_run,
+    **IO_TASK,
 )
 def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """List every frame, split by episode, and save the manifest as Parquet next to the outputs."""
@@ -105,11 +87,7 @@ def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, An
 @task(
     name="warm_cache",
     task_run_name="warm_cache",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient,
-    cache_key_fn=per_flow_run,
+    **IO_TASK,
 )
 def warm_cache(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """Download up to the cache's capacity before training, concurrently."""

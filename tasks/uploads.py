@@ -8,18 +8,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pokevq.uploads import is_published, publish_checkpoint, upload_log
-from tasks.common import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, per_flow_run, retry_transient, session
-
-_IO = dict(
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient,
-    cache_key_fn=per_flow_run,
-)
+from tasks.common import IO_RETRY, IO_TASK, session
 
 
-@task(name="upload_checkpoint", task_run_name="upload_checkpoint[{epoch}]", **_IO)
+
+@task(name="upload_checkpoint", task_run_name="upload_checkpoint[{epoch}]", **IO_TASK)
 def upload_checkpoint(config: dict[str, Any], plan: dict[str, Any], epoch: int, result: dict[str, Any]) -> dict[str, str]:
     """Publish the epoch's checkpoint; `latest` and `best` move only once it is verified in storage."""
     run = session(config, plan)
@@ -28,7 +21,7 @@ def upload_checkpoint(config: dict[str, Any], plan: dict[str, Any], epoch: int, 
     )
 
 
-@task(name="upload_tensorboard", task_run_name="upload_tensorboard[{epoch}]", **_IO)
+@task(name="upload_tensorboard", task_run_name="upload_tensorboard[{epoch}]", **IO_TASK)
 def upload_tensorboard(config: dict[str, Any], plan: dict[str, Any], epoch: int) -> dict[str, Any]:
     """Upload only event files that are new or changed since the last epoch."""
     run = session(config, plan)
@@ -36,16 +29,14 @@ def upload_tensorboard(config: dict[str, Any], plan: dict[str, Any], epoch: int)
     return {"uploaded": len(uploaded), "uri": run.storage.uri(run.layout.tensorboard)}
 
 
-@task(name="upload_logs", task_run_name="upload_logs[{epoch}]", **_IO)
+@task(name="upload_logs", task_run_name="upload_logs[{epoch}]", **IO_TASK)
 def upload_logs(config: dict[str, Any], plan: dict[str, Any], epoch: int | str) -> str | None:
     """Upload training.log as logs/<experiment>/training_latest.log."""
     run = session(config, plan)
     return upload_log(run.storage, run.layout, run.log_path)
 
 
-@task(name="checkpoint_published", task_run_name="checkpoint_published[{epoch}]", cache_policy=NO_CACHE,
-      retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_jitter_factor=IO_RETRY_JITTER,
-      retry_condition_fn=retry_transient)
+@task(name="checkpoint_published", task_run_name="checkpoint_published[{epoch}]", cache_policy=NO_CACHE, **IO_RETRY)
 def checkpoint_published(config: dict[str, Any], plan: dict[str, Any], epoch: int, sha256: str) -> bool:
     """Whether an epoch's checkpoint is already in storage (asked by a retried run whose work file is gone)."""
     run = session(config, plan)
