@@ -97,7 +97,10 @@ def stack(tmp_path_factory, synth_frames):
     )
     up = subprocess.run([sys.executable, "-m", "pokevq", "stack", "up", "--port", str(port), "--pool", "pokevq-test"],
                         env=env, capture_output=True, text=True, timeout=400)
-    assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
+    if up.returncode != 0:  # stack up stopped what it started; stop what this fixture started
+        proxy.stop()
+        moto.stop()
+        pytest.fail(f"stack up failed:\n{up.stdout}\n{up.stderr}")
     api_url = f"http://127.0.0.1:{port}/api"
     assert f"export PREFECT_API_URL={api_url}" in up.stdout
     state = json.loads((home / "pokevq-stack.json").read_text())
