@@ -146,6 +146,12 @@ NOTES = """
   the kernel's peak-RSS mark reset just before indexing; both runs list with the same concurrency.
 - **Uploads (1e).** The upload thread's own CPU is reported in the row's note; the rest of the
   slowdown is moto and the proxy receiving and copying checkpoints on the same two cores.
+- **Noise.** The machine is shared with other engineers' test suites. Baselines and pokevq alternate
+  (3 rounds, medians) so a load spike hits both, but runs made while other suites were busy (load
+  average 4-5 on 2 cores) gave lower ratios for the CPU-bound rows: cold fetch 7.2-9.4× (vs 10.8×
+  here), shards 2.9-5.6× frames/s (6.0×), uploads up to 1.76× (1.02×); requests (300×), listing
+  (3.1-3.4×), memory (268-286 B/frame) and the warm epoch (3.2-13×) held. The load average at the
+  start and the end of this run is in the header.
 - **GPU.** No GPU here: the training-step row is CPU fp32 for both (about 1×). A GPU run adds bf16
   autocast and pinned-memory rows; the data path's stall fraction is logged per epoch
   (`epoch/data_stall_fraction` in TensorBoard, `data_wait_seconds` in each epoch's result).
@@ -259,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
 
     seconds = time.perf_counter() - started
     settings["wall time"] = f"{seconds:.0f} s"
+    try:
+        import os
+
+        settings["load average at the end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        pass
     write_results(results, rows, details, machine, settings, seconds, errors)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": [r.to_dict() for r in rows], "details": details,
