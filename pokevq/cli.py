@@ -173,19 +173,24 @@ def run_synth(args: argparse.Namespace) -> None:
     print(f"Wrote {len(frames)} frames to {os.path.abspath(args.out)}")
 
 
-def run_upload(args: argparse.Namespace) -> None:
-    from pokevq.upload import upload_directory
-
-    config = TrainConfig(
+def _bucket_config(args: argparse.Namespace) -> TrainConfig:
+    """The S3 side of `upload` and `pack`: their flags, validated like `train`'s."""
+    return TrainConfig(
         use_s3=True,
         s3_bucket=args.s3_bucket,
         s3_region=args.s3_region,
         s3_endpoint_url=args.s3_endpoint_url,
         frames_dir=args.frames_dir,
-        s3_sse=args.s3_sse,
-        s3_kms_key_id=args.s3_kms_key_id,
-        expected_bucket_owner=args.expected_bucket_owner,
+        s3_sse=getattr(args, "s3_sse", None),
+        s3_kms_key_id=getattr(args, "s3_kms_key_id", None),
+        expected_bucket_owner=getattr(args, "expected_bucket_owner", None),
     )
+
+
+def run_upload(args: argparse.Namespace) -> None:
+    from pokevq.upload import upload_directory
+
+    config = _bucket_config(args)
     count = upload_directory(args.directory, config, threads=args.threads)
     print(f"Uploaded {count} frames to s3://{config.s3_bucket}/{config.frames_dir.strip('/')}/")
 
@@ -193,16 +198,13 @@ def run_upload(args: argparse.Namespace) -> None:
 def run_pack(args: argparse.Namespace) -> None:
     from pokevq.shards import pack, parse_size
     from pokevq.storage import S3Storage
+    from pokevq.validate import s3_security_options
 
     shard_bytes = parse_size(args.shard_size)
-    config = TrainConfig(
-        use_s3=True,
-        s3_bucket=args.s3_bucket,
-        s3_region=args.s3_region,
-        s3_endpoint_url=args.s3_endpoint_url,
-        frames_dir=args.frames_dir,
+    config = _bucket_config(args)
+    storage = S3Storage(
+        str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **s3_security_options(config)
     )
-    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url)
     result = pack(storage, config.frames_dir, shard_bytes=shard_bytes, threads=args.threads,
                   keep_old=args.keep_old, progress=True)
     print(f"Packed {result.frames} frames ({result.bytes / 1e6:.1f} MB) into {result.shards} shard(s); "
