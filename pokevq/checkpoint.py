@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "optimizer", "epoch", "global_step", "config", "model_config", "metrics")
 # Model fields that decide parameter shapes: a mismatch makes a checkpoint unloadable.
-SHAPE_FIELDS = ("in_channels", "hidden_channels", "codebook_size", "embedding_dim", "downsample", "num_res_blocks")
+SHAPE_FIELDS = (
+    "architecture", "quantizer", "in_channels", "hidden_channels", "codebook_size", "embedding_dim", "downsample",
+    "num_res_blocks", "code_dim",
+)
 
 
 class CheckpointCorruptError(CheckpointError):
@@ -129,6 +132,10 @@ def load_checkpoint(source: str | Path | bytes, name: str | None = None) -> dict
 def check_model_shape(state: dict[str, Any], model_config: dict[str, Any], name: str) -> None:
     """Refuse a checkpoint whose model shape differs, naming every differing field."""
     saved = state.get("model_config", {})
+    if isinstance(saved, dict) and "architecture" not in saved:
+        from pokevq.model import LEGACY_MODEL_FIELDS
+
+        saved = {**LEGACY_MODEL_FIELDS, **saved}  # written before these fields existed
     different = [
         f"{field}={saved.get(field)!r} (configured {model_config.get(field)!r})"
         for field in SHAPE_FIELDS
