@@ -8,11 +8,13 @@ used across the epoch (per-batch perplexity is always capped by the batch size).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from pokevq.model import count_codes
+from pokevq.quantizers import count_codes
 
 
 def psnr(mse: float, max_val: float = 1.0) -> float:
@@ -111,3 +113,193 @@ class EpochMetrics:
             "dead_codes": int((counts == 0).sum()),
             "frames": int(self.frames),
         }
+
+
+# ---------------------------------------------------------------------------
+# Tokenizer quality on the validation episodes (issue: a near-lossless Game Boy tokenizer)
+
+SHADES = 4  # a Game Boy screen has 4 shades
+MAX_PALETTE = 16  # colours kept when a frame's palette is read off the frame itself
+Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels, bottom/right exclusive
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device) -> Tensor:
+    coords = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    weights = torch.exp(-(coords**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Structural similarity per image (B,), for images in [0, 1] (Wang et al. 2004).
+
+    Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, computed per channel over the
+    positions where the window fits (no padding), then averaged: identical images give 1.
+    """
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"ssim needs two (B,C,H,W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = x.float(), y.float()
+    c = x.shape[1]
+    window = min(window, x.shape[2], x.shape[3])
+    g = _gaussian_window(window, sigma, x.device)
+    rows, cols = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(F.conv2d(t, rows, groups=c), cols, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return value.mean(dim=(1, 2, 3))
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """[0, 1] floats -> uint8 pixel values, rounded as a PNG writer would."""
+    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def frame_palette(frame: Tensor, colours: int = MAX_PALETTE) -> Tensor:
+    """The palette of one (3,H,W) uint8 frame read off the frame: its `colours` most frequent colours.
+
+    A Game Boy frame has at most 4 shades, so for one this is exactly the game's palette
+    (as far as the frame shows it). Rows are padded with the most frequent colour, so every
+    palette of a batch has the same length.
+    """
+    ids = (frame[0].int() << 16) | (frame[1].int() << 8) | frame[2].int()
+    found, counts = torch.unique(ids.reshape(-1), return_counts=True)
+    top = found[counts.argsort(descending=True)[:colours]]
+    if top.numel() < colours:
+        top = torch.cat([top, top[:1].repeat(colours - top.numel())])
+    return torch.stack([(top >> 16) & 255, (top >> 8) & 255, top & 255], dim=1).to(torch.uint8)
+
+
+def snap_to_palette(images: Tensor, palettes: Tensor) -> Tensor:
+    """Each pixel of (B,3,H,W) [0,1] images replaced by the nearest colour of its frame's palette (B,P,3) uint8.
+
+    Returns uint8 (B,3,H,W): what the frame looks like once shown with the game's shades.
+    """
+    pixels = images.float().clamp(0, 1) * 255
+    colours = palettes.float()  # (B,P,3)
+    distances = (pixels.unsqueeze(1) - colours[:, :, :, None, None]).pow(2).sum(dim=2)  # (B,P,H,W)
+    nearest = distances.argmin(dim=1)  # (B,H,W)
+    snapped = torch.gather(colours, 1, nearest.flatten(1).unsqueeze(-1).expand(-1, -1, 3))  # (B,H*W,3)
+    return snapped.transpose(1, 2).reshape(images.shape).round().to(torch.uint8)
+
+
+def tile_changed(frames: Tensor, previous: Tensor, tile: int) -> Tensor:
+    """(B,h,w) bool: whether each tile x tile block differs between two (B,3,H,W) uint8 batches."""
+    diff = (frames.int() - previous.int()).abs().amax(dim=1, keepdim=True).float()
+    return F.max_pool2d(diff, tile).squeeze(1) > 0
+
+
+def _padded(palette: Tensor, device: torch.device) -> Tensor:
+    palette = palette.to(device=device, dtype=torch.uint8).reshape(-1, 3)[:MAX_PALETTE]
+    return torch.cat([palette, palette[:1].repeat(MAX_PALETTE - len(palette), 1)])
+
+
+class QualityMetrics(EpochMetrics):
+    """EpochMetrics plus what decides whether a tokenizer can be trusted, over a whole epoch.
+
+    - ``ssim``: mean structural similarity of the frames;
+    - ``pixel_accuracy``: share of pixels right once the reconstruction is snapped to the
+      frame's palette (the game's shades when known, else the frame's own colours);
+      ``exact_frames``: share of frames with every pixel right;
+    - ``dialog_accuracy``: the same accuracy inside dialog boxes, for frames known to have one;
+    - ``token_stability``: of the tiles (d x d blocks) that do not change between consecutive
+      frames of an episode, the share whose code does not change either;
+    - ``data_tiles`` and ``data_tile_perplexity``: how many distinct d x d blocks the frames
+      hold and the perplexity of their frequencies. A tokenizer that gives every distinct
+      tile its own code, and identical tiles the same code, uses exactly ``data_tiles``
+      codes at a perplexity of ``data_tile_perplexity``: the yardstick for the codebook's
+      ``codebook_usage`` and ``perplexity``.
+
+    Frames must come in episode order (as the validation loader serves them) for stability.
+    """
+
+    def __init__(self, codebook_size: int, tile: int) -> None:
+        self.tile = tile
+        super().__init__(codebook_size)
+
+    def reset(self) -> None:
+        super().reset()
+        self._ssim_sum = 0.0
+        self._right = 0  # palette-snapped pixels equal to the original
+        self._exact = 0
+        self._dialog_right = 0
+        self._dialog_pixels = 0
+        self._unchanged_tiles = 0
+        self._stable_tiles = 0
+        self._previous: tuple[str, Tensor, Tensor] | None = None  # (sequence, frame uint8, codes)
+        self._tiles: dict[bytes, int] = {}
+
+    @torch.no_grad()
+    def update(  # type: ignore[override]
+        self,
+        recon: Tensor,
+        target: Tensor,
+        codes: Tensor,
+        loss: float | Tensor,
+        batch_size: int,
+        *,
+        palettes: Sequence[Tensor | None] | None = None,
+        dialog_boxes: Sequence[Box | None] | None = None,
+        sequences: Sequence[str] | None = None,
+    ) -> None:
+        """Add one batch; `palettes`, `dialog_boxes` and `sequences` (episode of each frame) are per frame."""
+        super().update(recon, target, codes, loss, batch_size)
+        recon, frames = recon.detach().float(), to_uint8(target.detach())
+        self._ssim_sum += float(ssim(recon, frames.float() / 255).sum())
+        known = palettes if palettes is not None else [None] * len(frames)
+        palette = torch.stack([frame_palette(f) if p is None else _padded(p, f.device) for f, p in zip(frames, known)])
+        right = (snap_to_palette(recon, palette) == frames).all(dim=1)  # (B,H,W)
+        self._right += int(right.sum())
+        self._exact += int(right.flatten(1).all(dim=1).sum())
+        for i, box in enumerate(dialog_boxes or ()):
+            if box is not None:
+                top, left, bottom, right_edge = box
+                region = right[i, top:bottom, left:right_edge]
+                self._dialog_right += int(region.sum())
+                self._dialog_pixels += region.numel()
+        if sequences is not None:
+            self._update_stability(frames, codes.detach(), list(sequences))
+        self._count_tiles(frames)
+
+    def _update_stability(self, frames: Tensor, codes: Tensor, sequences: list[str]) -> None:
+        # Each frame's predecessor: the previous batch's last frame for the first, else the one before it.
+        seq, frame, code = self._previous if self._previous is not None else (None, frames[0], codes[0])
+        prev_frames = torch.cat([frame.unsqueeze(0).to(frames.device), frames[:-1]])
+        prev_codes = torch.cat([code.unsqueeze(0).to(codes.device), codes[:-1]])
+        prev_seqs = [seq, *sequences[:-1]]
+        follows = torch.tensor([a == b for a, b in zip(sequences, prev_seqs)], device=frames.device)
+        unchanged = ~tile_changed(frames, prev_frames, self.tile) & follows[:, None, None]
+        self._unchanged_tiles += int(unchanged.sum())
+        self._stable_tiles += int((unchanged & (codes == prev_codes)).sum())
+        self._previous = (sequences[-1], frames[-1], codes[-1])
+
+    def _count_tiles(self, frames: Tensor) -> None:
+        blocks = F.pixel_unshuffle(frames, self.tile)  # (B, 3*t*t, h, w)
+        rows = blocks.permute(0, 2, 3, 1).reshape(-1, blocks.shape[1])
+        distinct, counts = torch.unique(rows, dim=0, return_counts=True)
+        for row, count in zip(distinct.cpu().numpy(), counts.cpu().tolist()):
+            key = row.tobytes()
+            self._tiles[key] = self._tiles.get(key, 0) + count
+
+    def compute(self) -> dict[str, float | int]:
+        values = super().compute()
+        if not self.frames:
+            return values
+        pixels = self.pixels // 3  # super counts channel values
+        values.update(
+            ssim=self._ssim_sum / self.frames,
+            pixel_accuracy=self._right / pixels,
+            exact_frames=self._exact / self.frames,
+            data_tiles=len(self._tiles),
+            data_tile_perplexity=perplexity_from_counts(torch.tensor(list(self._tiles.values()))),
+        )
+        if self._dialog_pixels:
+            values["dialog_accuracy"] = self._dialog_right / self._dialog_pixels
+        if self._unchanged_tiles:
+            values["token_stability"] = self._stable_tiles / self._unchanged_tiles
+        return values

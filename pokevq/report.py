@@ -46,6 +46,45 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _percent(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.{digits}f} %"
+
+
+def quality_section(record: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The tokenizer's quality on the validation episodes after the last epoch, with the data's own yardstick."""
+    val = record.get("val") or {}
+    if "pixel_accuracy" not in val:
+        return []
+    codebook = int(config.get("codebook_size") or 0)
+    tile = config.get("downsample", "d")
+    used = round(val.get("codebook_usage", 0) * codebook) if codebook else None
+    rows = [
+        ("PSNR", f"{_fmt(val.get('psnr'), 2)} dB", "pixel MSE over the epoch, in dB"),
+        ("SSIM", _fmt(val.get("ssim"), 4), "structural similarity, mean over frames"),
+        ("pixel accuracy", _percent(val.get("pixel_accuracy"), 3),
+         "pixels right once snapped to the game's shades"),
+        ("exact frames", _percent(val.get("exact_frames"), 1), "frames with every pixel right"),
+        ("dialog-box accuracy", _percent(val.get("dialog_accuracy"), 3),
+         "pixel accuracy inside dialog boxes (frames with annotations)"),
+        ("token stability", _percent(val.get("token_stability"), 2),
+         f"unchanged {tile}×{tile} tiles of consecutive frames that keep their code"),
+        ("codebook usage", f"{_percent(val.get('codebook_usage'), 1)}" + (f" ({used} of {codebook})" if used is not None else ""),
+         "codes used at least once"),
+        ("dead codes", _fmt(val.get("dead_codes")), "codes never used in the epoch"),
+        ("perplexity", _fmt(val.get("perplexity"), 1), "effective number of codes used"),
+        ("distinct tiles in the data", _fmt(val.get("data_tiles")),
+         "the codes a one-code-per-tile tokenizer would use"),
+        ("perplexity of the data's tiles", _fmt(val.get("data_tile_perplexity"), 1),
+         "the perplexity such a tokenizer would show"),
+    ]
+    lines = ["", f"### Tokenizer quality (validation episodes, epoch {record.get('epoch')})", "",
+             "| metric | value | meaning |", "|---|---:|---|"]
+    lines += [f"| {name} | {value} | {meaning} |" for name, value, meaning in rows]
+    return lines
+
+
 def render_report(summary: dict[str, Any]) -> str:
     """Markdown from the run summary the flow gathers (config, storage, data, epochs, timings, artifacts)."""
     lines = [f"# pokevq report: {summary['experiment']}", ""]
@@ -88,8 +127,9 @@ def render_report(summary: dict[str, Any]) -> str:
     lines += ["", "## Training", ""]
     if epochs:
         lines += [
-            "| epoch | train loss | train PSNR (dB) | val loss | val PSNR (dB) | perplexity | codebook usage | frames/s | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| epoch | train loss | train PSNR (dB) | val loss | val PSNR (dB) | pixel accuracy | perplexity | "
+            "codebook usage | frames/s | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in epochs:
             val = row.get("val") or {}
@@ -98,12 +138,14 @@ def render_report(summary: dict[str, Any]) -> str:
             mark = " ★" if best and row["epoch"] == best.get("epoch") else ""
             lines.append(
                 f"| {row['epoch']}{mark} | {_fmt(train.get('loss'), 5)} | {_fmt(train.get('psnr'), 2)} | "
-                f"{_fmt(val.get('loss'), 5)} | {_fmt(val.get('psnr'), 2)} | {_fmt(shown.get('perplexity'), 1)} | "
+                f"{_fmt(val.get('loss'), 5)} | {_fmt(val.get('psnr'), 2)} | {_percent(val.get('pixel_accuracy'), 2)} | "
+                f"{_fmt(shown.get('perplexity'), 1)} | "
                 f"{100 * shown.get('codebook_usage', 0):.1f} % | {_fmt(row.get('frames_per_second'), 1)} | "
                 f"{_fmt(row.get('seconds'), 1)} |"
             )
         if best:
             lines += ["", f"Best epoch: **{best['epoch']}** (loss {_fmt(best['loss'], 5)}, ★)."]
+        lines += quality_section(epochs[-1], summary.get("config", {}))
     else:
         lines.append("No epoch was trained in this run.")
     timings = summary.get("timings", {})

@@ -130,6 +130,7 @@ class RunSession:
         self.timings: dict[str, float] = {}
         self._cache: FrameCache | None = None
         self._manifest: pd.DataFrame | None = None
+        self._annotations: dict[str, Any] | None = None
         self._trainer: Any = None
         self.lease: Any = None
         log.info("Run %s: outputs to %s, work directory %s", config.experiment_name, plan.describe(), self.workdir)
@@ -160,6 +161,15 @@ class RunSession:
         return self._manifest
 
     @property
+    def annotations(self) -> dict[str, Any]:
+        """Palettes and dialog boxes of the frames when they came with them (pokevq synth), else {}."""
+        if self._annotations is None:
+            from pokevq.annotations import load_annotations
+
+            self._annotations = load_annotations(self.frames_storage, self.plan.frames_prefix)
+        return self._annotations
+
+    @property
     def trainer(self) -> Any:
         """The trainer as the run starts: fresh, resumed from --resume, or warm-started (nightly)."""
         if self._trainer is None:
@@ -179,9 +189,11 @@ class RunSession:
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Any:
         from pokevq.training import Trainer
 
+        common = dict(annotations=self.annotations)
         if weights_only and state is not None:
-            return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state, resume_name=name)
-        return Trainer(self.config, self.manifest, self.source, self.workdir, state, name)
+            return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state, resume_name=name,
+                           **common)
+        return Trainer(self.config, self.manifest, self.source, self.workdir, state, name, **common)
 
     def trainer_after(self, epoch: int) -> Any:
         """The trainer positioned right after `epoch`, catching up from that epoch's checkpoint if needed.

@@ -21,7 +21,7 @@ import torch
 from pokevq.checkpoint import build_checkpoint, check_model_shape, restore_rng, save_checkpoint
 from pokevq.config import TrainConfig
 from pokevq.data import Batch, FrameDataset, FrameSource, make_loader
-from pokevq.metrics import EpochMetrics
+from pokevq.metrics import EpochMetrics, QualityMetrics
 from pokevq.model import ModelConfig, VQVAE
 from pokevq.report import image_grid
 
@@ -51,6 +51,12 @@ def model_config_for(config: TrainConfig) -> ModelConfig:
         codebook_size=config.codebook_size,
         embedding_dim=config.embedding_dim,
         downsample=config.downsample,
+        architecture=config.architecture,
+        quantizer=config.quantizer,
+        codebook_init=config.codebook_init,
+        dead_code_restart=config.dead_code_restart,
+        code_dim=config.code_dim,
+        cosine=config.cosine_codes,
     )
 
 
@@ -78,6 +84,17 @@ class EpochResult:
         return asdict(self)
 
 
+def _quality_summary(val: dict[str, Any]) -> str:
+    """`pixel accuracy 99.91% dialog 99.80% stability 100.0%` for the epoch's log line."""
+    parts = [
+        f"{label} {100 * val[name]:.2f}%"
+        for name, label in (("pixel_accuracy", "pixel accuracy"), ("dialog_accuracy", "dialog"),
+                            ("token_stability", "stability"))
+        if name in val
+    ]
+    return (" " + " ".join(parts)) if parts else ""
+
+
 class Trainer:
     """Owns the model, optimizer, loaders and TensorBoard writer for one experiment."""
 
@@ -90,6 +107,7 @@ class Trainer:
         resume_state: dict[str, Any] | None = None,
         resume_name: str = "checkpoint",
         init_from: dict[str, Any] | None = None,
+        annotations: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.workdir = Path(workdir)
@@ -114,6 +132,10 @@ class Trainer:
         )
         self.preview_rows = (val_rows if len(val_rows) else train_rows).head(PREVIEW_FRAMES)
         self.source = source
+        # What the validation metrics need per frame: its episode (token stability) and, where the
+        # frames came with annotations (pokevq synth), the game's palette and the dialog box.
+        self.annotations = annotations or {}
+        self.val_episodes = dict(zip(val_rows["key"], val_rows["game"].astype(str) + "/" + val_rows["episode"].astype(str)))
 
         self.epoch = 0
         self.global_step = 0
@@ -164,13 +186,21 @@ class Trainer:
         log.info("Resumed from %s: epoch %d, global step %d", name, self.epoch, self.global_step)
 
     def _warm_start(self, state: dict[str, Any], name: str) -> None:
-        """Model weights (and codebook) only: a new experiment that starts from a good place."""
-        check_model_shape(state, self.model_config.to_dict(), name)
+        """Model weights (and codebook) only: a new experiment that starts from a good place.
+
+        When the model options changed since that checkpoint (a new architecture, say), the
+        nightly trains from scratch rather than fail: the options are the newer decision.
+        """
+        from pokevq.errors import CheckpointError
+
+        try:
+            check_model_shape(state, self.model_config.to_dict(), name)
+        except CheckpointError as exc:
+            log.warning("Warm start skipped, training from scratch: %s", str(exc).split(". Pass")[0])
+            return
         try:
             self.model.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as exc:
-            from pokevq.errors import CheckpointError
-
             raise CheckpointError(f"Checkpoint {name} does not match the configured model: {exc}") from exc
         log.info("Warm-started the model from %s (epoch %s of that experiment)", name, state.get("epoch"))
 
@@ -287,7 +317,7 @@ class Trainer:
         state["skipped"] = dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT])
         digest = save_checkpoint(state, path)
         log.info(
-            "Epoch %d/%d: train loss %.5f psnr %.2f dB | val loss %s psnr %s | perplexity %.1f usage %.0f%% | "
+            "Epoch %d/%d: train loss %.5f psnr %.2f dB | val loss %s psnr %s%s | perplexity %.1f usage %.0f%% | "
             "%.1f frames/s | cache hit rate %.0f%%%s",
             epoch,
             self.config.num_epochs,
@@ -295,6 +325,7 @@ class Trainer:
             train["psnr"],
             f"{val['loss']:.5f}" if val else "n/a",
             f"{val['psnr']:.2f} dB" if val else "n/a",
+            _quality_summary(val),
             (val or train)["perplexity"],
             100 * (val or train)["codebook_usage"],
             frames_per_second,
@@ -324,7 +355,7 @@ class Trainer:
         """Metrics over the whole validation split (perplexity and usage over the epoch, not per batch)."""
         assert self.val_loader is not None
         self.model.eval()
-        metrics = EpochMetrics(self.model_config.codebook_size)
+        metrics = QualityMetrics(self.model_config.codebook_size, self.model_config.downsample)
         for batch in self.val_loader:
             self._account(batch, counters)
             if batch.images is None:
@@ -332,7 +363,17 @@ class Trainer:
             images = batch.images.to(self.device, non_blocking=True)
             with self._autocast():
                 out = self.model(images)
-            metrics.update(out.recon.float(), images, out.codes, out.loss, images.shape[0])
+            known = [self.annotations.get(key) for key in batch.keys]
+            metrics.update(
+                out.recon.float(),
+                images,
+                out.codes,
+                out.loss,
+                images.shape[0],
+                palettes=[a.palette if a is not None else None for a in known],
+                dialog_boxes=[a.box_at(self.config.image_hw) if a is not None else None for a in known],
+                sequences=[self.val_episodes.get(key, key) for key in batch.keys],
+            )
         self.model.train()
         return metrics.compute()
 

@@ -6,6 +6,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pokevq.annotations import ANNOTATIONS_NAME
 from pokevq.config import TrainConfig
 from pokevq.errors import NoFramesError
 from pokevq.frames import is_image_key
@@ -16,13 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 16) -> int:
-    """Upload every image file below `directory` to `s3://bucket/<frames_dir>/…`, keeping relative paths."""
+    """Upload every image file below `directory` to `s3://bucket/<frames_dir>/…`, keeping relative paths.
+
+    The frame annotations `pokevq synth` writes (synth_index.json) go along when present.
+    """
     from tqdm.auto import tqdm
 
     root = Path(directory).expanduser().resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_key(p.relative_to(root).as_posix()))
     if not files:
         raise NoFramesError(f"No frames found under {root}: nothing to upload (expected .png/.jpg files).")
+    annotations = root / ANNOTATIONS_NAME  # palettes and dialog boxes of synthetic frames, for the quality metrics
+    if annotations.is_file():
+        files.append(annotations)
     security = s3_security_options(config)
     storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **security)
     probe = S3Storage(storage.bucket, storage.region, storage.endpoint_url, **security, **FAST_FAIL)
@@ -40,5 +47,7 @@ def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 
         for future in futures:
             future.result()
             bar.update(1)
-    log.info("Uploaded %d frames to %s", len(files), storage.uri(prefix))
-    return len(files)
+    frames = len(files) - int(annotations.is_file())
+    log.info("Uploaded %d frames%s to %s", frames, " and their annotations" if frames < len(files) else "",
+             storage.uri(prefix))
+    return frames

@@ -90,6 +90,11 @@ def write_report(
                 "train_loss": r["train"].get("loss"),
                 "val_loss": (r["val"] or {}).get("loss"),
                 "val_psnr": (r["val"] or {}).get("psnr"),
+                "val_ssim": (r["val"] or {}).get("ssim"),
+                "pixel_accuracy": (r["val"] or {}).get("pixel_accuracy"),
+                "dialog_accuracy": (r["val"] or {}).get("dialog_accuracy"),
+                "token_stability": (r["val"] or {}).get("token_stability"),
+                "dead_codes": (r["val"] or r["train"]).get("dead_codes"),
                 "perplexity": (r["val"] or r["train"]).get("perplexity"),
                 "codebook_usage": (r["val"] or r["train"]).get("codebook_usage"),
             }

@@ -168,6 +168,7 @@ def test_synth_and_upload_commands(tmp_path, moto_endpoint, bucket, s3_client):
     done, _ = _run_cli(["upload", "frames", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint], tmp_path)
     assert done.returncode == 0, done.stderr
     listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="pokemon_frames/")["Contents"]
+    # The frames, and their annotations (palettes, dialog boxes) for the quality metrics.
     assert sorted(o["Key"] for o in listed) == [
         f"pokemon_frames/game1/episode{e}/frame_{f:03d}.png" for e in (1, 2) for f in (1, 2, 3)
-    ]
+    ] + ["pokemon_frames/synth_index.json"]

@@ -62,15 +62,7 @@ def _keys(client, bucket: str, prefix: str) -> list[str]:
 
 
 def _scalars(client, bucket: str, target: Path) -> dict[str, list]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    for key in _keys(client, bucket, "tensorboard/e2e/"):
-        path = target / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(bucket, key, str(path))
-    accumulator = EventAccumulator(str(target / "tensorboard" / "e2e"))
-    accumulator.Reload()
-    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}
+    return _scalars_of(client, bucket, "e2e", target)
 
 
 def test_flow_trains_uploads_reports_and_resumes(prefect_harness, tmp_path, moto_endpoint, e2e_bucket, s3_client):
@@ -186,3 +178,60 @@ def test_fallback_to_local_storage_when_s3_is_unreachable(prefect_harness, tmp_p
     assert "fell back to local storage" in report
     assert "Unable to connect to S3" in report
     assert (tmp_path / "out" / "checkpoints" / "fallback" / "checkpoint_latest.pt").is_file()
+
+
+def test_quality_metrics_reach_tensorboard_report_and_artifacts(
+    prefect_harness, tmp_path, moto_endpoint, bucket, s3_client
+):
+    """Frames uploaded with `pokevq upload` carry their annotations; the validation metrics use them."""
+    from prefect.client.orchestration import get_client
+
+    from pokevq.synth import generate_dataset
+    from pokevq.upload import upload_directory
+
+    frames = tmp_path / "frames"
+    generate_dataset(frames, games=1, episodes=2, frames=45, seed=0)  # a dialog in every episode
+    config = _config(tmp_path, bucket, moto_endpoint, experiment_name="quality", num_epochs=1, image_size="144x160",
+                     hidden_channels=16, embedding_dim=8, codebook_size=64)
+    upload_directory(frames, config, threads=4)
+    summary = train(config)
+
+    val = summary["final"]["val"]
+    for name in ("psnr", "ssim", "pixel_accuracy", "exact_frames", "dialog_accuracy", "token_stability",
+                 "codebook_usage", "perplexity", "dead_codes", "data_tiles", "data_tile_perplexity"):
+        assert name in val, name
+    for name in ("pixel_accuracy", "dialog_accuracy", "token_stability", "ssim", "exact_frames"):
+        assert 0 <= val[name] <= 1, name
+    assert val["dead_codes"] == round(64 * (1 - val["codebook_usage"]))
+
+    scalars = _scalars_of(s3_client, bucket, "quality", tmp_path / "tb")
+    for tag in ("epoch/val_ssim", "epoch/val_pixel_accuracy", "epoch/val_dialog_accuracy",
+                "epoch/val_token_stability", "epoch/val_dead_codes", "epoch/val_perplexity"):
+        assert [e.step for e in scalars[tag]] == [1], tag
+    assert scalars["epoch/val_pixel_accuracy"][0].value == pytest.approx(val["pixel_accuracy"], rel=1e-5)
+
+    report = s3_client.get_object(Bucket=bucket, Key="reports/quality/report.md")["Body"].read().decode()
+    assert "### Tokenizer quality (validation episodes, epoch 1)" in report
+    assert f"| dialog-box accuracy | {100 * val['dialog_accuracy']:.3f} % |" in report
+    assert f"| distinct tiles in the data | {val['data_tiles']} |" in report
+
+    async def table_artifact():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    import asyncio
+
+    tables = [a for a in asyncio.run(table_artifact()) if a.key == "quality-metrics"]
+    assert tables and "token_stability" in str(tables[0].data)
+
+
+def _scalars_of(client, bucket: str, experiment: str, target: Path) -> dict[str, list]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for key in _keys(client, bucket, f"tensorboard/{experiment}/"):
+        path = target / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(path))
+    accumulator = EventAccumulator(str(target / "tensorboard" / experiment))
+    accumulator.Reload()
+    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}
