@@ -57,6 +57,12 @@ def pokevq(
     codebook_size: int = 512,
     embedding_dim: int = 64,
     downsample: int = 8,
+    architecture: str = "tile",
+    quantizer: str = "ema",
+    codebook_init: str = "kmeans",
+    dead_code_restart: str = "worst",
+    code_dim: int = 0,
+    cosine_codes: bool = False,
 ) -> dict[str, Any]:
     """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field.
 
@@ -97,6 +103,12 @@ def pokevq(
         codebook_size: Number of codebook vectors.
         embedding_dim: Dimension of each codebook vector.
         downsample: Spatial downsampling factor: 4, 8 or 16.
+        architecture: tile (one code per downsample-sized patch, convolutions on the code grid) or conv.
+        quantizer: ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization).
+        codebook_init: Codebook initialisation on the first batch: kmeans, data or random.
+        dead_code_restart: Restart unused codes on the worst-represented latents (worst), random latents, or off.
+        code_dim: Look codes up in a learned projection of this many dimensions (0: embedding_dim).
+        cosine_codes: Look codes up by cosine similarity (l2-normalised codes).
     """
     parameters = dict(locals())
     load_bucket_block()  # deployments: credentials and bucket from the S3Bucket block

@@ -31,6 +31,7 @@ _TYPES: dict[str, Callable[[str], Any]] = {
     "codebook_size": int,
     "embedding_dim": int,
     "downsample": int,
+    "code_dim": int,
     "learning_rate": float,
     "val_fraction": float,
 }
@@ -38,7 +39,8 @@ _GROUPS = {
     "S3": ("use_s3", "s3_bucket", "s3_region", "s3_endpoint_url", "s3_checkpoint_prefix", "s3_tensorboard_prefix",
            "s3_logs_prefix", "s3_sse", "s3_kms_key_id", "expected_bucket_owner", "no_fallback"),
     "cache": ("local_cache_dir", "max_cache_size", "max_cache_bytes"),
-    "model": ("image_size", "hidden_channels", "codebook_size", "embedding_dim", "downsample"),
+    "model": ("image_size", "hidden_channels", "codebook_size", "embedding_dim", "downsample", "architecture",
+              "quantizer", "codebook_init", "dead_code_restart", "code_dim", "cosine_codes"),
 }
 
 

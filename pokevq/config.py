@@ -19,6 +19,17 @@ from pokevq.errors import ConfigError
 DEFAULT_IMAGE_SIZE = "144x160"
 DOWNSAMPLE_FACTORS = (4, 8, 16)
 DEVICES = ("auto", "cpu", "cuda", "mps")
+ARCHITECTURES = ("tile", "conv")
+QUANTIZERS = ("ema", "vq", "fsq")
+CODEBOOK_INITS = ("kmeans", "data", "random")
+DEAD_CODE_RESTARTS = ("worst", "random", "off")
+# Model options that name one of a few components; shared with pokevq.model.ModelConfig.
+MODEL_CHOICES = {
+    "architecture": ARCHITECTURES,
+    "quantizer": QUANTIZERS,
+    "codebook_init": CODEBOOK_INITS,
+    "dead_code_restart": DEAD_CODE_RESTARTS,
+}
 S3_SSE_MODES = ("AES256", "aws:kms")
 
 # Field name -> CLI flag, where the flag is not the field name with dashes.
@@ -158,6 +169,27 @@ class TrainConfig:
     codebook_size: int = field(default=512, metadata={"help": "Number of codebook vectors."})
     embedding_dim: int = field(default=64, metadata={"help": "Dimension of each codebook vector."})
     downsample: int = field(default=8, metadata={"help": "Spatial downsampling factor: 4, 8 or 16."})
+    architecture: str = field(
+        default="tile",
+        metadata={"help": "tile (one code per downsample-sized patch, convolutions on the code grid) or conv."},
+    )
+    quantizer: str = field(
+        default="ema",
+        metadata={"help": "ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization)."},
+    )
+    codebook_init: str = field(
+        default="kmeans", metadata={"help": "Codebook initialisation on the first batch: kmeans, data or random."}
+    )
+    dead_code_restart: str = field(
+        default="worst",
+        metadata={"help": "Restart unused codes on the worst-represented latents (worst), random latents, or off."},
+    )
+    code_dim: int = field(
+        default=0, metadata={"help": "Look codes up in a learned projection of this many dimensions (0: embedding_dim)."}
+    )
+    cosine_codes: bool = field(
+        default=False, metadata={"help": "Look codes up by cosine similarity (l2-normalised codes)."}
+    )
 
     def __post_init__(self) -> None:
         self._resolve_environment()
@@ -223,6 +255,22 @@ class TrainConfig:
             fail("downsample", f"must be one of 4, 8, 16; got {self.downsample!r}")
         if self.device not in DEVICES:
             fail("device", f"must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        for name, allowed in MODEL_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                fail(name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if isinstance(self.code_dim, bool) or not isinstance(self.code_dim, int) or self.code_dim < 0:
+            fail("code_dim", f"must be an integer >= 0 (0: look codes up in embedding_dim); got {self.code_dim!r}")
+        if self.quantizer == "fsq":
+            from pokevq.quantizers import fsq_levels
+
+            try:
+                fsq_levels(self.codebook_size)
+            except ConfigError:
+                fail(
+                    "codebook_size",
+                    f"{self.codebook_size} cannot be an FSQ codebook with --quantizer fsq: use a product of "
+                    "levels from 3 to 8, e.g. 64, 125, 216, 512 or 1000",
+                )
         height, width = parse_image_size(self.image_size)
         self.image_size = f"{height}x{width}"
         if height % self.downsample or width % self.downsample:
