@@ -126,8 +126,6 @@ class CodebookQuantizer(nn.Module):
     latent (projected back after quantization); with `cosine` on the unit sphere.
     """
 
-    learned_by_gradient = False
-
     def __init__(
         self,
         codebook_size: int,
@@ -318,8 +316,6 @@ class VectorQuantizerEMA(CodebookQuantizer):
 class VectorQuantizer(CodebookQuantizer):
     """Codebook learned by gradient descent on ||sg(z) - e||^2 (the original VQ-VAE)."""
 
-    learned_by_gradient = True
-
     def __init__(self, codebook_size: int, embedding_dim: int, **options: Any) -> None:
         super().__init__(codebook_size, embedding_dim, **options)
         if self.codebook_init == "random":
@@ -371,8 +367,6 @@ def _round_straight_through(x: Tensor) -> Tensor:
 
 class FSQ(nn.Module):
     """Finite scalar quantization: project to len(levels) scalars, bound each, round to its levels."""
-
-    learned_by_gradient = False
 
     def __init__(self, codebook_size: int, embedding_dim: int, levels: Sequence[int] | None = None) -> None:
         super().__init__()

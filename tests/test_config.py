@@ -213,3 +213,45 @@ def test_secrets_never_appear_in_dicts(clean_env):
         assert key_id not in text
         assert "session-token-abc" not in text
     assert config.masked()["s3_bucket"] == "b"
+
+
+# --- model options ---------------------------------------------------------------------
+
+
+def test_model_option_defaults_are_the_benchmarked_best(clean_env):
+    config = TrainConfig()
+    assert (config.architecture, config.quantizer, config.codebook_init, config.dead_code_restart) == (
+        "tile", "ema", "kmeans", "worst"
+    )
+    assert config.code_dim == 0 and config.cosine_codes is False and config.downsample == 8
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(architecture="vit"), "architecture (--architecture) must be one of tile, conv; got 'vit'"),
+        (dict(quantizer="rvq"), "quantizer (--quantizer) must be one of ema, vq, fsq; got 'rvq'"),
+        (dict(codebook_init="zeros"), "codebook_init (--codebook-init) must be one of kmeans, data, random"),
+        (dict(dead_code_restart="always"), "dead_code_restart (--dead-code-restart) must be one of worst, random, off"),
+        (dict(code_dim=-1), "code_dim (--code-dim) must be an integer >= 0"),
+        (dict(quantizer="fsq", codebook_size=511), "codebook_size (--codebook-size) 511 cannot be an FSQ codebook"),
+    ],
+)
+def test_bad_model_options_name_the_flag(clean_env, options, message):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**options)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_model_options_reach_the_model(clean_env):
+    from pokevq.training import model_config_for
+
+    config = TrainConfig(architecture="conv", quantizer="vq", codebook_init="data", dead_code_restart="off",
+                         code_dim=8, cosine_codes=True, codebook_size=216)
+    model = model_config_for(config)
+    assert (model.architecture, model.quantizer, model.codebook_init, model.dead_code_restart) == (
+        "conv", "vq", "data", "off"
+    )
+    assert model.code_dim == 8 and model.cosine is True and model.codebook_size == 216
+    assert TrainConfig(quantizer="fsq", codebook_size=216).quantizer == "fsq"  # 6 x 6 x 6

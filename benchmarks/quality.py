@@ -1,0 +1,330 @@
+"""Tokenizer quality: every model variant trained on the same budget and data, one table.
+
+    python benchmarks/quality.py                 # CPU size (see SIZES), about 30 minutes on 2 cores
+    python benchmarks/quality.py --full          # the issue's size, for a GPU: 50 epochs per variant
+    python benchmarks/quality.py --quick         # CI smoke: tiny data, seconds; checks it runs, not quality
+    python benchmarks/quality.py --variants default --epochs 50     # one variant, the default budget
+
+Frames are synthetic Game Boy frames (`pokevq.synth`: 2 games x 10 episodes x 200 frames at the
+CPU and full sizes) with their annotations (palettes, dialog boxes), read from a local folder
+through the library's own storage, cache and data path. Each variant is a set of `TrainConfig`
+model options trained by the library's own `Trainer` for the same number of epochs, batch size
+and learning rate, from the same seed; the figures are the trainer's own validation metrics
+(pokevq.metrics.QualityMetrics) after the last epoch, on the held-out episodes.
+
+The variants add the known techniques one at a time (the rows read as a ladder from the original
+VQ-VAE to pokevq's default), then try the options on top of the default: low-dimensional and
+cosine codes, FSQ, and the full-resolution conv architecture (run only with --full or --with-conv:
+on a CPU it is ~40x slower per frame). Results go to benchmarks/QUALITY.md (or --results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for path in (str(ROOT), str(HERE)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from common import machine_info  # noqa: E402
+
+# Data and budget per size: (games, episodes, frames per episode, epochs per variant).
+SIZES = {
+    "quick": dict(games=1, episodes=3, frames=12, epochs=2, image_size="72x80"),
+    "cpu": dict(games=2, episodes=10, frames=200, epochs=5, image_size="144x160"),
+    "full": dict(games=2, episodes=10, frames=200, epochs=50, image_size="144x160"),
+}
+
+# The issue's reach for the default configuration: metric -> (label, met?). Perplexity and dead codes are
+# judged against the codebook size in target_check.
+TARGETS = {
+    "psnr": ("PSNR ≥ 35 dB", lambda v: v >= 35.0),
+    "pixel_accuracy": ("pixel accuracy ≥ 99 %", lambda v: v >= 0.99),
+    "dialog_accuracy": ("dialog-box accuracy ≥ 98 %", lambda v: v >= 0.98),
+    "codebook_usage": ("codebook usage ≥ 90 %", lambda v: v >= 0.90),
+    "perplexity": ("perplexity ≥ half the codebook", None),
+    "dead_share": ("dead codes < 10 %", lambda v: v < 0.10),
+    "token_stability": ("token stability ≥ 97 %", lambda v: v >= 0.97),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    options: dict[str, Any]
+    what: str
+    slow_on_cpu: bool = False
+
+
+VARIANTS = (
+    Variant("vq", dict(quantizer="vq", codebook_init="random", dead_code_restart="off"),
+            "the original VQ-VAE: codebook learned by gradient, random init, no restarts"),
+    Variant("ema", dict(codebook_init="random", dead_code_restart="off"), "EMA codebook instead of a codebook loss"),
+    Variant("ema+data", dict(codebook_init="data", dead_code_restart="off"), "+ codebook sampled from the first batch"),
+    Variant("ema+kmeans", dict(codebook_init="kmeans", dead_code_restart="off"), "+ k-means on the first batch instead"),
+    Variant("ema+kmeans+random", dict(dead_code_restart="random"), "+ dead codes restarted on random latents"),
+    Variant("default", {}, "ema + k-means + dead codes restarted on the worst-represented latents"),
+    Variant("default+lowdim", dict(code_dim=8), "+ codes looked up in 8 learned dimensions"),
+    Variant("default+cosine", dict(code_dim=8, cosine_codes=True), "+ 8-dimensional codes on the unit sphere"),
+    Variant("fsq", dict(quantizer="fsq"), "finite scalar quantization, 8x8x8 levels"),
+    Variant("conv", dict(architecture="conv"), "the default quantizer on the full-resolution conv architecture",
+            slow_on_cpu=True),
+)
+
+
+def _log(started: float, message: str) -> None:
+    print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
+
+
+def prepare_data(root: Path, size: dict[str, Any]) -> tuple[Any, Any, dict]:
+    """Write the synthetic frames, index them, and warm a cache that holds all of them decoded."""
+    from pokevq.annotations import load_annotations
+    from pokevq.cache import FrameCache
+    from pokevq.config import parse_image_size
+    from pokevq.data import FrameSource, warm_cache
+    from pokevq.manifest import index_frames
+    from pokevq.storage import LocalStorage
+    from pokevq.synth import generate_dataset
+
+    frames = root / "frames"
+    generate_dataset(frames, games=size["games"], episodes=size["episodes"], frames=size["frames"], seed=0)
+    storage = LocalStorage(str(frames))
+    manifest = index_frames(storage, "", val_fraction=0.1, seed=0)
+    annotations = load_annotations(storage, "")
+    cache = FrameCache(root / "cache", max_items=len(manifest) + 1)
+    source = FrameSource(storage, cache)
+    warm_cache(source, manifest, limit=len(manifest), progress=False, image_size=parse_image_size(size["image_size"]))
+    return manifest, source, annotations
+
+
+def train_variant(variant: Variant, size: dict[str, Any], data: tuple, workdir: Path, args: argparse.Namespace,
+                  started: float) -> dict[str, Any]:
+    from pokevq.config import TrainConfig
+    from pokevq.training import Trainer
+
+    manifest, source, annotations = data
+    config = TrainConfig(
+        experiment_name=f"quality-{variant.name}".replace("+", "-"),
+        num_epochs=size["epochs"],
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        image_size=size["image_size"],
+        num_workers=0,
+        device=args.device,
+        seed=0,
+        **({"hidden_channels": 16, "embedding_dim": 8, "codebook_size": 64} if args.quick else {}),
+        **variant.options,
+    )
+    trainer = Trainer(config, manifest, source, workdir, annotations=annotations)
+    seconds = 0.0
+    frames = 0
+    try:
+        for epoch in range(1, size["epochs"] + 1):
+            result = trainer.train_epoch(epoch)
+            seconds += result.seconds
+            frames += result.train["frames"]
+            val = result.val
+            _log(started, f"{variant.name}: epoch {epoch}/{size['epochs']}: val PSNR {val.get('psnr', 0):.2f} dB, "
+                           f"pixel accuracy {100 * val.get('pixel_accuracy', 0):.3f} %")
+    finally:
+        trainer.close()
+    return {
+        "variant": variant.name,
+        "what": variant.what,
+        "options": variant.options,
+        "codebook_size": config.codebook_size,
+        "epochs": size["epochs"],
+        "steps": trainer.global_step,
+        "minutes": seconds / 60,
+        "frames_per_second": frames / max(seconds, 1e-9),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "val": result.val,
+    }
+
+
+def _pct(value: Any, digits: int = 2) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+COLUMNS = ("variant", "PSNR dB", "SSIM", "pixel acc", "exact frames", "dialog acc", "usage", "perplexity", "dead",
+           "stability", "frames/s", "min")
+
+
+def table_row(r: dict[str, Any]) -> list[str]:
+    v = r["val"]
+    return [
+        r["variant"], _num(v.get("psnr")), _num(v.get("ssim"), 4), _pct(v.get("pixel_accuracy"), 3),
+        _pct(v.get("exact_frames"), 1), _pct(v.get("dialog_accuracy"), 3), _pct(v.get("codebook_usage"), 1),
+        _num(v.get("perplexity"), 1), _num(v.get("dead_codes")), _pct(v.get("token_stability"), 2),
+        _num(r["frames_per_second"], 1), _num(r["minutes"], 1),
+    ]
+
+
+def markdown_table(results: list[dict[str, Any]]) -> list[str]:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" + "---:|" * (len(COLUMNS) - 1)]
+    lines += ["| " + " | ".join(table_row(r)) + " |" for r in results]
+    return lines
+
+
+def console_table(results: list[dict[str, Any]]) -> str:
+    rows = [list(COLUMNS)] + [table_row(r) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    )
+
+
+def target_check(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for the default variant against the issue's reach."""
+    v = result["val"]
+    codebook = result["codebook_size"]
+    checks = []
+    for name, (label, ok) in TARGETS.items():
+        if name == "perplexity":
+            value = v.get("perplexity")
+            checks.append((label, _num(value, 1) + f" of {codebook}", value is not None and value >= codebook / 2))
+        elif name == "dead_share":
+            value = v.get("dead_codes", codebook) / codebook
+            checks.append((label, _pct(value, 1) + f" ({v.get('dead_codes')} codes)", ok(value)))
+        else:
+            value = v.get(name)
+            shown = _num(value) + " dB" if name == "psnr" else _pct(value, 3)
+            checks.append((label, shown, value is not None and ok(value)))
+    return checks
+
+
+def data_yardstick(result: dict[str, Any]) -> str:
+    v = result["val"]
+    tiles, perplexity, codebook = v.get("data_tiles"), v.get("data_tile_perplexity"), result["codebook_size"]
+    if not tiles:
+        return ""
+    return (f"The validation frames hold {tiles} distinct tiles (perplexity of their frequencies "
+            f"{perplexity:.1f}): a tokenizer that gives each distinct tile one code uses {tiles} of {codebook} "
+            f"codes ({100 * tiles / codebook:.1f} %) at perplexity {perplexity:.1f}. Usage and perplexity above "
+            "those figures mean the same tile gets different codes.")
+
+
+def write_results(path: Path, results: list[dict[str, Any]], skipped: list[str], args: argparse.Namespace,
+                  size: dict[str, Any], size_name: str) -> None:
+    machine = machine_info()
+    lines = ["# Tokenizer quality", "", f"Generated by `python benchmarks/quality.py{_argv()}`.", "",
+             "## Machine", ""]
+    lines += [f"- **{k}**: {v}" for k, v in machine.items()]
+    lines += [
+        "", "## Settings", "",
+        f"- size: **{size_name}**" + (" (reduced: no GPU; the issue's budget is `--full`)" if size_name == "cpu" else ""),
+        f"- data: synthetic frames, {size['games']} games × {size['episodes']} episodes × {size['frames']} frames, "
+        f"{size['image_size']}, validation = 10 % of episodes",
+        f"- budget per variant: {size['epochs']} epochs, batch {args.batch_size}, AdamW lr {args.learning_rate}, seed 0",
+        "", "## Results (validation episodes, after the last epoch)", "",
+    ]
+    lines += markdown_table(results)
+    lines += [""] + [f"- **{r['variant']}**: {r['what']} (`{json.dumps(r['options'])}`, {r['steps']} steps)"
+                     for r in results]
+    if skipped:
+        lines += [f"- **{name}**: not run on this machine (slow on CPU; pass --with-conv)" for name in skipped]
+    default = next((r for r in results if r["variant"] == "default"), None)
+    if default is not None:
+        lines += ["", "## The default against the issue's reach", "", "| target | measured | |", "|---|---:|---|"]
+        lines += [f"| {label} | {shown} | {'met' if met else 'MISSED'} |" for label, shown, met in target_check(default)]
+        yardstick = data_yardstick(default)
+        if yardstick:
+            lines += ["", yardstick]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _argv() -> str:
+    return (" " + " ".join(sys.argv[1:])) if len(sys.argv) > 1 else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size_group = parser.add_mutually_exclusive_group()
+    size_group.add_argument("--quick", action="store_true", help="CI smoke size (seconds).")
+    size_group.add_argument("--full", action="store_true", help="The issue's size and budget (for a GPU).")
+    parser.add_argument("--variants", default=None, help="Comma-separated variant names (default: all).")
+    parser.add_argument("--epochs", type=int, default=None, help="Epochs per variant (default: the size's).")
+    parser.add_argument("--with-conv", action="store_true", help="Also run the conv architecture on a CPU.")
+    parser.add_argument("--batch-size", type=int, default=16, help="Batch size (default: 16, the guide's).")
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="Learning rate (default: 1e-4, the guide's).")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto).")
+    parser.add_argument("--results", default=None, help="Markdown results (default: benchmarks/QUALITY[-size].md).")
+    parser.add_argument("--json", default=None, help="Also write the results as JSON here.")
+    parser.add_argument("--workdir", default=None, help="Keep frames, cache and runs here (default: a temp dir).")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    size_name = "quick" if args.quick else "full" if args.full else "cpu"
+    size = dict(SIZES[size_name])
+    if args.epochs is not None:
+        size["epochs"] = args.epochs
+    known = {v.name: v for v in VARIANTS}
+    if args.variants:
+        unknown = [name for name in args.variants.split(",") if name not in known]
+        if unknown:
+            parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+        chosen = [known[name] for name in args.variants.split(",")]
+    else:
+        chosen = list(VARIANTS)
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    skipped = [v.name for v in chosen if v.slow_on_cpu and not (on_gpu or args.full or args.with_conv or args.quick)]
+    chosen = [v for v in chosen if v.name not in skipped]
+
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pokevq-quality-") as scratch:
+        root = Path(args.workdir) if args.workdir else Path(scratch)
+        root.mkdir(parents=True, exist_ok=True)
+        _log(started, f"size {size_name}: {size['games']}x{size['episodes']}x{size['frames']} frames, "
+                      f"{size['epochs']} epochs per variant, device {'cuda' if on_gpu else 'cpu'}")
+        data = prepare_data(root, size)
+        _log(started, f"data ready: {len(data[0])} frames ({int((data[0]['split'] == 'val').sum())} validation)")
+        for variant in chosen:
+            _log(started, f"{variant.name}: {variant.what}")
+            results.append(train_variant(variant, size, data, root / "runs" / variant.name, args, started))
+
+    results_path = Path(args.results) if args.results else HERE / ("QUALITY.md" if size_name != "quick" else "QUALITY-quick.md")
+    write_results(results_path, results, skipped, args, size, size_name)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"size": size_name, "results": results, "skipped": skipped}, indent=1,
+                                              default=str))
+    print()
+    print(f"Tokenizer quality ({size_name} size{', reduced: no GPU' if size_name == 'cpu' else ''}; "
+          f"{size['epochs']} epochs per variant; validation episodes). Written to {results_path}.")
+    default = next((r for r in results if r["variant"] == "default"), None)
+    if default is not None:
+        for label, shown, met in target_check(default):
+            print(f"  default: {label:<34} {shown:>22}  {'met' if met else 'MISSED'}")
+        yardstick = data_yardstick(default)
+        if yardstick:
+            print("  " + yardstick)
+    for name in skipped:
+        print(f"  {name}: not run on CPU (about 40x slower per frame than tile); pass --with-conv or run --full on a GPU")
+    print(console_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
