@@ -1,9 +1,9 @@
 """Tokenizer quality: every model variant trained on the same budget and data, one table.
 
-    python benchmarks/quality.py                 # CPU size (see SIZES), about 30 minutes on 2 cores
-    python benchmarks/quality.py --full          # the issue's size, for a GPU: 50 epochs per variant
+    python benchmarks/quality.py                 # CPU size: 5 epochs per variant, ~25 minutes on 2 cores
+    python benchmarks/quality.py --full          # the issue's budget, 50 epochs per variant (for a GPU)
     python benchmarks/quality.py --quick         # CI smoke: tiny data, seconds; checks it runs, not quality
-    python benchmarks/quality.py --variants default --epochs 50     # one variant, the default budget
+    python benchmarks/quality.py --variants default --epochs 50     # the default at the full budget (~22 min CPU)
 
 Frames are synthetic Game Boy frames (`pokevq.synth`: 2 games x 10 episodes x 200 frames at the
 CPU and full sizes) with their annotations (palettes, dialog boxes), read from a local folder
@@ -15,7 +15,8 @@ and learning rate, from the same seed; the figures are the trainer's own validat
 The variants add the known techniques one at a time (the rows read as a ladder from the original
 VQ-VAE to pokevq's default), then try the options on top of the default: low-dimensional and
 cosine codes, FSQ, and the full-resolution conv architecture (run only with --full or --with-conv:
-on a CPU it is ~40x slower per frame). Results go to benchmarks/QUALITY.md (or --results).
+on a CPU it is ~40x slower per frame). Results go to benchmarks/QUALITY-<size>.md (or --results),
+with the machine they were measured on.
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ def write_results(path: Path, results: list[dict[str, Any]], skipped: list[str],
     lines += [f"- **{k}**: {v}" for k, v in machine.items()]
     lines += [
         "", "## Settings", "",
-        f"- size: **{size_name}**" + (" (reduced: no GPU; the issue's budget is `--full`)" if size_name == "cpu" else ""),
+        f"- size: **{size_name}**" + (" (reduced: the issue's budget is `--full`, 50 epochs)" if size_name == "cpu" else ""),
         f"- data: synthetic frames, {size['games']} games × {size['episodes']} episodes × {size['frames']} frames, "
         f"{size['image_size']}, validation = 10 % of episodes",
         f"- budget per variant: {size['epochs']} epochs, batch {args.batch_size}, AdamW lr {args.learning_rate}, seed 0",
@@ -280,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     size = dict(SIZES[size_name])
     if args.epochs is not None:
         size["epochs"] = args.epochs
+        # Named by what it is: the CPU data at the full budget is the full size, fewer epochs are not.
+        size_name = next((name for name, known in SIZES.items() if known == size), "custom")
     known = {v.name: v for v in VARIANTS}
     if args.variants:
         unknown = [name for name in args.variants.split(",") if name not in known]
@@ -305,13 +308,13 @@ def main(argv: list[str] | None = None) -> int:
             _log(started, f"{variant.name}: {variant.what}")
             results.append(train_variant(variant, size, data, root / "runs" / variant.name, args, started))
 
-    results_path = Path(args.results) if args.results else HERE / ("QUALITY.md" if size_name != "quick" else "QUALITY-quick.md")
+    results_path = Path(args.results) if args.results else HERE / f"QUALITY-{size_name}.md"
     write_results(results_path, results, skipped, args, size, size_name)
     if args.json:
         Path(args.json).write_text(json.dumps({"size": size_name, "results": results, "skipped": skipped}, indent=1,
                                               default=str))
     print()
-    print(f"Tokenizer quality ({size_name} size{', reduced: no GPU' if size_name == 'cpu' else ''}; "
+    print(f"Tokenizer quality ({size_name} size{', reduced' if size_name in ('cpu', 'custom') else ''}; "
           f"{size['epochs']} epochs per variant; validation episodes). Written to {results_path}.")
     default = next((r for r in results if r["variant"] == "default"), None)
     if default is not None:

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="Run the whole pipeline on a local S3 endpoint with synthetic frames (CPU, a few minutes)."
     )
-    demo.add_argument("--epochs", type=int, default=8, help="Epochs to train (default: 8).")
+    demo.add_argument("--epochs", type=int, default=30, help="Epochs to train (default: 30).")
     demo.add_argument("--out", default="./demo_outputs", help="Where to copy the results (default: ./demo_outputs).")
 
     stack = commands.add_parser(

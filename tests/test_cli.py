@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from pokevq import cli
 from pokevq.config import TrainConfig
@@ -172,3 +174,22 @@ def test_synth_and_upload_commands(tmp_path, moto_endpoint, bucket, s3_client):
     assert sorted(o["Key"] for o in listed) == [
         f"pokemon_frames/game1/episode{e}/frame_{f:03d}.png" for e in (1, 2) for f in (1, 2, 3)
     ] + ["pokemon_frames/synth_index.json"]
+
+
+@pytest.mark.e2e
+def test_quickstart_demo_runs_the_default_model_end_to_end(tmp_path, prefect_server_env):
+    """The Quickstart's first command (`pokevq demo`, here for 2 epochs): local S3, synthetic frames, a report."""
+    done, _ = _run_cli(["demo", "--epochs", "2", "--out", "demo_outputs"], tmp_path, env_extra=prefect_server_env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    finished = next(line for line in done.stdout.splitlines() if line.startswith("Demo finished"))
+    assert re.search(r"2 epochs, validation PSNR \d+\.\d+ dB, pixel accuracy \d+\.\d+%, "
+                     r"\d+ codes used for \d+ distinct tiles\.$", finished), finished
+    reports = list((tmp_path / "demo_outputs" / "s3" / "reports").glob("demo-*/report.md"))
+    assert len(reports) == 1
+    report = reports[0].read_text()
+    assert "### Tokenizer quality (validation episodes, epoch 2)" in report
+    assert "| dialog-box accuracy | –" not in report  # the demo uploads the frames' annotations
+    assert (reports[0].parent / "reconstructions.png").is_file()
+    checkpoint = torch.load(next((tmp_path / "demo_outputs" / "s3" / "checkpoints").glob("demo-*/checkpoint_latest.pt")),
+                            weights_only=True)
+    assert checkpoint["model_config"]["architecture"] == "tile" and checkpoint["model_config"]["codebook_size"] == 512
