@@ -18,13 +18,13 @@ from typing import Any
 import torch
 
 from pokevq.errors import ObjectNotFoundError, StorageError
+from pokevq.metrics import Box
 from pokevq.storage import Storage
 from pokevq.synth import INDEX_NAME, SCREEN_H, SCREEN_W
 
 log = logging.getLogger(__name__)
 
 ANNOTATIONS_NAME = INDEX_NAME
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)

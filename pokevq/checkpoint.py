@@ -129,18 +129,23 @@ def load_checkpoint(source: str | Path | bytes, name: str | None = None) -> dict
     return state
 
 
-def check_model_shape(state: dict[str, Any], model_config: dict[str, Any], name: str) -> None:
-    """Refuse a checkpoint whose model shape differs, naming every differing field."""
+def model_shape_differences(state: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
+    """`field=saved (configured value)` for every shape field where a checkpoint differs from the model."""
     saved = state.get("model_config", {})
     if isinstance(saved, dict) and "architecture" not in saved:
         from pokevq.model import LEGACY_MODEL_FIELDS
 
         saved = {**LEGACY_MODEL_FIELDS, **saved}  # written before these fields existed
-    different = [
+    return [
         f"{field}={saved.get(field)!r} (configured {model_config.get(field)!r})"
         for field in SHAPE_FIELDS
         if field in saved and saved.get(field) != model_config.get(field)
     ]
+
+
+def check_model_shape(state: dict[str, Any], model_config: dict[str, Any], name: str) -> None:
+    """Refuse a checkpoint whose model shape differs, naming every differing field."""
+    different = model_shape_differences(state, model_config)
     if different:
         raise CheckpointError(
             f"Checkpoint {name} does not match the configured model: {', '.join(different)}. "

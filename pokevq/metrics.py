@@ -118,7 +118,6 @@ class EpochMetrics:
 # ---------------------------------------------------------------------------
 # Tokenizer quality on the validation episodes (issue: a near-lossless Game Boy tokenizer)
 
-SHADES = 4  # a Game Boy screen has 4 shades
 MAX_PALETTE = 16  # colours kept when a frame's palette is read off the frame itself
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels, bottom/right exclusive
 

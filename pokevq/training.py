@@ -18,7 +18,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from pokevq.checkpoint import build_checkpoint, check_model_shape, restore_rng, save_checkpoint
+from pokevq.checkpoint import (
+    build_checkpoint,
+    check_model_shape,
+    model_shape_differences,
+    restore_rng,
+    save_checkpoint,
+)
 from pokevq.config import TrainConfig
 from pokevq.data import Batch, FrameDataset, FrameSource, make_loader
 from pokevq.metrics import EpochMetrics, QualityMetrics
@@ -193,10 +199,10 @@ class Trainer:
         """
         from pokevq.errors import CheckpointError
 
-        try:
-            check_model_shape(state, self.model_config.to_dict(), name)
-        except CheckpointError as exc:
-            log.warning("Warm start skipped, training from scratch: %s", str(exc).split(". Pass")[0])
+        different = model_shape_differences(state, self.model_config.to_dict())
+        if different:
+            log.warning("Warm start skipped, training from scratch: Checkpoint %s does not match the configured "
+                        "model: %s", name, ", ".join(different))
             return
         try:
             self.model.load_state_dict(state["model"])

@@ -27,6 +27,7 @@ def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 
     files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_key(p.relative_to(root).as_posix()))
     if not files:
         raise NoFramesError(f"No frames found under {root}: nothing to upload (expected .png/.jpg files).")
+    frames = len(files)
     annotations = root / ANNOTATIONS_NAME  # palettes and dialog boxes of synthetic frames, for the quality metrics
     if annotations.is_file():
         files.append(annotations)
@@ -47,7 +48,6 @@ def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 
         for future in futures:
             future.result()
             bar.update(1)
-    frames = len(files) - int(annotations.is_file())
     log.info("Uploaded %d frames%s to %s", frames, " and their annotations" if frames < len(files) else "",
              storage.uri(prefix))
     return frames

@@ -25,6 +25,25 @@ def _browser_link(uri: str, endpoint_url: str | None, region: str) -> str:
     return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?region={region}&prefix={key}"
 
 
+def _metrics_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One epoch for the flow run's metrics table: validation figures, codebook ones from training without them."""
+    val = record["val"] or {}
+    shown = val or record["train"]
+    return {
+        "epoch": record["epoch"],
+        "train_loss": record["train"].get("loss"),
+        "val_loss": val.get("loss"),
+        "val_psnr": val.get("psnr"),
+        "val_ssim": val.get("ssim"),
+        "pixel_accuracy": val.get("pixel_accuracy"),
+        "dialog_accuracy": val.get("dialog_accuracy"),
+        "token_stability": val.get("token_stability"),
+        "dead_codes": shown.get("dead_codes"),
+        "perplexity": shown.get("perplexity"),
+        "codebook_usage": shown.get("codebook_usage"),
+    }
+
+
 @task(
     name="report",
     task_run_name="report",
@@ -84,22 +103,7 @@ def write_report(
     key = _artifact_key(str(run.config.experiment_name), "report")
     create_markdown_artifact(markdown, key=key, description=f"pokevq report for {run.config.experiment_name}")
     if history:
-        rows = [
-            {
-                "epoch": r["epoch"],
-                "train_loss": r["train"].get("loss"),
-                "val_loss": (r["val"] or {}).get("loss"),
-                "val_psnr": (r["val"] or {}).get("psnr"),
-                "val_ssim": (r["val"] or {}).get("ssim"),
-                "pixel_accuracy": (r["val"] or {}).get("pixel_accuracy"),
-                "dialog_accuracy": (r["val"] or {}).get("dialog_accuracy"),
-                "token_stability": (r["val"] or {}).get("token_stability"),
-                "dead_codes": (r["val"] or r["train"]).get("dead_codes"),
-                "perplexity": (r["val"] or r["train"]).get("perplexity"),
-                "codebook_usage": (r["val"] or r["train"]).get("codebook_usage"),
-            }
-            for r in history
-        ]
+        rows = [_metrics_row(r) for r in history]
         create_table_artifact(rows, key=_artifact_key(str(run.config.experiment_name), "metrics"))
     if run.plan.backend == "s3":
         for name in ("report", "checkpoint_best", "checkpoint_latest", "tensorboard", "reconstructions"):
