@@ -73,7 +73,7 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
-    from pokevq.cache import FrameCache
+    from pokevq.data.cache import FrameCache
     from pokevq.data import FrameDataset, FrameSource, make_loader, warm_cache
 
     frames = len(manifest)

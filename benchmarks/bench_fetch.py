@@ -82,7 +82,7 @@ def dataloader_rate(stack: S3Stack, keys: list[str], workers: int, batch: int) -
 def warm_rate(stack: S3Stack, manifest: Any, threads: int, *, shards: Any = False,
               image_size: tuple[int, int] | None = None) -> tuple[float, int, dict]:
     """(frames/s, requests, stats) of pokevq's warm_cache into an empty cache."""
-    from pokevq.cache import FrameCache
+    from pokevq.data.cache import FrameCache
     from pokevq.data import FrameSource, warm_cache
 
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-cache-") as directory:
@@ -216,7 +216,7 @@ def run(stack: S3Stack, manifest: Any, *, quick: bool, workers: int, batch: int,
 def run_shards(stack: S3Stack, manifest: Any, per_frame_rate: float, per_frame_requests: int, *, quick: bool,
                log: Any) -> tuple[list[Row], dict[str, Any]]:
     from pokevq.data import WARM_THREADS
-    from pokevq.shards import pack
+    from pokevq.data.pack import pack
 
     shard_bytes = 256 * 1024 if quick else 1024 * 1024
     log(f"  pokevq pack ({shard_bytes // 1024} KiB shards)")

@@ -46,7 +46,7 @@ def sequential_listing(stack: S3Stack, prefix: str) -> tuple[float, int, int]:
 
 
 def pokevq_index(stack: S3Stack, prefix: str, threads: int) -> tuple[float, int, int]:
-    from pokevq.manifest import index_frames
+    from pokevq.data.manifest import index_frames
 
     storage = stack.storage()
     storage.client.list_objects_v2(Bucket=BUCKET, Prefix=prefix, MaxKeys=1)
@@ -65,8 +65,8 @@ def _status_kib(field: str) -> int:
 
 def rss_main(endpoint: str, prefix: str) -> None:
     """Subprocess: RSS before indexing and the peak while indexing, in KiB."""
-    import pokevq.manifest  # noqa: F401 - imports are fixed costs: load them before measuring
-    from pokevq.manifest import index_frames
+    import pokevq.data.manifest  # noqa: F401 - imports are fixed costs: load them before measuring
+    from pokevq.data.manifest import index_frames
     from pokevq.storage import S3Storage
 
     storage = S3Storage(BUCKET, "us-east-1", endpoint_url=endpoint)
@@ -99,7 +99,7 @@ def run(*, quick: bool, log: Any) -> tuple[list[Row], dict[str, Any]]:
         log(f"  baseline: one paginated list_objects_v2 loop over {big} keys")
         base_s, base_n, base_req = sequential_listing(stack, "big/")
         log("  pokevq index_frames (concurrent)")
-        from pokevq.manifest import LIST_THREADS
+        from pokevq.data.manifest import LIST_THREADS
 
         ours_s, ours_n, ours_req = pokevq_index(stack, "big/", LIST_THREADS)
         log("  pokevq index_frames, 1 thread")

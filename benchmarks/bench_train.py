@@ -30,7 +30,7 @@ UPLOAD_SECTION = "1e uploads and orchestration"
 
 
 def _trainer(config: Any, manifest: Any, frames_root: Path, workdir: Path, cache_dir: Path) -> Any:
-    from pokevq.cache import FrameCache
+    from pokevq.data.cache import FrameCache
     from pokevq.data import FrameSource
     from pokevq.storage import LocalStorage
     from pokevq.training import Trainer

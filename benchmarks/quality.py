@@ -91,10 +91,10 @@ def _log(started: float, message: str) -> None:
 def prepare_data(root: Path, size: dict[str, Any]) -> tuple[Any, Any, dict]:
     """Write the synthetic frames, index them, and warm a cache that holds all of them decoded."""
     from pokevq.annotations import load_annotations
-    from pokevq.cache import FrameCache
+    from pokevq.data.cache import FrameCache
     from pokevq.config import parse_image_size
     from pokevq.data import FrameSource, warm_cache
-    from pokevq.manifest import index_frames
+    from pokevq.data.manifest import index_frames
     from pokevq.storage import LocalStorage
     from pokevq.synth import generate_dataset
 

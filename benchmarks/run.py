@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     import bench_listing
     import bench_train
 
-    from pokevq.manifest import index_frames
+    from pokevq.data.manifest import index_frames
     from pokevq.storage import LocalStorage
 
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-") as tmp:

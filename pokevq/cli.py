@@ -198,7 +198,7 @@ def run_upload(args: argparse.Namespace) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> None:
-    from pokevq.shards import pack, parse_size
+    from pokevq.data.pack import pack, parse_size
     from pokevq.storage import S3Storage
     from pokevq.validate import s3_security_options
 

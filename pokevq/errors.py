@@ -61,3 +61,7 @@ class CheckpointError(PokevqError):
 
 class CheckpointNotFoundError(CheckpointError):
     """The checkpoint to resume from does not exist."""
+
+
+# Errors that mean "the store is unusable", which no amount of skipping frames fixes.
+FATAL_STORAGE_ERRORS = (ConnectError, CredentialsNotFoundError, InvalidCredentialsError, AccessDeniedError)

@@ -387,7 +387,7 @@ class Trainer:
     def preview(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Originals and reconstructions of a fixed set of frames, for TensorBoard and the report."""
         from pokevq.errors import FrameDecodeError, StorageError
-        from pokevq.frames import decode_frame
+        from pokevq.data.frames import decode_frame
 
         images = []
         for key, etag in zip(self.preview_rows["key"], self.preview_rows["etag"].astype(str)):

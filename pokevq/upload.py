@@ -9,7 +9,7 @@ from pathlib import Path
 from pokevq.annotations import ANNOTATIONS_NAME
 from pokevq.config import TrainConfig
 from pokevq.errors import NoFramesError
-from pokevq.frames import is_image_key
+from pokevq.data.frames import is_image_key
 from pokevq.storage import FAST_FAIL, S3Storage
 from pokevq.validate import s3_security_options
 

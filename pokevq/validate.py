@@ -15,7 +15,7 @@ from typing import Any
 
 from pokevq.config import TrainConfig
 from pokevq.errors import CacheDirError, NoFramesError, PokevqError, StorageError
-from pokevq.frames import is_image_key
+from pokevq.data.frames import is_image_key
 from pokevq.layout import Layout
 from pokevq.storage import FAST_FAIL, LocalStorage, S3Storage, Storage
 

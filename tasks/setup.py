@@ -12,7 +12,7 @@ from pokevq.config import TrainConfig
 from pokevq.data import warm_cache as warm_frames
 from pokevq.layout import Layout
 from pokevq.lease import Lease, LeaseOwner
-from pokevq.manifest import index_frames, summarize
+from pokevq.data.manifest import index_frames, summarize
 from pokevq.session import Stopwatch, check_resume_exists
 from pokevq.validate import StoragePlan, validate_setup
 from tasks.common import IO_RETRY, IO_TASK, retry_unless_unreachable, session

@@ -1,4 +1,4 @@
-"""Tests for pokevq.cache.FrameCache: LRU, safety of names, atomicity, sharing."""
+"""Tests for pokevq.data.cache.FrameCache: LRU, safety of names, atomicity, sharing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 
-from pokevq.cache import CacheStats, FrameCache
+from pokevq.data.cache import CacheStats, FrameCache
 from pokevq.errors import CacheDirError
 
 NS = "s3://bucket"
@@ -215,7 +215,7 @@ def test_write_failure_degrades_to_pass_through(
 
     monkeypatch.setattr(os, "replace", disk_full)
     fetch = Fetcher()
-    with caplog.at_level(logging.WARNING, logger="pokevq.cache"):
+    with caplog.at_level(logging.WARNING, logger="pokevq.data.cache"):
         for _ in range(3):
             assert cache.get(NS, "k", "e", fetch("k")) == content("k")
     assert fetch.calls["k"] == 3

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import upload_tree
-from pokevq.cache import FrameCache
+from pokevq.data.cache import FrameCache
 from pokevq.data import Batch, EpochSampler, FrameDataset, FrameSource, collate_frames, make_loader, warm_cache
 from pokevq.errors import ConnectError
 from pokevq.local_s3 import free_port
-from pokevq.manifest import index_frames
+from pokevq.data.manifest import index_frames
 from pokevq.storage import S3Storage
 
 IMAGE_SIZE = (72, 80)

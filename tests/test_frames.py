@@ -1,4 +1,4 @@
-"""Tests for pokevq.frames: every mode decodes to sane RGB, bad input fails clearly."""
+"""Tests for pokevq.data.frames: every mode decodes to sane RGB, bad input fails clearly."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from pokevq.errors import FrameDecodeError
-from pokevq.frames import (
+from pokevq.data.frames import (
     IMAGE_EXTENSIONS,
     MAX_IMAGE_PIXELS,
     decode_frame,

@@ -27,9 +27,9 @@ from PIL import Image
 from conftest import upload_tree
 from flows import train
 from pokevq import TrainConfig
-from pokevq.cache import FrameCache, _cache_name
+from pokevq.data.cache import FrameCache, _cache_name
 from pokevq.data import FrameDataset, FrameSource
-from pokevq.manifest import index_frames
+from pokevq.data.manifest import index_frames
 from pokevq.storage import S3Storage
 
 pytestmark = pytest.mark.hostile
@@ -207,7 +207,7 @@ def test_decoding_a_4000x4000_frame_keeps_memory_bounded(tmp_path):
     bomb.write_bytes(_odd_frames()["bomb_5000x5000.png"])
     script = (
         "import resource, sys\n"
-        "from pokevq.frames import decode_frame\n"
+        "from pokevq.data.frames import decode_frame\n"
         "from pokevq.errors import FrameDecodeError\n"
         "decode_frame(open(sys.argv[1], 'rb').read(), (72, 80))\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

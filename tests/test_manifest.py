@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pokevq.errors import NoFramesError
-from pokevq.manifest import (
+from pokevq.data.manifest import (
     COLUMNS,
     build_manifest,
     episode_ids,

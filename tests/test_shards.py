@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from conftest import upload_tree
-from pokevq.cache import FrameCache
+from pokevq.data.cache import FrameCache
 from pokevq.data import FrameDataset, FrameSource, collate_frames, make_loader, warm_cache
-from pokevq.frames import decode_frame
-from pokevq.manifest import build_manifest, index_frames, split_by_episode
-from pokevq.shards import INDEX_COLUMNS, ShardIndex, index_key, pack, parse_size, shards_prefix
+from pokevq.data.frames import decode_frame
+from pokevq.data.manifest import build_manifest, index_frames, split_by_episode
+from pokevq.data.pack import pack, parse_size
+from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, index_key, shards_prefix
 from pokevq.storage import LocalStorage, ObjectInfo, S3Storage
 from s3_proxy import FaultProxy
 
@@ -314,7 +315,7 @@ def test_warm_cache_can_fill_the_decoded_store(storage, tmp_path):
 
 def test_loader_reads_decoded_epochs_in_process(storage, tmp_path, monkeypatch):
     """With workers configured, the first epoch decodes in the workers; later ones read the store here."""
-    import pokevq.data as data
+    import pokevq.data.loader as data
 
     manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
     source = FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False)
@@ -345,7 +346,7 @@ def test_loader_reads_decoded_epochs_in_process(storage, tmp_path, monkeypatch):
 
 
 def test_prefetch_thread_raises_the_datasets_error(storage, tmp_path):
-    from pokevq.data import _prefetched_batches
+    from pokevq.data.loader import _prefetched_batches
     from pokevq.errors import ConnectError
 
     manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)

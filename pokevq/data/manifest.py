@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from pokevq.errors import NoFramesError
-from pokevq.frames import is_image_key
+from pokevq.data.frames import is_image_key
 from pokevq.storage import ListingPage, ObjectInfo, Storage
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,181 @@
+"""`pokevq pack`: frames under a prefix written into tar shards plus a Parquet index (see `shards`)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tarfile
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pokevq.errors import ConfigError
+from pokevq.data.manifest import _normalize_prefix, index_frames
+from pokevq.data.shards import INDEX_COLUMNS, index_key, shards_prefix
+from pokevq.storage import Storage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_BYTES = 128 * 1024 * 1024
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def parse_size(text: str | int) -> int:
+    """`128MB`, `64MiB`, `1G`, `500k` or a number of bytes."""
+    if isinstance(text, int):
+        value = text
+    else:
+        raw = str(text).strip().lower().replace(" ", "")
+        units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+                 "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+        number = raw.rstrip("kmgib")
+        unit = raw[len(number):]
+        try:
+            value = int(float(number) * units[unit])
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"shard size must look like 128MB, 64MiB or a number of bytes; got {text!r}") from exc
+    if value < 1024:
+        raise ConfigError(f"shard size must be at least 1 KiB; got {text!r}")
+    return value
+
+
+@dataclass
+class PackResult:
+    frames: int
+    shards: int
+    bytes: int
+    seconds: float
+    index_key: str
+    shard_keys: list[str] = field(default_factory=list)
+    removed: int = 0  # shards of earlier packs removed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("frames", "shards", "bytes", "seconds", "index_key", "removed")}
+
+
+class _ShardWriter:
+    """Appends frames to a tar file on local disk; uploads it once it reaches the shard size."""
+
+    def __init__(self, storage: Storage, directory: str, shard_bytes: int, uploads: ThreadPoolExecutor) -> None:
+        self.storage = storage
+        self.directory = directory
+        self.shard_bytes = shard_bytes
+        self.uploads = uploads
+        self.rows: list[tuple[str, str, int, str, int, int]] = []
+        self.shard_keys: list[str] = []
+        self.pending: list[Any] = []
+        self.total = 0
+        self._tar: tarfile.TarFile | None = None
+        self._file: Any = None
+        self._path = ""
+
+    def _open(self) -> None:
+        fd, self._path = tempfile.mkstemp(prefix="pokevq-shard-", suffix=".tar")
+        self._file = os.fdopen(fd, "w+b")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self.shard_keys.append(f"{self.directory}shard-{len(self.shard_keys):05d}.tar")
+
+    def add(self, name: str, key: str, etag: str, data: bytes, mtime: float) -> None:
+        if self._tar is None:
+            self._open()
+        assert self._tar is not None
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = int(mtime)
+        info.mode = 0o644
+        self._tar.addfile(info, io.BytesIO(data))
+        # addfile pads the data to whole 512-byte blocks; the data ends where the padding starts.
+        padded = -(-len(data) // _BLOCK) * _BLOCK
+        offset = self._tar.offset - padded
+        self.rows.append((key, etag, len(data), self.shard_keys[-1], offset, len(data)))
+        self.total += len(data)
+        if self._tar.offset >= self.shard_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()  # writes the end-of-archive blocks
+        self._file.close()
+        path, key = self._path, self.shard_keys[-1]
+        self._tar = self._file = None
+
+        def upload() -> None:
+            try:
+                self.storage.upload_file(path, key)
+            finally:
+                os.unlink(path)
+
+        self.pending.append(self.uploads.submit(upload))
+
+    def close(self) -> None:
+        self.flush()
+        for future in self.pending:
+            future.result()
+
+
+def pack(
+    storage: Storage,
+    prefix: str,
+    *,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    threads: int = 32,
+    manifest: pd.DataFrame | None = None,
+    keep_old: bool = False,
+    progress: bool = False,
+) -> PackResult:
+    """Write every frame under `prefix` into tar shards of about `shard_bytes`, then the index."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    prefix = _normalize_prefix(prefix)
+    if manifest is None:
+        manifest = index_frames(storage, prefix, val_fraction=0.0)
+    pack_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+    directory = f"{shards_prefix(prefix)}{pack_id}/"
+    keys = manifest["key"].tolist()
+    etags = manifest["etag"].astype(str).tolist()
+    stamps = [t.timestamp() for t in pd.to_datetime(manifest["last_modified"], utc=True)]
+    bar = tqdm(total=len(keys), desc="pack", unit="frame", disable=None if progress else True)
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="pokevq-pack") as pool, \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="pokevq-pack-upload") as uploads:
+        writer = _ShardWriter(storage, directory, shard_bytes, uploads)
+        window = max(64, threads * 8)  # frames in flight: bounded memory whatever the prefix holds
+        for start in range(0, len(keys), window):
+            chunk = range(start, min(start + window, len(keys)))
+            for i, data in zip(chunk, pool.map(lambda i: storage.get_bytes(keys[i]), chunk)):
+                name = keys[i][len(prefix):] if keys[i].startswith(prefix) else keys[i]
+                writer.add(name, keys[i], etags[i], data, stamps[i])
+                bar.update(1)
+        writer.close()
+    bar.close()
+    index = pd.DataFrame(writer.rows, columns=INDEX_COLUMNS)
+    buffer = io.BytesIO()
+    index.to_parquet(buffer, index=False)
+    storage.put_bytes(index_key(prefix), buffer.getvalue())
+    removed = 0 if keep_old else _remove_old_packs(storage, prefix, directory)
+    result = PackResult(
+        frames=len(index), shards=len(writer.shard_keys), bytes=writer.total,
+        seconds=round(time.perf_counter() - started, 3), index_key=index_key(prefix),
+        shard_keys=list(writer.shard_keys), removed=removed,
+    )
+    log.info("Packed %d frames (%.1f MB) into %d shard(s) under %s in %.1fs", result.frames, result.bytes / 1e6,
+             result.shards, storage.uri(directory), result.seconds)
+    return result
+
+
+def _remove_old_packs(storage: Storage, prefix: str, keep: str) -> int:
+    removed = 0
+    for info in storage.list(shards_prefix(prefix)):
+        if info.key.endswith(".tar") and not info.key.startswith(keep):
+            storage.delete(info.key)
+            removed += 1
+    return removed
+
+
