@@ -52,6 +52,10 @@ def pokevq(
     debug: bool = False,
     nightly: bool = False,
     warm_start: bool = True,
+    data_path: str = "auto",
+    checkpoint_every_steps: int = 0,
+    max_steps: int = 0,
+    time_budget: str | None = None,
     image_size: str = "144x160",
     hidden_channels: int = 128,
     codebook_size: int = 512,
@@ -82,7 +86,8 @@ def pokevq(
         local_cache_dir: Local frame cache directory, kept between runs (default: a temp dir removed at
                     exit).
         max_cache_size: Max images to cache locally.
-        max_cache_bytes: Optional byte limit of the local cache.
+        max_cache_bytes: Optional byte limit of the local cache, e.g. 20GB (the streaming path's shard files
+                    included; default for those: 8 GiB, at most half the free disk).
         no_fallback: Fail instead of falling back to local storage when S3 setup fails.
         frames_dir: S3 prefix of the training frames (a local folder without --use-s3).
         experiment_name: Name of this experiment (default: pokevq-YYYYMMDD-HHMMSS).
@@ -98,6 +103,11 @@ def pokevq(
         debug: Debug logging (botocore too) and tracebacks.
         nightly: A scheduled retraining run: experiment nightly-YYYYMMDD, never falls back to local storage.
         warm_start: With --nightly, start from the previous nightly's checkpoint_best.pt when one exists.
+        data_path: auto (cached when every frame fits the cache, else streaming), cached or streaming.
+        checkpoint_every_steps: Also write a resumable mid-epoch checkpoint every N training steps (0: epochs only).
+        max_steps: End training after this many steps in all, with a checkpoint (0: no limit).
+        time_budget: End training at a step boundary once this run has trained this long, with a checkpoint: e.g.
+                    90m, 6h or seconds.
         image_size: Frame size HxW fed to the model (Game Boy: 144x160).
         hidden_channels: Channels of the encoder/decoder.
         codebook_size: Number of codebook vectors.
@@ -145,6 +155,7 @@ def pokevq(
             progress=_percent(first - 1, last), description=f"Epochs of {config['experiment_name']}"
         )
         unchecked: list[PrefectFuture] = []
+        completed, stopped_by = first - 1, None
         for epoch in range(first, last + 1):
             failed = _failed_upload(unchecked)
             if failed is not None:  # e.g. S3 down for longer than every retry: stop, a retry continues from here
@@ -171,9 +182,18 @@ def pokevq(
             checkpoint_uploads.append(checkpoint_upload)
             pending += [checkpoint_upload, tensorboard_upload, log_upload]
             unchecked += [checkpoint_upload, tensorboard_upload, log_upload]
+            if result.get("partial"):  # --max-steps or --time-budget: the run ends at a step boundary
+                stopped_by = {"budget": result["stopped_by"], "epoch": epoch, "global_step": result["global_step"]}
+                logger.warning("The %s budget ended training at step %d inside epoch %d; the checkpoint records the "
+                               "position, so a resume continues this epoch", result["stopped_by"],
+                               result["global_step"], epoch)
+                break
+            completed = epoch
         _raise_first_failure(pending)
         published = [future.result() for future in checkpoint_uploads]
-        summary = write_report_(config, plan, data, warm, published, max(first - 1, last))
+        if stopped_by is not None:
+            stopped_by["checkpoint"] = published[-1]["latest"]
+        summary = write_report_(config, plan, data, warm, published, completed, stopped_by)
         upload_logs_(config, plan, "final")
         return summary
     finally:

@@ -15,6 +15,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from pokevq.config import TrainConfig, flag_for
+from pokevq.data.sizes import parse_size
 from pokevq.errors import PokevqError
 
 log = logging.getLogger("pokevq.cli")
@@ -24,7 +25,9 @@ _TYPES: dict[str, Callable[[str], Any]] = {
     "batch_size": int,
     "num_epochs": int,
     "max_cache_size": int,
-    "max_cache_bytes": int,
+    "max_cache_bytes": lambda text: _byte_size(text, "max_cache_bytes"),
+    "checkpoint_every_steps": int,
+    "max_steps": int,
     "seed": int,
     "num_workers": int,
     "hidden_channels": int,
@@ -35,10 +38,19 @@ _TYPES: dict[str, Callable[[str], Any]] = {
     "learning_rate": float,
     "val_fraction": float,
 }
+
+
+def _byte_size(text: str, name: str) -> int:
+    try:
+        return parse_size(text, name)
+    except PokevqError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 _GROUPS = {
     "S3": ("use_s3", "s3_bucket", "s3_region", "s3_endpoint_url", "s3_checkpoint_prefix", "s3_tensorboard_prefix",
            "s3_logs_prefix", "s3_sse", "s3_kms_key_id", "expected_bucket_owner", "no_fallback"),
-    "cache": ("local_cache_dir", "max_cache_size", "max_cache_bytes"),
+    "cache": ("local_cache_dir", "max_cache_size", "max_cache_bytes", "data_path"),
     "model": ("image_size", "hidden_channels", "codebook_size", "embedding_dim", "downsample", "architecture",
               "quantizer", "codebook_init", "dead_code_restart", "code_dim", "cosine_codes"),
 }
@@ -198,11 +210,11 @@ def run_upload(args: argparse.Namespace) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> None:
-    from pokevq.data.pack import pack, parse_size
+    from pokevq.data.pack import pack
     from pokevq.storage import S3Storage
     from pokevq.validate import s3_security_options
 
-    shard_bytes = parse_size(args.shard_size)
+    shard_bytes = parse_size(args.shard_size, "--shard-size")
     config = _bucket_config(args)
     storage = S3Storage(
         str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **s3_security_options(config)

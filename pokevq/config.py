@@ -31,6 +31,7 @@ MODEL_CHOICES = {
     "dead_code_restart": DEAD_CODE_RESTARTS,
 }
 S3_SSE_MODES = ("AES256", "aws:kms")
+DATA_PATHS = ("auto", "cached", "streaming")
 
 # Field name -> CLI flag, where the flag is not the field name with dashes.
 FLAG_NAMES = {
@@ -56,6 +57,18 @@ def parse_image_size(value: str) -> tuple[int, int]:
     if height < 8 or width < 8:
         raise ConfigError(f"image_size ({flag_for('image_size')}) must be at least 8x8; got {value!r}")
     return height, width
+
+
+def parse_duration(value: str | float) -> float:
+    """`90`, `90s`, `30m`, `6h` or `1d` -> seconds (> 0)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value).lower())
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)] if match else 0
+    if not seconds > 0:
+        raise ConfigError(
+            f"time_budget ({flag_for('time_budget')}) must be a duration like 90m, 6h or a number of seconds; "
+            f"got {value!r}"
+        )
+    return seconds
 
 
 def default_experiment_name(now: datetime | None = None) -> str:
@@ -118,7 +131,9 @@ class TrainConfig:
     )
     max_cache_size: int = field(default=1000, metadata={"help": "Max images to cache locally."})
     max_cache_bytes: int | None = field(
-        default=None, metadata={"help": "Optional byte limit of the local cache."}
+        default=None,
+        metadata={"help": "Optional byte limit of the local cache, e.g. 20GB (the streaming path's shard files "
+                          "included; default for those: 8 GiB, at most half the free disk)."},
     )
     no_fallback: bool = field(
         default=False,
@@ -159,6 +174,22 @@ class TrainConfig:
     warm_start: bool = field(
         default=True,
         metadata={"help": "With --nightly, start from the previous nightly's checkpoint_best.pt when one exists."},
+    )
+    data_path: str = field(
+        default="auto",
+        metadata={"help": "auto (cached when every frame fits the cache, else streaming), cached or streaming."},
+    )
+    checkpoint_every_steps: int = field(
+        default=0,
+        metadata={"help": "Also write a resumable mid-epoch checkpoint every N training steps (0: epochs only)."},
+    )
+    max_steps: int = field(
+        default=0, metadata={"help": "End training after this many steps in all, with a checkpoint (0: no limit)."}
+    )
+    time_budget: str | None = field(
+        default=None,
+        metadata={"help": "End training at a step boundary once this run has trained this long, with a checkpoint: "
+                          "e.g. 90m, 6h or seconds."},
     )
 
     # --- Model size ---
@@ -247,6 +278,16 @@ class TrainConfig:
             not isinstance(self.max_cache_bytes, int) or self.max_cache_bytes < 1
         ):
             fail("max_cache_bytes", f"must be a positive integer; got {self.max_cache_bytes!r}")
+        if self.data_path not in DATA_PATHS:
+            fail("data_path", f"must be one of {', '.join(DATA_PATHS)}; got {self.data_path!r}")
+        for name in ("checkpoint_every_steps", "max_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                fail(name, f"must be an integer >= 0 (0: off); got {value!r}")
+        if self.time_budget is not None:
+            self.time_budget = str(self.time_budget).strip() or None
+            if self.time_budget is not None:
+                parse_duration(self.time_budget)
         if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
             fail("learning_rate", f"must be > 0; got {self.learning_rate!r}")
         if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
@@ -303,6 +344,10 @@ class TrainConfig:
             fail("frames_dir", f"must not contain '..'; got {self.frames_dir!r}")
 
     # -------------------------------------------------------------- accessors
+    @property
+    def time_budget_seconds(self) -> float | None:
+        return parse_duration(self.time_budget) if self.time_budget else None
+
     @property
     def image_hw(self) -> tuple[int, int]:
         return parse_image_size(self.image_size)

@@ -34,6 +34,10 @@ class Layout:
     def checkpoint(self, epoch: int) -> str:
         return f"{self.checkpoints}checkpoint_epoch_{epoch}.pt"
 
+    def step_checkpoint(self, global_step: int) -> str:
+        """A mid-epoch checkpoint (`--checkpoint-every-steps`, or a budget that ended the run)."""
+        return f"{self.checkpoints}checkpoint_step_{global_step}.pt"
+
     @property
     def checkpoint_latest(self) -> str:
         return f"{self.checkpoints}checkpoint_latest.pt"

@@ -124,12 +124,18 @@ def render_report(summary: dict[str, Any]) -> str:
         f"{cache.get('warm_mb', 0):.1f} MB in {cache.get('warm_seconds', 0):.2f} s",
         f"- Hit rate during training: {100 * cache.get('training_hit_rate', 0.0):.1f} %",
     ]
+    lines += [f"- Data path: {summary.get('data_path', 'cached')}"]
     lines += ["", "## Training", ""]
+    budget = summary.get("stopped_by")
+    if budget:
+        lines += [f"> ⏱️ **The {budget['budget']} budget ended training** at step {budget['global_step']}, inside "
+                  f"epoch {budget['epoch']}; its checkpoint records the position. Resume with "
+                  f"`--resume {budget['checkpoint']}` to continue that epoch where it stopped.", ""]
     if epochs:
         lines += [
             "| epoch | train loss | train PSNR (dB) | val loss | val PSNR (dB) | pixel accuracy | perplexity | "
-            "codebook usage | frames/s | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "codebook usage | frames/s | data stall | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in epochs:
             val = row.get("val") or {}
@@ -141,10 +147,15 @@ def render_report(summary: dict[str, Any]) -> str:
                 f"{_fmt(val.get('loss'), 5)} | {_fmt(val.get('psnr'), 2)} | {_percent(val.get('pixel_accuracy'), 2)} | "
                 f"{_fmt(shown.get('perplexity'), 1)} | "
                 f"{100 * shown.get('codebook_usage', 0):.1f} % | {_fmt(row.get('frames_per_second'), 1)} | "
-                f"{_fmt(row.get('seconds'), 1)} |"
+                f"{_percent(row.get('data_stall'), 0)} | {_fmt(row.get('seconds'), 1)} |"
             )
         if best:
             lines += ["", f"Best epoch: **{best['epoch']}** (loss {_fmt(best['loss'], 5)}, ★)."]
+        stalled = [row for row in epochs if (row.get("data_stall") or 0) > 0.2]
+        if stalled:
+            lines += ["", f"> ⚠️ Epochs {', '.join(str(r['epoch']) for r in stalled)} waited for data more than 20 % "
+                          "of their time: pack the frames (`pokevq pack`), raise --num-workers, or give the cache "
+                          "more room (--max-cache-size, --max-cache-bytes)."]
         lines += quality_section(epochs[-1], summary.get("config", {}))
     else:
         lines.append("No epoch was trained in this run.")

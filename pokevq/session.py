@@ -24,7 +24,7 @@ from pokevq.layout import Layout
 from pokevq.logs import attach_training_log, detach_training_log
 from pokevq.data.manifest import from_parquet_bytes, to_parquet_bytes
 from pokevq.storage import FAST_FAIL, S3Storage, Storage, storage_for_uri
-from pokevq.uploads import SHA256_METADATA, TensorBoardSync
+from pokevq.uploads import SHA256_METADATA, StepCheckpointPublisher, TensorBoardSync
 from pokevq.validate import StoragePlan
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LATEST_NAME = "checkpoint_latest.pt"
 _EPOCH_FILE = re.compile(r"checkpoint_epoch_(\d+)\.pt")
+_STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt")
 
 
 def fetch_checkpoint(storage: Storage, key: str, target: Path) -> tuple[dict[str, Any], str]:
@@ -132,6 +133,8 @@ class RunSession:
         self._manifest: pd.DataFrame | None = None
         self._annotations: dict[str, Any] | None = None
         self._trainer: Any = None
+        self._data_path: DataPath | None = None
+        self.step_publisher = StepCheckpointPublisher(self.storage, self.layout)
         self.lease: Any = None
         log.info("Run %s: outputs to %s, work directory %s", config.experiment_name, plan.describe(), self.workdir)
 
@@ -147,6 +150,16 @@ class RunSession:
     @property
     def source(self) -> FrameSource:
         return FrameSource(self.frames_storage, self.cache)
+
+    @property
+    def data_path(self) -> DataPath:
+        """Cached or streaming (decided once, before training; a cache limit below one shard fails here)."""
+        if self._data_path is None:
+            self._data_path = DataPath.decide(
+                self.manifest, self.source, requested=self.config.data_path, max_frames=self.config.max_cache_size,
+                max_bytes=self.config.max_cache_bytes,
+            )
+        return self._data_path
 
     def save_manifest(self, manifest: pd.DataFrame) -> str:
         self._manifest = manifest
@@ -189,7 +202,7 @@ class RunSession:
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Any:
         from pokevq.training import Trainer
 
-        common = dict(annotations=self.annotations)
+        common = dict(annotations=self.annotations, data_path=self.data_path, on_step_checkpoint=self.step_publisher)
         if weights_only and state is not None:
             return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state, resume_name=name,
                            **common)
@@ -202,14 +215,45 @@ class RunSession:
         continues from the previous epoch's checkpoint (the local work file, else the uploaded one).
         """
         trainer = self.trainer
-        if trainer.epoch == epoch:
+        if trainer.epoch == epoch and not trainer.interrupted:
             return trainer
-        state, name = self._epoch_checkpoint(epoch)
+        found = self._mid_epoch_checkpoint(epoch + 1)
+        state, name = found if found is not None else self._epoch_checkpoint(epoch)
         trainer.close()
         self.tensorboard.restore()
         self._trainer = self._build_trainer(state, name)
         log.info("Continuing %s after epoch %d from %s", self.config.experiment_name, epoch, name)
         return self._trainer
+
+    def _mid_epoch_checkpoint(self, epoch: int) -> tuple[dict[str, Any], str] | None:
+        """The newest checkpoint written inside `epoch` (this machine's, else the uploaded one), if any.
+
+        A retried run then continues the interrupted epoch where it stopped, not from its start.
+        """
+        candidates: list[tuple[int, str, Any]] = []
+        folder = self.workdir / "checkpoints"
+        if folder.is_dir():
+            for path in folder.glob("checkpoint_step_*.pt"):
+                match = _STEP_FILE.fullmatch(path.name)
+                if match:
+                    candidates.append((int(match.group(1)), "local", path))
+        for info in self.storage.list(self.layout.checkpoints + "checkpoint_step_"):
+            match = _STEP_FILE.fullmatch(info.key[len(self.layout.checkpoints):])
+            if match:
+                candidates.append((int(match.group(1)), "storage", info.key))
+        for step, where, ref in sorted(candidates, key=lambda c: (c[0], c[1] == "local"), reverse=True):
+            try:
+                if where == "local":
+                    state, name = load_checkpoint(ref, name=str(ref)), str(ref)
+                else:
+                    state, name = fetch_checkpoint(self.storage, ref, self.workdir / "resume" / f"step_{step}.pt")
+            except (CheckpointError, ObjectNotFoundError) as exc:
+                log.warning("Not continuing from the mid-epoch checkpoint of step %d: %s", step, exc)
+                continue
+            position = state.get("position") or {}
+            if int(state.get("epoch", -1)) == epoch - 1 and int(position.get("epoch", -1)) == epoch:
+                return state, name
+        return None
 
     def _epoch_checkpoint(self, epoch: int) -> tuple[dict[str, Any], str]:
         local = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
@@ -281,6 +325,7 @@ class RunSession:
 
     # ------------------------------------------------------------ shutdown
     def close(self) -> None:
+        self.step_publisher.close()  # a mid-epoch checkpoint being uploaded finishes first
         if self._trainer is not None:
             self._trainer.close()
         if self._cache is not None:

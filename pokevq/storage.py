@@ -519,11 +519,25 @@ class S3Storage(Storage):
     def get_range(self, key: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        response = self._call("get_object", key, Key=key, Range=f"bytes={start}-{end - 1}")
-        try:
-            return response["Body"].read()
-        except Exception as exc:
-            raise self.translate(exc, "get_object", key) from exc
+        for attempt in range(1, 4):  # a body cut mid-way is read again, as get_bytes does
+            response = self._call("get_object", key, Key=key, Range=f"bytes={start}-{end - 1}")
+            try:
+                data = response["Body"].read()
+            except Exception as exc:
+                from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
+                if attempt < 3 and isinstance(exc, (ResponseStreamingError, IncompleteReadError, ConnectionError)):
+                    operations.info("S3 ranged get_object s3://%s/%s broken mid-body (%s); retrying", self.bucket,
+                                    key, exc)
+                    continue
+                raise self.translate(exc, "get_object", key) from exc
+            expected = min(end, start + int(response.get("ContentLength", end - start))) - start
+            if len(data) < expected and attempt < 3:
+                operations.info("S3 ranged get_object s3://%s/%s returned %d of %d bytes; retrying", self.bucket,
+                                key, len(data), expected)
+                continue
+            return data
+        raise AssertionError("unreachable")
 
     def delete(self, key: str) -> None:
         self._call("delete_object", key, Key=key)

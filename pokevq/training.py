@@ -26,7 +26,9 @@ from pokevq.checkpoint import (
     save_checkpoint,
 )
 from pokevq.config import TrainConfig
-from pokevq.data import Batch, FrameDataset, FrameSource, make_loader
+from pokevq.data.choose import DataPath
+from pokevq.data.dataset import Batch
+from pokevq.data.source import FrameSource
 from pokevq.metrics import EpochMetrics, QualityMetrics
 from pokevq.model import ModelConfig, VQVAE
 from pokevq.report import image_grid
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 8
 MAX_SKIPPED_KEPT = 10_000  # skipped-frame reasons carried in checkpoints, so a resumed report still lists them
+STALL_WARNING = 0.20  # an epoch that waited longer than this share of its time for data says what to do
+FRAME_LOG_ENV = "POKEVQ_FRAME_LOG"  # a file to append "epoch step key" for every frame trained (an audit trail)
 
 
 def select_device(name: str) -> torch.device:
@@ -85,6 +89,10 @@ class EpochResult:
     cache_misses: int
     skipped_new: list[tuple[str, str]] = field(default_factory=list)
     data_wait_seconds: float = 0.0  # time the training loop waited for its next batch
+    data_stall: float = 0.0  # that wait as a share of the training loop's time
+    data_path: str = "cached"
+    partial: bool = False  # the epoch stopped early at a step boundary (a budget): its checkpoint is a step's
+    stopped_by: str | None = None  # which budget ended training: "max_steps" or "time_budget"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,8 +122,11 @@ class Trainer:
         resume_name: str = "checkpoint",
         init_from: dict[str, Any] | None = None,
         annotations: dict[str, Any] | None = None,
+        data_path: DataPath | None = None,
+        on_step_checkpoint: Any = None,
     ) -> None:
         self.config = config
+        self.started = time.monotonic()  # the time budget counts from here
         self.workdir = Path(workdir)
         self.device = select_device(config.device)
         self.use_amp = self.device.type == "cuda"
@@ -128,11 +139,16 @@ class Trainer:
 
         train_rows = manifest[manifest["split"] == "train"]
         val_rows = manifest[manifest["split"] == "val"]
+        self.data_path = data_path or DataPath("cached")
+        self.position: dict[str, Any] | None = None  # where a resumed epoch continues
+        self.on_step_checkpoint = on_step_checkpoint  # called with (path, sha256, global_step) after each one
+        if resume_state is not None and resume_state.get("position"):
+            self.data_path = self._data_path_of(resume_state["position"], manifest, source, resume_name)
         pin = self.device.type == "cuda"
         common = dict(batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers, pin_memory=pin)
-        self.train_loader = make_loader(FrameDataset(train_rows, source, config.image_hw), shuffle=True, **common)
+        self.train_loader = self.data_path.loader(train_rows, source, config.image_hw, shuffle=True, **common)
         self.val_loader = (
-            make_loader(FrameDataset(val_rows, source, config.image_hw), shuffle=False, **common)
+            self.data_path.loader(val_rows, source, config.image_hw, shuffle=False, **common)
             if len(val_rows)
             else None
         )
@@ -145,6 +161,7 @@ class Trainer:
 
         self.epoch = 0
         self.global_step = 0
+        self.interrupted = False
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.skipped: dict[str, str] = {}
@@ -187,9 +204,23 @@ class Trainer:
         self.history = list(state.get("history") or [])
         self.best = state.get("best")
         self.skipped = dict(state.get("skipped") or {})
+        self.position = state.get("position") or None
         if state.get("rng"):
             restore_rng(state["rng"])
-        log.info("Resumed from %s: epoch %d, global step %d", name, self.epoch, self.global_step)
+        if self.position:
+            log.info("Resumed from %s: in epoch %d after global step %d", name, self.epoch + 1, self.global_step)
+        else:
+            log.info("Resumed from %s: epoch %d, global step %d", name, self.epoch, self.global_step)
+
+    def _data_path_of(self, position: dict[str, Any], manifest: pd.DataFrame, source: FrameSource,
+                      name: str) -> DataPath:
+        """A mid-epoch checkpoint finishes its epoch on the data path that started it."""
+        kind = position.get("kind", "cached")
+        if kind == self.data_path.mode:
+            return self.data_path
+        log.info("Checkpoint %s stopped mid-epoch on the %s data path: this epoch continues on it", name, kind)
+        return DataPath.decide(manifest, source, requested=kind, max_frames=self.config.max_cache_size,
+                               max_bytes=self.config.max_cache_bytes)
 
     def _warm_start(self, state: dict[str, Any], name: str) -> None:
         """Model weights (and codebook) only: a new experiment that starts from a good place.
@@ -228,7 +259,12 @@ class Trainer:
                 log.warning("Skipped frame %s: %s", key, reason)
 
     def train_epoch(self, epoch: int) -> EpochResult:
-        """Train one epoch, evaluate, log to TensorBoard and write a local checkpoint."""
+        """Train one epoch (or what is left of it), evaluate, log to TensorBoard and write a local checkpoint.
+
+        With `checkpoint_every_steps`, a resumable checkpoint that records the loader's position is
+        written every N steps; with `max_steps` or `time_budget`, the epoch ends early at a step
+        boundary with such a checkpoint, and the result says so (`partial`, `stopped_by`).
+        """
         from tqdm.auto import tqdm
 
         if epoch != self.epoch + 1:
@@ -237,18 +273,25 @@ class Trainer:
         counters: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
         metrics = EpochMetrics(self.model_config.codebook_size)
         self.model.train()
-        self.train_loader.sampler.set_epoch(epoch)
+        position = self.position if self.position and int(self.position.get("epoch", -1)) == epoch else None
+        self.train_loader.set_epoch(epoch, position)
+        tracker = self.train_loader.tracker(epoch)
         steps = len(self.train_loader)
         log_every = max(1, steps // 10)
+        every = self.config.checkpoint_every_steps
+        frame_log = _open_frame_log()
         train_frames = 0
         train_seconds = 0.0
+        stopped_by: str | None = None
         progress = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config.num_epochs}", unit="batch", disable=None)
         step_started = time.perf_counter()
         data_wait = 0.0  # time spent waiting for the next batch: the input pipeline's stall
         loop_started = waiting_since = time.perf_counter()
-        for batch in progress:
+        self.interrupted = True  # until the epoch ends: a trainer left mid-epoch must be rebuilt from a checkpoint
+        for number, batch in enumerate(progress):
             data_wait += time.perf_counter() - waiting_since
             self._account(batch, counters)
+            tracker.advance(batch)
             if batch.images is None:
                 waiting_since = time.perf_counter()
                 continue
@@ -260,6 +303,9 @@ class Trainer:
             self.optimizer.step()
             self.global_step += 1
             metrics.update(out.recon.detach().float(), images, out.codes, out.loss.detach(), images.shape[0])
+            if frame_log is not None:
+                frame_log.write("".join(f"{epoch} {self.global_step} {key}\n" for key in batch.keys))
+                frame_log.flush()
             now = time.perf_counter()
             train_seconds += now - step_started
             train_frames += images.shape[0]
@@ -273,24 +319,37 @@ class Trainer:
                 self.writer.add_scalar("train/learning_rate", self.optimizer.param_groups[0]["lr"], self.global_step)
                 self.writer.add_scalar("train/frames_per_second", train_frames / max(train_seconds, 1e-9), self.global_step)
                 progress.set_postfix(loss=f"{loss:.4f}")
+            stopped_by = self._budget_spent()
+            if stopped_by is not None:
+                break
+            if every and self.global_step % every == 0 and number + 1 < steps:
+                self._step_checkpoint(epoch, tracker.position())
+                step_started = time.perf_counter()
             waiting_since = time.perf_counter()
         loop_seconds = time.perf_counter() - loop_started
         progress.close()
-        if train_frames == 0:
+        if frame_log is not None:
+            frame_log.close()
+        if train_frames == 0 and stopped_by is None and position is None:
             from pokevq.errors import NoFramesError
 
             raise NoFramesError(
                 f"Epoch {epoch} had no readable training frames ({len(self.skipped)} skipped): "
                 "check the frames under --frames-dir (see the skipped-frame warnings above)."
             )
-        train = metrics.compute()
+        train = metrics.compute() if train_frames else {"loss": float("nan"), "psnr": float("nan"),
+                                                        "perplexity": 0.0, "codebook_usage": 0.0}
         val = self.evaluate(counters) if self.val_loader is not None else {}
         seconds = time.perf_counter() - started
         frames_per_second = train_frames / max(train_seconds, 1e-9)
-        self.epoch = epoch
+        stall = data_wait / max(loop_seconds, 1e-9)
+        partial = stopped_by is not None
+        if not partial:
+            self.epoch = epoch
+            self.position = None
 
         selection_loss = val.get("loss", train["loss"])
-        is_best = self.best is None or selection_loss < self.best["loss"]
+        is_best = not partial and (self.best is None or selection_loss < self.best["loss"])
         if is_best:
             self.best = {"epoch": epoch, "loss": selection_loss}
         lookups = counters["hits"] + counters["misses"]
@@ -304,29 +363,27 @@ class Trainer:
             "frames_per_second": round(frames_per_second, 2),
             "cache_hit_rate": round(hit_rate, 4),
             "skipped_total": len(self.skipped),
+            "data_stall": round(stall, 4),
+            "data_path": self.data_path.mode,
         }
-        self.history.append(record)
-        self.writer.add_scalar("epoch/data_stall_fraction", data_wait / max(loop_seconds, 1e-9), epoch)
+        if partial:
+            record["partial"] = True
+        else:
+            self.history.append(record)
+        self.writer.add_scalar("epoch/data_stall_fraction", stall, epoch)
         self._log_epoch(record)
-        path = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
-        state = build_checkpoint(
-            self.model,
-            self.optimizer,
-            epoch=epoch,
-            global_step=self.global_step,
-            config=self.config.masked(),
-            model_config=self.model_config.to_dict(),
-            metrics={"train": train, "val": val},
-            history=self.history,
-            best=self.best,
-        )
-        state["skipped"] = dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT])
-        digest = save_checkpoint(state, path)
+        if partial:
+            path, digest = self._step_checkpoint(epoch, tracker.position(), notify=False)
+        else:
+            path = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
+            digest = self._save(path, epoch, {"train": train, "val": val})
+        self.interrupted = False
         log.info(
-            "Epoch %d/%d: train loss %.5f psnr %.2f dB | val loss %s psnr %s%s | perplexity %.1f usage %.0f%% | "
-            "%.1f frames/s | cache hit rate %.0f%%%s",
+            "Epoch %d/%d%s: train loss %.5f psnr %.2f dB | val loss %s psnr %s%s | perplexity %.1f usage %.0f%% | "
+            "%.1f frames/s | data stall %.0f%% | cache hit rate %.0f%%%s",
             epoch,
             self.config.num_epochs,
+            f" (stopped at step {self.global_step}: {stopped_by})" if partial else "",
             train["loss"],
             train["psnr"],
             f"{val['loss']:.5f}" if val else "n/a",
@@ -335,17 +392,23 @@ class Trainer:
             (val or train)["perplexity"],
             100 * (val or train)["codebook_usage"],
             frames_per_second,
+            100 * stall,
             100 * hit_rate,
             " (new best)" if is_best else "",
         )
+        if stall > STALL_WARNING and train_frames:
+            log.warning(
+                "Epoch %d waited for data %.0f%% of its time (%s data path): %s", epoch, 100 * stall,
+                self.data_path.mode, _stall_advice(self.data_path.mode, self.config.num_workers),
+            )
         return EpochResult(
             epoch=epoch,
             global_step=self.global_step,
             train=train,
             val=val,
             is_best=is_best,
-            best_epoch=int(self.best["epoch"]),
-            best_loss=float(self.best["loss"]),
+            best_epoch=int(self.best["epoch"]) if self.best else 0,
+            best_loss=float(self.best["loss"]) if self.best else float("nan"),
             checkpoint_path=str(path),
             checkpoint_sha256=digest,
             seconds=round(seconds, 3),
@@ -354,7 +417,45 @@ class Trainer:
             cache_misses=counters["misses"],
             skipped_new=counters["skipped_new"],
             data_wait_seconds=round(data_wait, 3),
+            data_stall=round(stall, 4),
+            data_path=self.data_path.mode,
+            partial=partial,
+            stopped_by=stopped_by,
         )
+
+    def _budget_spent(self) -> str | None:
+        if self.config.max_steps and self.global_step >= self.config.max_steps:
+            return "max_steps"
+        budget = self.config.time_budget_seconds
+        if budget is not None and time.monotonic() - self.started >= budget:
+            return "time_budget"
+        return None
+
+    def _save(self, path: Path, epoch: int, metrics: dict[str, Any], position: dict[str, Any] | None = None) -> str:
+        state = build_checkpoint(
+            self.model,
+            self.optimizer,
+            epoch=epoch,
+            global_step=self.global_step,
+            config=self.config.masked(),
+            model_config=self.model_config.to_dict(),
+            metrics=metrics,
+            history=self.history,
+            best=self.best,
+        )
+        state["skipped"] = dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT])
+        if position is not None:
+            state["position"] = position
+        return save_checkpoint(state, path)
+
+    def _step_checkpoint(self, epoch: int, position: dict[str, Any], notify: bool = True) -> tuple[Path, str]:
+        """A checkpoint inside `epoch`: the epochs before it are complete, `position` says how far this one got."""
+        path = self.workdir / "checkpoints" / f"checkpoint_step_{self.global_step}.pt"
+        digest = self._save(path, epoch - 1, {}, position)
+        log.info("Mid-epoch checkpoint at step %d (epoch %d): %s", self.global_step, epoch, path.name)
+        if notify and self.on_step_checkpoint is not None:
+            self.on_step_checkpoint(path, digest, self.global_step)
+        return path, digest
 
     @torch.no_grad()
     def evaluate(self, counters: dict[str, Any]) -> dict[str, float]:
@@ -427,3 +528,18 @@ class Trainer:
             iterator = getattr(loader, "_iterator", None)
             if iterator is not None and hasattr(iterator, "_shutdown_workers"):
                 iterator._shutdown_workers()
+
+
+def _stall_advice(mode: str, workers: int) -> str:
+    if mode == "cached":
+        return (f"raise --num-workers (now {workers}), or let the frames fit the cache "
+                "(--max-cache-size, --max-cache-bytes)")
+    return (f"pack the frames (`pokevq pack`) so they are read shard by shard, raise --num-workers (now {workers}), "
+            "or give the shard cache more room (--max-cache-bytes)")
+
+
+def _open_frame_log() -> Any:
+    import os
+
+    path = os.environ.get(FRAME_LOG_ENV)
+    return open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - closed at the end of the epoch

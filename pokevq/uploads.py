@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pokevq.checkpoint import sha256_file
@@ -20,38 +21,117 @@ from pokevq.storage import Storage
 log = logging.getLogger(__name__)
 
 SHA256_METADATA = "sha256"
+STEP_METADATA = "global-step"
+_LATEST_LOCK = threading.Lock()  # one process moves `latest` at a time (step and epoch uploads overlap)
 
 
 def publish_checkpoint(
-    storage: Storage, layout: Layout, local_path: str | Path, epoch: int, sha256: str, is_best: bool
+    storage: Storage,
+    layout: Layout,
+    local_path: str | Path,
+    epoch: int,
+    sha256: str,
+    is_best: bool,
+    *,
+    global_step: int | None = None,
+    mid_epoch: bool = False,
 ) -> dict[str, str]:
-    """Upload an epoch's checkpoint, verify it, then point `latest` (and `best`) at it."""
+    """Upload a checkpoint, verify it, then point `latest` (and `best`) at it.
+
+    An epoch's checkpoint goes to `checkpoint_epoch_N.pt`; a mid-epoch one (`mid_epoch`) to
+    `checkpoint_step_S.pt`. `latest` only ever moves forward in training steps: an upload that
+    finishes after a later one (the epoch's, while the next epoch already wrote a step
+    checkpoint) leaves it where it is.
+    """
     local_path = Path(local_path)
-    key = layout.checkpoint(epoch)
+    key = layout.step_checkpoint(int(global_step or 0)) if mid_epoch else layout.checkpoint(epoch)
+    what = f"step {global_step}" if mid_epoch else f"epoch {epoch}"
     try:
         size = local_path.stat().st_size
         local_sha = sha256_file(local_path)
     except FileNotFoundError as exc:
         raise CheckpointError(
-            f"The checkpoint of epoch {epoch} ({local_path}) is gone from this machine and was never uploaded to "
+            f"The checkpoint of {what} ({local_path}) is gone from this machine and was never uploaded to "
             f"{storage.uri(key)}: start a new run with --resume {storage.uri(layout.checkpoint_latest)}"
         ) from exc
     if local_sha != sha256:
         raise CheckpointError(
-            f"The local checkpoint of epoch {epoch} ({local_path}) changed on disk after it was written "
+            f"The local checkpoint of {what} ({local_path}) changed on disk after it was written "
             f"(SHA-256 {local_sha[:16]}…, written as {sha256[:16]}…): not uploading it."
         )
-    storage.upload_file(local_path, key, metadata={SHA256_METADATA: sha256})
+    metadata = {SHA256_METADATA: sha256}
+    if global_step is not None:
+        metadata[STEP_METADATA] = str(int(global_step))
+    storage.upload_file(local_path, key, metadata=metadata)
     verify_upload(storage, key, size, sha256, scratch=local_path.parent, remove_if_bad=True)
-    storage.copy(key, layout.checkpoint_latest)
-    verify_upload(storage, layout.checkpoint_latest, size, sha256)
     uris = {"checkpoint": storage.uri(key), "latest": storage.uri(layout.checkpoint_latest)}
-    if is_best:
+    with _LATEST_LOCK:
+        if _moves_forward(storage, layout.checkpoint_latest, global_step):
+            storage.copy(key, layout.checkpoint_latest)
+            verify_upload(storage, layout.checkpoint_latest, size, sha256)
+        else:
+            log.info("checkpoint_latest.pt already points at a later step than %s: left there", what)
+    if is_best and not mid_epoch:
         storage.copy(key, layout.checkpoint_best)
         verify_upload(storage, layout.checkpoint_best, size, sha256)
         uris["best"] = storage.uri(layout.checkpoint_best)
-    log.info("Checkpoint of epoch %d published: %s%s", epoch, uris["checkpoint"], " (best)" if is_best else "")
+    log.info("Checkpoint of %s published: %s%s", what, uris["checkpoint"], " (best)" if is_best else "")
     return uris
+
+
+def _moves_forward(storage: Storage, latest: str, global_step: int | None) -> bool:
+    """Whether `latest` may point at a checkpoint of `global_step` (never back to an earlier step)."""
+    if global_step is None:
+        return True
+    info = storage.head(latest)
+    if info is None or not info.metadata or STEP_METADATA not in info.metadata:
+        return True
+    try:
+        return int(info.metadata[STEP_METADATA]) <= int(global_step)
+    except ValueError:
+        return True
+
+
+class StepCheckpointPublisher:
+    """Publishes mid-epoch checkpoints on a background thread, so training does not wait for S3.
+
+    Each new one replaces the previous (the older step object is removed once the newer one is
+    verified); a failure only warns: the epoch's own checkpoint is still published with retries.
+    """
+
+    def __init__(self, storage: Storage, layout: Layout) -> None:
+        self.storage = storage
+        self.layout = layout
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pokevq-step-checkpoint")
+        self._previous: str | None = None
+        self.published: list[str] = []
+
+    def __call__(self, path: Path, sha256: str, global_step: int) -> Future:
+        return self._pool.submit(self._publish, Path(path), sha256, global_step)
+
+    def _publish(self, path: Path, sha256: str, global_step: int) -> None:
+        try:
+            uris = publish_checkpoint(self.storage, self.layout, path, 0, sha256, False, global_step=global_step,
+                                      mid_epoch=True)
+        except Exception as exc:  # noqa: BLE001 - a missed mid-epoch checkpoint must not stop training
+            log.warning("Mid-epoch checkpoint of step %d not published (%s); the epoch's checkpoint still will be",
+                        global_step, exc)
+            return
+        self.published.append(uris["checkpoint"])
+        key = self.layout.step_checkpoint(global_step)
+        if self._previous is not None and self._previous != key:
+            try:
+                self.storage.delete(self._previous)
+            except StorageError as exc:
+                log.info("Could not remove the older mid-epoch checkpoint %s: %s", self._previous, exc)
+        self._previous = key
+
+    def wait(self) -> None:
+        """Block until every submitted checkpoint is published (or failed)."""
+        self._pool.submit(lambda: None).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def is_published(storage: Storage, layout: Layout, epoch: int, sha256: str) -> bool:

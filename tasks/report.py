@@ -56,6 +56,7 @@ def write_report(
     warm: dict[str, Any],
     checkpoints: list[dict[str, str]],
     last_epoch: int,
+    stopped_by: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write reports/<experiment>/report.md and reconstructions.png, and show them on the flow run."""
     run = session(config, plan)
@@ -92,6 +93,8 @@ def write_report(
             "training_hit_rate": lookups / len(history) if history else 0.0,
         },
         "epochs": history,
+        "data_path": trainer.data_path.mode,
+        "stopped_by": stopped_by,
         "best": trainer.best,
         "timings": run.timings,
         "artifacts": artifacts,
@@ -119,4 +122,5 @@ def write_report(
         "skipped_frames": len(trainer.skipped),
         "fallback": bool(run.plan.fallback_reason),
         "final": history[-1] if history else None,
+        "stopped_by": stopped_by,
     }

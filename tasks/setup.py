@@ -90,9 +90,18 @@ def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, An
     **IO_TASK,
 )
 def warm_cache(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
-    """Download up to the cache's capacity before training, concurrently."""
+    """Download up to the cache's capacity before training, concurrently (the cached data path).
+
+    Decides the data path first: a bucket larger than the cache streams instead, shard by shard
+    during training, so nothing is downloaded here; a cache limit below one shard fails here.
+    """
     run = session(config, plan)
     with Stopwatch(run, "warm_cache"):
-        stats = warm_frames(run.source, run.manifest, limit=run.config.max_cache_size)
-    stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary))
+        mode = run.data_path.mode
+        if mode == "streaming":
+            stats = {"requested": 0, "hits": 0, "misses": 0, "bytes": 0, "missing": 0, "from_shards": 0,
+                     "seconds": 0.0}
+        else:
+            stats = warm_frames(run.source, run.manifest, limit=run.config.max_cache_size)
+    stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary), data_path=mode)
     return stats

@@ -14,10 +14,14 @@ from tasks.common import IO_RETRY, IO_TASK, session
 
 @task(name="upload_checkpoint", task_run_name="upload_checkpoint[{epoch}]", **IO_TASK)
 def upload_checkpoint(config: dict[str, Any], plan: dict[str, Any], epoch: int, result: dict[str, Any]) -> dict[str, str]:
-    """Publish the epoch's checkpoint; `latest` and `best` move only once it is verified in storage."""
+    """Publish the epoch's checkpoint; `latest` and `best` move only once it is verified in storage.
+
+    An epoch that a budget ended early publishes its step checkpoint (`checkpoint_step_S.pt`) instead.
+    """
     run = session(config, plan)
     return publish_checkpoint(
-        run.storage, run.layout, result["checkpoint_path"], epoch, result["checkpoint_sha256"], result["is_best"]
+        run.storage, run.layout, result["checkpoint_path"], epoch, result["checkpoint_sha256"], result["is_best"],
+        global_step=result.get("global_step"), mid_epoch=bool(result.get("partial")),
     )
 
 

@@ -155,6 +155,7 @@ class FaultProxy:
         self._on_down = None
         self._fault_lock = threading.Lock()
         self._inflight = 0
+        self.max_inflight = 0  # the most requests forwarded at once (concurrency of the client)
         self._rng = random.Random(0)
 
     def add_fault(
@@ -240,6 +241,7 @@ class FaultProxy:
         def tracked(handler) -> None:
             with proxy._fault_lock:
                 proxy._inflight += 1
+                proxy.max_inflight = max(proxy.max_inflight, proxy._inflight)
             try:
                 forward(handler)
             finally:

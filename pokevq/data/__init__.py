@@ -9,20 +9,28 @@ local disk) → `decoded` (decoded frames, memory-mapped) → `shards` (where pa
 cache before training).
 """
 
-from pokevq.data.cache import FrameCache
-from pokevq.data.dataset import Batch, FrameDataset, collate_frames
-from pokevq.data.loader import EpochSampler, make_loader
-from pokevq.data.source import FrameSource
-from pokevq.data.warm import WARM_THREADS, warm_cache
+from __future__ import annotations
 
-__all__ = [
-    "Batch",
-    "EpochSampler",
-    "FrameCache",
-    "FrameDataset",
-    "FrameSource",
-    "WARM_THREADS",
-    "collate_frames",
-    "make_loader",
-    "warm_cache",
-]
+from importlib import import_module
+from typing import Any
+
+# The public names, imported on first use so `pokevq --help` does not load torch.
+_HOMES = {
+    "Batch": "dataset",
+    "FrameDataset": "dataset",
+    "collate_frames": "dataset",
+    "EpochSampler": "loader",
+    "make_loader": "loader",
+    "FrameCache": "cache",
+    "FrameSource": "source",
+    "WARM_THREADS": "warm",
+    "warm_cache": "warm",
+    "DataPath": "choose",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'pokevq.data' has no attribute {name!r}")
+    return getattr(import_module(f"pokevq.data.{_HOMES[name]}"), name)

@@ -27,6 +27,7 @@ class Batch:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
     hits: int = 0
     misses: int = 0
+    source: tuple[int, int] | None = None  # streaming: (DataLoader worker, its batch number), for resume
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -20,18 +20,21 @@ class EpochSampler(Sampler[int]):
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """`skip`: frames of this epoch already trained (a mid-epoch resume starts after them)."""
         self.epoch = epoch
+        self.skip = max(0, min(int(skip), self.length))
 
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:
-            return iter(range(self.length))
+            return iter(range(self.skip, self.length))
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        return iter(torch.randperm(self.length, generator=generator).tolist()[self.skip:])
 
     def __len__(self) -> int:
-        return self.length
+        return self.length - self.skip
 
 
 # Once this share of a split's frames is in its decoded store, epochs read the store in-process.
@@ -48,11 +51,34 @@ class FrameLoader(DataLoader):
     so it overlaps the training step). The workers stay alive for a split that needs them again.
     """
 
+    def set_epoch(self, epoch: int, position: dict[str, Any] | None = None) -> None:
+        """This epoch's order; with a mid-epoch `position` ({"kind": "cached", "samples": n}), what is left of it."""
+        skip = int(position["samples"]) if position and int(position.get("epoch", -1)) == epoch else 0
+        self.sampler.set_epoch(epoch, skip)  # type: ignore[attr-defined]
+        self._skip = skip
+
+    def tracker(self, epoch: int) -> "CachedTracker":
+        return CachedTracker(epoch, getattr(self, "_skip", 0))
+
     def __iter__(self) -> Any:
         dataset = self.dataset
         if self.num_workers > 0 and isinstance(dataset, FrameDataset) and dataset.decoded_share() >= IN_PROCESS_WHEN_DECODED:
             return _prefetched_batches(self)
         return super().__iter__()
+
+
+class CachedTracker:
+    """Counts the frames of an epoch the trainer has taken, for a mid-epoch checkpoint's position."""
+
+    def __init__(self, epoch: int, already: int = 0) -> None:
+        self.epoch = epoch
+        self.samples = already
+
+    def advance(self, batch: Batch) -> None:
+        self.samples += len(batch.keys) + len(batch.skipped)
+
+    def position(self) -> dict[str, Any]:
+        return {"kind": "cached", "epoch": self.epoch, "samples": self.samples}
 
 
 _END = object()

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from pokevq.errors import ConfigError
 from pokevq.data.manifest import _normalize_prefix, index_frames
+from pokevq.data.sizes import parse_size  # noqa: F401 - `pokevq pack`'s option, kept importable here
 from pokevq.data.shards import INDEX_COLUMNS, index_key, shards_prefix
 from pokevq.storage import Storage
 
@@ -24,25 +24,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 128 * 1024 * 1024
 _BLOCK = tarfile.BLOCKSIZE
-
-
-def parse_size(text: str | int) -> int:
-    """`128MB`, `64MiB`, `1G`, `500k` or a number of bytes."""
-    if isinstance(text, int):
-        value = text
-    else:
-        raw = str(text).strip().lower().replace(" ", "")
-        units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-                 "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
-        number = raw.rstrip("kmgib")
-        unit = raw[len(number):]
-        try:
-            value = int(float(number) * units[unit])
-        except (KeyError, ValueError) as exc:
-            raise ConfigError(f"shard size must look like 128MB, 64MiB or a number of bytes; got {text!r}") from exc
-    if value < 1024:
-        raise ConfigError(f"shard size must be at least 1 KiB; got {text!r}")
-    return value
 
 
 @dataclass

@@ -28,10 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from pokevq.data.manifest import SHARDS_DIR, _normalize_prefix
-from pokevq.errors import FATAL_STORAGE_ERRORS, ObjectNotFoundError, StorageError
+from pokevq.errors import FATAL_STORAGE_ERRORS, ObjectNotFoundError, PokevqError, StorageError
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,52 @@ def index_key(prefix: str) -> str:
     return shards_prefix(prefix) + INDEX_NAME
 
 
+class ShardIndexError(PokevqError):
+    """The shard index is corrupt or hostile; packing again rewrites it."""
+
+
+@dataclass
+class Located:
+    """Per frame: its shard id (-1: read from its own object), offset and length; per shard: name and size."""
+
+    shard: np.ndarray
+    offset: np.ndarray
+    length: np.ndarray
+    shard_names: list[str]
+    shard_sizes: np.ndarray
+
+
+_MAX_OFFSET = 1 << 40  # 1 TiB: no shard is larger
+
+
+def _check_rows(frame: pd.DataFrame, shards_dir: str, uri: str) -> None:
+    def fail(row: int, reason: str) -> None:
+        raise ShardIndexError(f"Shard index {uri} is corrupt or hostile (row {row}: {reason}): "
+                              "run `pokevq pack` on the frames again to rewrite it")
+
+    if not len(frame):
+        return
+    try:
+        offsets = frame["offset"].to_numpy(dtype=np.int64)
+        lengths = frame["length"].to_numpy(dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise ShardIndexError(f"Shard index {uri} is corrupt (offsets or lengths are not integers): "
+                              "run `pokevq pack` on the frames again to rewrite it") from exc
+    bad = np.flatnonzero((offsets < 0) | (lengths < 0) | (offsets + lengths > _MAX_OFFSET))
+    if len(bad):
+        fail(int(bad[0]), f"offset {offsets[bad[0]]} length {lengths[bad[0]]} is outside any shard")
+    for column in ("key", "shard"):
+        values = frame[column].astype(str)
+        escapes = values.str.contains(r"(?:^|/)\.\.(?:/|$)", regex=True) | values.str.startswith("/")
+        if escapes.any():
+            row = int(np.flatnonzero(escapes.to_numpy())[0])
+            fail(row, f"{column} {values.iloc[row]!r} climbs out of its folder")
+    outside = ~frame["shard"].astype(str).str.startswith(shards_dir)
+    if outside.any():
+        row = int(np.flatnonzero(outside.to_numpy())[0])
+        fail(row, f"shard {frame['shard'].iloc[row]!r} is not under {shards_dir}")
+
+
 @dataclass
 class Span:
     """One read: bytes [start, end) of a shard, holding `members` (key, etag, offset, length)."""
@@ -63,16 +110,48 @@ class Span:
 
 
 class ShardIndex:
-    """Where each packed frame lies: key -> (etag, shard, offset, length)."""
+    """Where each packed frame lies: key -> (etag, shard, offset, length).
 
-    def __init__(self, prefix: str, frame: pd.DataFrame) -> None:
+    Rows are checked when the index is read: a row that points outside its pack (a `..` in a key
+    or shard, a shard outside `_shards/`, a negative or absurd offset) makes the whole index
+    unusable with a `ShardIndexError` that says to pack again.
+    """
+
+    def __init__(self, prefix: str, frame: pd.DataFrame, uri: str = "") -> None:
         self.prefix = _normalize_prefix(prefix)
-        self.entries: dict[str, tuple[str, str, int, int]] = {
-            key: (str(etag), shard, int(offset), int(length))
-            for key, etag, shard, offset, length in zip(
-                frame["key"], frame["etag"], frame["shard"], frame["offset"], frame["length"]
-            )
-        }
+        self.uri = uri or index_key(self.prefix)
+        _check_rows(frame, shards_prefix(self.prefix), self.uri)
+        self.frame = frame
+        self._entries: dict[str, tuple[str, str, int, int]] | None = None
+
+    @property
+    def entries(self) -> dict[str, tuple[str, str, int, int]]:
+        if self._entries is None:
+            frame = self.frame
+            self._entries = {
+                key: (str(etag), shard, int(offset), int(length))
+                for key, etag, shard, offset, length in zip(
+                    frame["key"], frame["etag"], frame["shard"], frame["offset"], frame["length"]
+                )
+            }
+        return self._entries
+
+    def locate_all(self, keys: Sequence[str], etags: Sequence[str]) -> "Located":
+        """Every frame's shard (or -1 when it must be read from its own object), vectorised for big manifests."""
+        rows = pd.DataFrame({"key": pd.Series(keys, dtype=object), "etag": pd.Series(etags, dtype=object).astype(str),
+                             "_row": np.arange(len(keys), dtype=np.int64)})
+        index = self.frame[["key", "etag", "shard", "offset", "length"]]
+        index = index.assign(etag=index["etag"].astype(str))
+        merged = rows.merge(index, on=["key", "etag"], how="left", sort=False)
+        merged = merged.drop_duplicates("_row").sort_values("_row")
+        codes, names = pd.factorize(merged["shard"], use_na_sentinel=True)
+        offsets = merged["offset"].fillna(0).to_numpy(dtype=np.int64)
+        lengths = merged["length"].fillna(0).to_numpy(dtype=np.int64)
+        # A shard is read up to its last packed frame (the tar's end blocks are never needed).
+        ends = self.frame.assign(end=self.frame["offset"].astype(np.int64) + self.frame["length"].astype(np.int64))
+        sizes = ends.groupby("shard")["end"].max()
+        return Located(np.asarray(codes, dtype=np.int32), offsets, lengths, [str(n) for n in names],
+                       np.array([int(sizes[n]) for n in names], dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -84,7 +163,12 @@ class ShardIndex:
             data = storage.get_bytes(index_key(prefix))
         except ObjectNotFoundError:
             return None
-        return cls(prefix, pd.read_parquet(io.BytesIO(data), columns=INDEX_COLUMNS))
+        try:
+            frame = pd.read_parquet(io.BytesIO(data), columns=INDEX_COLUMNS)
+        except Exception as exc:  # noqa: BLE001 - any unreadable index is the same problem for the user
+            raise ShardIndexError(f"Shard index {storage.uri(index_key(prefix))} is unreadable ({type(exc).__name__}): "
+                                  "run `pokevq pack` on the frames again to rewrite it") from exc
+        return cls(prefix, frame, storage.uri(index_key(prefix)))
 
     @classmethod
     def discover(cls, storage: Storage, keys: Sequence[str]) -> "ShardIndex | None":

@@ -1,0 +1,102 @@
+"""Which data path a run takes, and the loaders it builds.
+
+- **cached**: every frame of the run fits the local cache (`--max-cache-size` frames and
+  `--max-cache-bytes`): frames are read once, kept as bytes and decoded rows, and epochs read
+  the local copies in a (seed, epoch) permutation.
+- **streaming**: the bucket is larger than the cache. Packed frames are read shard by shard
+  (whole shards, a few ahead, kept on disk within `--max-cache-bytes`), loose frames tens at a
+  time; see `streaming`.
+
+`--data-path auto` (the default) picks cached when it fits, else streaming.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from pokevq.data.dataset import FrameDataset
+from pokevq.data.loader import make_loader
+from pokevq.data.shard_cache import SHARDS_SUBDIR, ShardCache
+from pokevq.data.shards import ShardIndex
+from pokevq.data.source import FrameSource
+from pokevq.data.streaming import StreamingFrames, StreamOptions, make_streaming_loader
+
+log = logging.getLogger(__name__)
+
+DATA_PATHS = ("auto", "cached", "streaming")
+DEFAULT_SHARD_CACHE_BYTES = 8 * 1024**3  # without --max-cache-bytes: 8 GiB, at most half the free disk
+
+
+def fits_cache(manifest: pd.DataFrame, max_frames: int, max_bytes: int | None) -> bool:
+    if len(manifest) > max_frames:
+        return False
+    return max_bytes is None or int(pd.to_numeric(manifest["size"]).sum()) <= max_bytes
+
+
+def choose(manifest: pd.DataFrame, requested: str, max_frames: int, max_bytes: int | None) -> str:
+    if requested != "auto":
+        return requested
+    return "cached" if fits_cache(manifest, max_frames, max_bytes) else "streaming"
+
+
+def shard_cache_budget(source: FrameSource, max_bytes: int | None) -> int:
+    """Bytes the shard files may take: the limit less what the frame cache already holds there."""
+    if max_bytes is None:
+        free = shutil.disk_usage(source.cache.directory).free
+        max_bytes = min(DEFAULT_SHARD_CACHE_BYTES, free // 2)
+    return max(0, int(max_bytes) - source.cache.total_bytes())
+
+
+@dataclass
+class DataPath:
+    """The data path of a run, decided once (before training) and checked against the cache limit."""
+
+    mode: str
+    index: ShardIndex | None = None
+    shard_cache: ShardCache | None = None
+
+    @classmethod
+    def decide(cls, manifest: pd.DataFrame, source: FrameSource, *, requested: str, max_frames: int,
+               max_bytes: int | None) -> "DataPath":
+        mode = choose(manifest, requested, max_frames, max_bytes)
+        if mode == "cached":
+            return cls("cached")
+        index = ShardIndex.discover(source.storage, manifest["key"].tolist()) if len(manifest) else None
+        cache = ShardCache(source.cache.directory / SHARDS_SUBDIR, shard_cache_budget(source, max_bytes))
+        path = cls("streaming", index, cache)
+        if index is not None:
+            located = index.locate_all(manifest["key"].tolist(), manifest["etag"].astype(str).tolist())
+            sizes = located.shard_sizes
+            if len(sizes):
+                cache.check_fits(int(sizes.max()), source.storage.uri(index.prefix))
+            packed = int((located.shard >= 0).sum())
+        else:
+            packed = 0
+        log.info(
+            "Data path: streaming %d frames (%d packed in shards, %d read from their own objects) through a "
+            "shard cache of %.1f MB in %s", len(manifest), packed, len(manifest) - packed,
+            cache.max_bytes / 1e6, cache.directory,
+        )
+        if packed < len(manifest) * 0.5:
+            log.warning("Most frames are not packed: each is fetched on its own. Run `pokevq pack` on the frames "
+                        "prefix for whole-shard reads.")
+        return path
+
+    def loader(self, rows: pd.DataFrame, source: FrameSource, image_size: tuple[int, int], *, batch_size: int,
+               seed: int, shuffle: bool, num_workers: int, pin_memory: bool, rank: int = 0,
+               world_size: int = 1) -> Any:
+        if self.mode == "cached":
+            return make_loader(FrameDataset(rows, source, image_size), batch_size=batch_size, shuffle=shuffle,
+                               seed=seed, num_workers=num_workers, pin_memory=pin_memory)
+        assert self.shard_cache is not None
+        dataset = StreamingFrames(
+            rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index, self.shard_cache,
+            image_size, StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank,
+                                      world_size=world_size),
+        )
+        return make_streaming_loader(dataset, num_workers=num_workers, pin_memory=pin_memory)

@@ -1,0 +1,142 @@
+"""Which frames each rank and DataLoader worker reads in an epoch, in what order, and where a resume starts.
+
+Frames are grouped into *units*, the things read in one go: a shard (every frame packed in
+it) or a chunk of loose frames (fetched concurrently). An epoch's order is a pure function
+of (seed, epoch, world size, workers):
+
+1. the unit order is shuffled;
+2. the frames, unit after unit, are cut into equal contiguous slices, one per rank (the few
+   left over are dropped, so every rank runs the same number of batches);
+3. within a rank, a bounded shuffle mixes frames inside windows of `window` frames (a few
+   units), so a batch draws from several shards while only those shards are needed at once;
+4. the rank's batches are dealt to DataLoader workers in contiguous blocks, so each worker
+   reads its own shards; the DataLoader interleaves the workers' batches round-robin.
+
+Only integer arrays are built (a few bytes per frame), so a million-frame epoch plans in well
+under a second. A mid-epoch position is the number of batches each worker delivered
+(`Position`): the frames not yet trained are then known exactly, whatever the new run's
+worker count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+LOOSE_CHUNK = 256  # loose frames fetched together (tens of requests in flight)
+SHUFFLE_WINDOW = 4096  # frames mixed together by the bounded shuffle
+
+
+@dataclass(frozen=True)
+class Units:
+    """Frames grouped by unit: `order[bounds[u]:bounds[u + 1]]` are unit u's frame indices."""
+
+    order: np.ndarray  # int64 frame indices, unit after unit
+    bounds: np.ndarray  # int64, len = units + 1
+    shard: np.ndarray  # int32 per unit: shard id, or -1 for a chunk of loose frames
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def unit_of(self, frames: int) -> np.ndarray:
+        """Unit id of every frame index (an int32 array of length `frames`)."""
+        out = np.full(frames, -1, dtype=np.int32)
+        sizes = np.diff(self.bounds)
+        out[self.order] = np.repeat(np.arange(len(self), dtype=np.int32), sizes)
+        return out
+
+
+def group_units(shard_of_frame: np.ndarray, offset_of_frame: np.ndarray, loose_chunk: int = LOOSE_CHUNK) -> Units:
+    """Units from each frame's shard id (-1: not packed) and offset in it; shard frames in file order."""
+    shard_of_frame = np.asarray(shard_of_frame, dtype=np.int64)
+    packed = np.flatnonzero(shard_of_frame >= 0)
+    loose = np.flatnonzero(shard_of_frame < 0)
+    by_place = packed[np.lexsort((np.asarray(offset_of_frame)[packed], shard_of_frame[packed]))]
+    shard_ids = shard_of_frame[by_place]
+    starts = np.flatnonzero(np.r_[True, shard_ids[1:] != shard_ids[:-1]]) if len(by_place) else np.zeros(0, np.int64)
+    loose_starts = np.arange(0, len(loose), max(1, loose_chunk), dtype=np.int64) + len(by_place)
+    bounds = np.concatenate([starts, loose_starts, [len(by_place) + len(loose)]]).astype(np.int64)
+    shard = np.concatenate([shard_ids[starts], np.full(len(loose_starts), -1)]).astype(np.int32)
+    return Units(order=np.concatenate([by_place, loose]).astype(np.int64), bounds=bounds, shard=shard)
+
+
+@dataclass
+class Position:
+    """Where an interrupted epoch stopped: per segment of the run, the batches each worker delivered.
+
+    A run resumed with another worker count adds a segment; the frames left are the same.
+    """
+
+    epoch: int
+    batch_size: int
+    world_size: int = 1
+    segments: list[dict[str, Any]] = field(default_factory=list)  # {"workers": W, "consumed": [c_0..c_W-1]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "streaming", "epoch": self.epoch, "batch_size": self.batch_size,
+                "world_size": self.world_size, "segments": [dict(s) for s in self.segments]}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> "Position":
+        return cls(int(value["epoch"]), int(value["batch_size"]), int(value.get("world_size", 1)),
+                   [{"workers": int(s["workers"]), "consumed": [int(c) for c in s["consumed"]]}
+                    for s in value.get("segments", [])])
+
+    @property
+    def batches(self) -> int:
+        return sum(sum(s["consumed"]) for s in self.segments)
+
+
+def _deal(frames: np.ndarray, batch_size: int, workers: int) -> list[np.ndarray]:
+    """Contiguous blocks of whole batches, one per worker (the last batch may be short)."""
+    batches = -(-len(frames) // batch_size)
+    cuts = [min(len(frames), (w * batches // workers) * batch_size) for w in range(workers + 1)]
+    return [frames[cuts[w]:cuts[w + 1]] for w in range(workers)]
+
+
+def rank_frames(
+    units: Units, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+    window: int = SHUFFLE_WINDOW,
+) -> np.ndarray:
+    """The frame indices one rank trains on in `epoch`, in order (before dealing to workers)."""
+    if shuffle and len(units):
+        rng = np.random.default_rng([int(seed), int(epoch), 0x706B])
+        sizes = np.diff(units.bounds)
+        perm = rng.permutation(len(units))
+        # Frames of the permuted units, without a Python loop over units.
+        starts = units.bounds[:-1][perm]
+        lengths = sizes[perm]
+        offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+        sequence = units.order[np.arange(int(lengths.sum()), dtype=np.int64) + offsets]
+    else:
+        sequence = units.order
+    per_rank = len(sequence) // max(1, world_size)
+    mine = sequence[rank * per_rank:(rank + 1) * per_rank]
+    if shuffle and len(mine) > 1 and window > 1:
+        rng = np.random.default_rng([int(seed), int(epoch), int(rank), 0x5348])
+        keys = (np.arange(len(mine)) // window).astype(np.float64) + rng.random(len(mine))
+        mine = mine[np.argsort(keys, kind="stable")]
+    return mine
+
+
+def worker_streams(frames: np.ndarray, batch_size: int, workers: int, position: Position | None = None) -> list[np.ndarray]:
+    """Each worker's frames for the rest of the epoch, after `position` when resuming."""
+    workers = max(1, workers)
+    segments = position.segments if position is not None else []
+    if not segments:
+        return _deal(frames, batch_size, workers)
+    streams = _deal(frames, batch_size, int(segments[0]["workers"]))
+    for index, segment in enumerate(segments):
+        if len(segment["consumed"]) != len(streams):
+            raise ValueError(f"position segment {index} names {len(segment['consumed'])} workers, not {len(streams)}")
+        streams = [stream[int(c) * batch_size:] for stream, c in zip(streams, segment["consumed"])]
+        following = int(segments[index + 1]["workers"]) if index + 1 < len(segments) else workers
+        if following != len(streams):
+            streams = _deal(np.concatenate(streams) if streams else frames[:0], batch_size, following)
+    return streams
+
+
+def batches_per_worker(streams: list[np.ndarray], batch_size: int) -> list[int]:
+    return [-(-len(s) // batch_size) for s in streams]

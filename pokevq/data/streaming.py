@@ -1,0 +1,311 @@
+"""The streaming path: a split of any size, read unit by unit ahead of the trainer.
+
+Each DataLoader worker takes its share of the epoch (`plan`), reads the units it needs a few
+ahead on a thread pool (whole shards through the byte-bounded `ShardCache`; loose frames
+tens at a time) and yields whole batches, each labelled with (worker, batch number) so the
+trainer can record exactly how far an epoch got (`Position`).
+
+The epoch and a resume position reach the workers through a small shared-memory tensor
+that the DataLoader hands them at start-up, so persistent workers follow `set_epoch`.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pokevq.data.dataset import Batch, _batch_tensor
+from pokevq.data.frames import decode_frame_uint8
+from pokevq.data.plan import LOOSE_CHUNK, SHUFFLE_WINDOW, Position, group_units, rank_frames, worker_streams
+from pokevq.data.shard_cache import ShardCache
+from pokevq.data.shards import ShardIndex
+from pokevq.errors import FATAL_STORAGE_ERRORS, FrameDecodeError, ObjectNotFoundError, StorageError
+from pokevq.storage import Storage
+
+log = logging.getLogger(__name__)
+
+READ_AHEAD = 2  # units read beyond those the current batch needs
+LOOSE_IN_FLIGHT = 32  # GETs in flight for loose frames, per worker
+_CONTROL_SIZE = 4096
+
+
+@dataclass
+class StreamOptions:
+    batch_size: int
+    seed: int
+    shuffle: bool
+    rank: int = 0
+    world_size: int = 1
+    read_ahead: int = READ_AHEAD
+    window: int = SHUFFLE_WINDOW
+    loose_chunk: int = LOOSE_CHUNK
+
+
+class StreamingFrames(IterableDataset):
+    """One split's frames as batches; `set_epoch(epoch, position)` before each pass."""
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        etags: Sequence[str],
+        storage: Storage,
+        index: ShardIndex | None,
+        cache: ShardCache,
+        image_size: tuple[int, int],
+        options: StreamOptions,
+    ) -> None:
+        self.keys = np.asarray(list(keys), dtype=object)
+        self.etags = [str(e) for e in etags]
+        self.storage = storage
+        self.cache = cache
+        self.image_size = image_size
+        self.options = options
+        n = len(self.keys)
+        if index is not None and n:
+            located = index.locate_all(self.keys.tolist(), self.etags)
+            self.shard_of, self.offset, self.length = located.shard, located.offset, located.length
+            self.shard_names, self.shard_sizes = located.shard_names, located.shard_sizes
+        else:
+            self.shard_of = np.full(n, -1, dtype=np.int32)
+            self.offset = self.length = np.zeros(n, dtype=np.int64)
+            self.shard_names, self.shard_sizes = [], np.zeros(0, dtype=np.int64)
+        self.units = group_units(self.shard_of, self.offset, options.loose_chunk)
+        self.unit_of = self.units.unit_of(n)
+        self.control = torch.zeros(_CONTROL_SIZE, dtype=torch.int64).share_memory_()
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def packed(self) -> int:
+        return int((self.shard_of >= 0).sum())
+
+    @property
+    def largest_shard(self) -> int:
+        return int(self.shard_sizes.max()) if len(self.shard_sizes) else 0
+
+    def batches(self, workers: int) -> int:
+        """Batches of one epoch on this rank (every rank has as many)."""
+        per_rank = len(self.keys) // max(1, self.options.world_size)
+        return -(-per_rank // self.options.batch_size) if per_rank else 0
+
+    # --------------------------------------------------------------- control
+    def set_epoch(self, epoch: int, position: Position | None = None) -> None:
+        values = [int(epoch), 0]
+        if position is not None and position.epoch == epoch and position.segments:
+            values[1] = len(position.segments)
+            for segment in position.segments:
+                values += [int(segment["workers"]), *[int(c) for c in segment["consumed"]]]
+        if len(values) > _CONTROL_SIZE:
+            raise ValueError("resume position too long")
+        self.control.zero_()
+        self.control[: len(values)] = torch.tensor(values, dtype=torch.int64)
+
+    def _read_control(self) -> tuple[int, Position | None]:
+        values = self.control.tolist()
+        epoch, count = int(values[0]), int(values[1])
+        if not count:
+            return epoch, None
+        segments, at = [], 2
+        for _ in range(count):
+            workers = int(values[at])
+            segments.append({"workers": workers, "consumed": [int(c) for c in values[at + 1: at + 1 + workers]]})
+            at += 1 + workers
+        return epoch, Position(epoch, self.options.batch_size, self.options.world_size, segments)
+
+    def streams(self, epoch: int, workers: int, position: Position | None = None) -> list[np.ndarray]:
+        """Every worker's frame indices for this epoch (after `position`)."""
+        o = self.options
+        frames = rank_frames(self.units, seed=o.seed, epoch=epoch, rank=o.rank, world_size=o.world_size,
+                             shuffle=o.shuffle, window=o.window)
+        return worker_streams(frames, o.batch_size, workers, position)
+
+    # -------------------------------------------------------------- iteration
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch, position = self._read_control()
+        mine = self.streams(epoch, workers, position)[worker]
+        return _WorkerReader(self, mine, worker).batches()
+
+
+class _WorkerReader:
+    """One worker's pass: units fetched ahead in first-use order, released once their frames are used."""
+
+    def __init__(self, dataset: StreamingFrames, frames: np.ndarray, worker: int) -> None:
+        self.d = dataset
+        self.frames = frames
+        self.worker = worker
+        units = dataset.unit_of[frames] if len(frames) else np.zeros(0, dtype=np.int32)
+        unique, first = np.unique(units, return_index=True)
+        self.unit_order = unique[np.argsort(first)]
+        rank_of_unit = np.zeros(len(dataset.units), dtype=np.int64)
+        rank_of_unit[self.unit_order] = np.arange(len(self.unit_order))
+        self.frame_rank = rank_of_unit[units]
+        self.left = dict(zip(unique.tolist(), np.bincount(np.searchsorted(unique, units), minlength=len(unique)).tolist()))
+        self.mine_in_unit: dict[int, list[int]] = {}
+        for index, unit in zip(frames.tolist(), units.tolist()):
+            self.mine_in_unit.setdefault(unit, []).append(index)
+
+    def batches(self) -> Iterator[Batch]:
+        bs = self.d.options.batch_size
+        pending: dict[int, Future] = {}
+        loaded: dict[int, dict[int, Any]] = {}
+        submitted = 0
+        pool = ThreadPoolExecutor(max_workers=max(2, self.d.options.read_ahead + 1), thread_name_prefix="pokevq-unit")
+        loose_pool = ThreadPoolExecutor(max_workers=LOOSE_IN_FLIGHT, thread_name_prefix="pokevq-frame")
+        try:
+            for number, start in enumerate(range(0, len(self.frames), bs)):
+                indices = self.frames[start:start + bs]
+                need = int(self.frame_rank[start:start + bs].max()) + 1
+                while submitted < min(len(self.unit_order), need + self.d.options.read_ahead):
+                    unit = int(self.unit_order[submitted])
+                    pending[unit] = pool.submit(self._load, unit, loose_pool)
+                    submitted += 1
+                for unit in set(self.d.unit_of[indices].tolist()):
+                    if unit not in loaded:
+                        loaded[unit] = pending.pop(unit).result()
+                yield self._batch(indices, loaded, number)
+                for unit in self.d.unit_of[indices].tolist():
+                    self.left[unit] -= 1
+                    if self.left[unit] == 0:
+                        _release(loaded.pop(unit))
+        finally:
+            for future in pending.values():
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            loose_pool.shutdown(wait=True, cancel_futures=True)
+            for future in pending.values():
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    _release(future.result())
+            for frames in loaded.values():
+                _release(frames)
+
+    # -------------------------------------------------------------- loading
+    def _load(self, unit: int, loose_pool: ThreadPoolExecutor) -> dict[int, Any]:
+        """{frame index: bytes, or an exception for a frame that cannot be read}; `_shard` holds an open shard."""
+        mine = self.mine_in_unit[unit]
+        shard = int(self.d.units.shard[unit])
+        if shard >= 0:
+            name, size = self.d.shard_names[shard], int(self.d.shard_sizes[shard])
+            try:
+                opened = self.d.cache.open(self.d.storage.namespace, name, size,
+                                           lambda a, b: self.d.storage.get_range(name, a, b))
+            except FATAL_STORAGE_ERRORS:
+                raise
+            except (ObjectNotFoundError, StorageError) as exc:
+                log.warning("Shard %s unreadable (%s); reading its %d frame(s) from their own objects",
+                            self.d.storage.uri(name), exc, len(mine))
+            else:
+                out: dict[int, Any] = {i: opened.view(int(self.d.offset[i]), int(self.d.length[i])) for i in mine}
+                out["_status"] = "miss" if opened.downloaded else "hit"
+                opened.close()  # frames are copied out: the file may be evicted now
+                return out
+        results = loose_pool.map(self._get_frame, mine)
+        out = dict(zip(mine, results))
+        out["_status"] = "miss"
+        return out
+
+    def _get_frame(self, index: int) -> Any:
+        key = str(self.d.keys[index])
+        try:
+            return self.d.storage.get_bytes(key)
+        except FATAL_STORAGE_ERRORS:
+            raise
+        except ObjectNotFoundError:
+            return FrameUnreadable("object disappeared from storage")
+        except StorageError as exc:
+            return FrameUnreadable(f"unreadable: {exc}")
+
+    # ------------------------------------------------------------- batches
+    def _batch(self, indices: np.ndarray, loaded: dict[int, dict[Any, Any]], number: int) -> Batch:
+        h, w = self.d.image_size
+        rows = np.empty((len(indices), h, w, 3), dtype=np.uint8)
+        keys: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        hits = misses = 0
+        for index in indices.tolist():
+            unit = loaded[int(self.d.unit_of[index])]
+            data = unit[index]
+            key = str(self.d.keys[index])
+            if isinstance(data, FrameUnreadable):
+                skipped.append((key, data.reason))
+                continue
+            try:
+                rows[len(keys)] = decode_frame_uint8(data, self.d.image_size)
+            except FrameDecodeError as exc:
+                skipped.append((key, str(exc)))
+                continue
+            keys.append(key)
+            if unit["_status"] == "hit":
+                hits += 1
+            else:
+                misses += 1
+        images = _batch_tensor(rows[: len(keys)]) if keys else None
+        return Batch(images=images, keys=keys, skipped=skipped, hits=hits, misses=misses,
+                     source=(self.worker, number))
+
+
+@dataclass
+class FrameUnreadable:
+    reason: str
+
+
+def _release(frames: dict[Any, Any]) -> None:
+    frames.clear()
+
+
+class StreamingLoader(DataLoader):
+    """A DataLoader over `StreamingFrames` that knows the epoch's length and where a resumed epoch starts."""
+
+    dataset: StreamingFrames
+
+    def set_epoch(self, epoch: int, position: dict[str, Any] | None = None) -> None:
+        self.epoch_position = Position.from_dict(position) if position else None
+        self.dataset.set_epoch(epoch, self.epoch_position)
+        self._epoch = epoch
+
+    def __len__(self) -> int:
+        total = self.dataset.batches(max(1, self.num_workers))
+        position = getattr(self, "epoch_position", None)
+        return max(0, total - (position.batches if position is not None else 0))
+
+    def tracker(self, epoch: int) -> "StreamingTracker":
+        return StreamingTracker(epoch, self.dataset.options, max(1, self.num_workers), getattr(self, "epoch_position", None))
+
+
+class StreamingTracker:
+    """Counts the batches each worker delivered, to write a `Position` into a mid-epoch checkpoint."""
+
+    def __init__(self, epoch: int, options: StreamOptions, workers: int, resumed: Position | None) -> None:
+        self.epoch = epoch
+        self.options = options
+        self.workers = workers
+        self.segments = [dict(s, consumed=list(s["consumed"])) for s in (resumed.segments if resumed else [])]
+        if not self.segments or self.segments[-1]["workers"] != workers:
+            self.segments.append({"workers": workers, "consumed": [0] * workers})
+
+    def advance(self, batch: Batch) -> None:
+        worker = batch.source[0] if batch.source is not None else 0
+        self.segments[-1]["consumed"][worker] += 1
+
+    def position(self) -> dict[str, Any]:
+        return Position(self.epoch, self.options.batch_size, self.options.world_size,
+                        [dict(s, consumed=list(s["consumed"])) for s in self.segments]).to_dict()
+
+
+def make_streaming_loader(dataset: StreamingFrames, *, num_workers: int, pin_memory: bool = False) -> StreamingLoader:
+    """Batches come whole from the dataset; workers are spawned (safe next to the orchestrator) and kept."""
+    options: dict[str, Any] = {}
+    if num_workers > 0:
+        options = dict(multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=2)
+    return StreamingLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                           collate_fn=_identity, **options)
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
