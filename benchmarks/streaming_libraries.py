@@ -65,7 +65,7 @@ def decode_png(data: bytes) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy, as torch wants
 
 
 def proxy_call(control: str, action: str) -> dict:
@@ -251,15 +251,24 @@ def child_litdata(ctx: dict) -> dict:
         return StreamingDataLoader(dataset, batch_size=ctx["batch_size"], num_workers=ctx["workers"])
 
     out: dict = {"version": litdata.__version__}
+    proxy_call(ctx["control"], "reset")
     loader = make(tempfile.mkdtemp(prefix="lit-cache-", dir=ctx["workdir"]))
+    out["setup_requests"] = proxy_call(ctx["control"], "stats")["requests"]  # index.json etc., once per dataset
     first = run_epoch(loader, ctx["control"], ctx["frames"])
     second = run_epoch(loader, ctx["control"], ctx["frames"])
     out["epoch"], out["warm_epoch"] = strip_keys(first), strip_keys(second)
 
     # Resume: stop after `stop` batches, save state_dict, finish; a fresh loader resumes from the state.
-    out["resume"] = resume_check(
-        lambda: make(tempfile.mkdtemp(prefix="lit-res-", dir=ctx["workdir"]), shuffle=True, seed=7),
-        ctx, lambda loader, state: loader.load_state_dict(state))
+    # litdata's state names the cache folder and refuses another path (force_override_state_dict=True
+    # lifts that), so the resumed loader uses the same path, emptied: a restart on a fresh machine.
+    resume_cache = tempfile.mkdtemp(prefix="lit-res-", dir=ctx["workdir"])
+
+    def fresh_loader():
+        shutil.rmtree(resume_cache, ignore_errors=True)
+        os.makedirs(resume_cache)
+        return make(resume_cache, shuffle=True, seed=7)
+
+    out["resume"] = resume_check(fresh_loader, ctx, lambda loader, state: loader.load_state_dict(state))
 
     limit = ctx["cache_limit"]
     cache = tempfile.mkdtemp(prefix="lit-bounded-", dir=ctx["workdir"])
@@ -338,7 +347,9 @@ def child_mosaic(ctx: dict) -> dict:
         dataset = Frames(remote=remote, local=local, batch_size=bs, **kw)
         return StreamingDataLoader(dataset, batch_size=bs, num_workers=ctx["workers"]), local
 
+    proxy_call(ctx["control"], "reset")
     loader, _ = make()
+    out["setup_requests"] = proxy_call(ctx["control"], "stats")["requests"]  # index.json etc., once per dataset
     first = run_epoch(loader, ctx["control"], ctx["frames"])
     second = run_epoch(loader, ctx["control"], ctx["frames"])
     out["epoch"], out["warm_epoch"] = strip_keys(first), strip_keys(second)

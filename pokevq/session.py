@@ -15,14 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from pokevq.data.cache import FrameCache
 from pokevq.checkpoint import CheckpointCorruptError, load_checkpoint, verify_sha256
 from pokevq.config import TrainConfig
-from pokevq.data import FrameSource
+from pokevq.data.cache import FrameCache
+from pokevq.data.choose import DataPath
+from pokevq.data.manifest import from_parquet_bytes, to_parquet_bytes
+from pokevq.data.source import FrameSource
 from pokevq.errors import CheckpointError, CheckpointNotFoundError, ConfigError, ObjectNotFoundError, PokevqError
 from pokevq.layout import Layout
 from pokevq.logs import attach_training_log, detach_training_log
-from pokevq.data.manifest import from_parquet_bytes, to_parquet_bytes
 from pokevq.storage import FAST_FAIL, S3Storage, Storage, storage_for_uri
 from pokevq.uploads import SHA256_METADATA, StepCheckpointPublisher, TensorBoardSync
 from pokevq.validate import StoragePlan

@@ -385,7 +385,8 @@ def test_killed_run_resumes_from_its_last_epoch_and_a_second_run_is_refused_mean
     tiny = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16"]
     args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", frames_bucket, "--s3-endpoint-url",
             proxy.url, "--experiment-name", "killed", "--epochs", "3", "--batch-size", "4", "--num-workers", "0",
-            "--learning-rate", "0.001", "--max-cache-size", "2", "--cache-dir", str(tmp_path / "cache1"),
+            "--learning-rate", "0.001", "--max-cache-size", "2", "--data-path", "cached",
+            "--cache-dir", str(tmp_path / "cache1"),
             "--output-dir", str(tmp_path / "out1"), "--no-fallback", *tiny]
     # No decoded-frame store either: every epoch reads its frames through the slow link.
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_DECODED_CACHE_BYTES": "0"}

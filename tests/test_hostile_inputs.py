@@ -164,6 +164,7 @@ def test_odd_frames_hostile_keys_and_a_full_cache_through_one_flow_run(
     summary = train(TrainConfig(
         use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, experiment_name="hostile", num_epochs=2,
         batch_size=4, learning_rate=1e-3, num_workers=0, local_cache_dir=str(cache_dir), max_cache_bytes=max_bytes,
+        data_path="cached",  # the frame byte cache itself, evicting mid-epoch (the streaming path: test_streaming)
         output_dir=str(tmp_path / "outputs"), no_fallback=True, **TINY,
     ))
 

@@ -1,0 +1,157 @@
+"""Mid-epoch checkpoints and budgets through the real flow: a run killed with SIGKILL inside an epoch, and a
+run that a step budget ends, both resume where they stopped: across the runs, every training frame of the
+epoch is trained exactly once (counted from the frame log, `POKEVQ_FRAME_LOG`)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import upload_tree
+from pokevq.config import TrainConfig
+from pokevq.data.pack import pack
+from pokevq.storage import S3Storage
+from s3_proxy import FaultProxy
+
+TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16)
+TINY_FLAGS = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> Path:
+    from pokevq.synth import generate_dataset
+
+    out = tmp_path_factory.mktemp("resume-frames")
+    generate_dataset(out, games=2, episodes=3, frames=16, seed=2)
+    (out / "synth_index.json").unlink(missing_ok=True)
+    return out
+
+
+@pytest.fixture
+def proxy(moto_endpoint):
+    proxy = FaultProxy(moto_endpoint).start()
+    yield proxy
+    proxy.stop()
+
+
+def _train_keys(s3, bucket: str, experiment: str) -> list[str]:
+    body = s3.get_object(Bucket=bucket, Key=f"manifests/{experiment}/manifest.parquet")["Body"].read()
+    manifest = pd.read_parquet(io.BytesIO(body))
+    return manifest.loc[manifest["split"] == "train", "key"].tolist()
+
+
+def _frame_log(path: Path, *, epoch: int, up_to_step: int | None = None) -> list[str]:
+    keys = []
+    for line in path.read_text().splitlines():
+        e, step, key = line.split(" ", 2)
+        if int(e) == epoch and (up_to_step is None or int(step) <= up_to_step):
+            keys.append(key)
+    return keys
+
+
+def _latest_step(s3, bucket: str, experiment: str) -> int:
+    head = s3.head_object(Bucket=bucket, Key=f"checkpoints/{experiment}/checkpoint_latest.pt")
+    return int(head["Metadata"]["global-step"])
+
+
+def test_run_killed_mid_epoch_resumes_at_its_position_with_every_frame_once(
+    proxy, prefect_harness, tmp_path, bucket, s3_client, frames, monkeypatch
+):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.pokevq_flow import train
+
+    upload_tree(s3_client, bucket, frames, "pokemon_frames/")
+    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
+    # Shards come through a slow link: the epoch takes seconds, time to kill it in the middle.
+    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.6)
+    args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url,
+            "--experiment-name", "mid", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
+            "--data-path", "streaming", "--checkpoint-every-steps", "2", "--cache-dir", str(tmp_path / "cache1"),
+            "--output-dir", str(tmp_path / "out1"), "--no-fallback", *TINY_FLAGS]
+    first_log = tmp_path / "frames1.log"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log)}
+    output = open(tmp_path / "run1.log", "wb")
+    process = subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
+    prefix = "checkpoints/mid/"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix + "checkpoint_step_").get("Contents", [])
+            steps = [int(re.search(r"step_(\d+)", item["Key"]).group(1)) for item in listed]
+            if steps and max(steps) >= 4:
+                break
+            assert process.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no mid-epoch checkpoint was published"
+            time.sleep(0.1)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        output.close()
+    assert process.returncode == -signal.SIGKILL
+    listed = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    assert prefix + "checkpoint_epoch_1.pt" not in listed, "the epoch finished before the kill"
+    step = _latest_step(s3_client, bucket, "mid")
+    train_keys = _train_keys(s3_client, bucket, "mid")
+    before = _frame_log(first_log, epoch=1, up_to_step=step)
+    assert 0 < len(before) < len(train_keys)
+
+    # Resume from latest, in another output directory and cache: nothing local survives.
+    proxy.clear_faults()
+    second_log = tmp_path / "frames2.log"
+    monkeypatch.setenv("POKEVQ_FRAME_LOG", str(second_log))
+    summary = train(TrainConfig(
+        use_s3=True, s3_bucket=bucket, s3_endpoint_url=proxy.url, num_epochs=1, batch_size=4, num_workers=0,
+        resume=f"s3://{bucket}/{prefix}checkpoint_latest.pt", local_cache_dir=str(tmp_path / "cache2"),
+        output_dir=str(tmp_path / "out2"), no_fallback=True, **TINY,
+    ))
+    after = _frame_log(second_log, epoch=1)
+    assert Counter(before + after) == Counter(train_keys)  # exactly one epoch: none repeated, none skipped
+    assert summary["epochs_trained"] == 1
+    log_text = s3_client.get_object(Bucket=bucket, Key="logs/mid/training_latest.log")["Body"].read().decode()
+    assert f"in epoch 1 after global step {step}" in log_text
+    assert "stopped mid-epoch on the streaming data path" in log_text  # auto would have chosen cached here
+
+
+def test_step_budget_ends_the_run_with_a_checkpoint_and_a_resume_finishes_the_epoch(
+    prefect_harness, tmp_path, bucket, s3_client, moto_endpoint, frames, monkeypatch
+):
+    from flows.pokevq_flow import train
+
+    upload_tree(s3_client, bucket, frames, "pokemon_frames/")
+    common = dict(use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, batch_size=4, num_workers=0,
+                  no_fallback=True, **TINY)
+    first_log = tmp_path / "frames1.log"
+    monkeypatch.setenv("POKEVQ_FRAME_LOG", str(first_log))
+    summary = train(TrainConfig(experiment_name="budget", num_epochs=2, max_steps=5, output_dir=str(tmp_path / "o1"),
+                                local_cache_dir=str(tmp_path / "c1"), **common))
+    assert summary["stopped_by"]["budget"] == "max_steps" and summary["stopped_by"]["global_step"] == 5
+    assert summary["epochs_trained"] == 0
+    keys = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix="checkpoints/budget/")["Contents"]]
+    assert "checkpoints/budget/checkpoint_step_5.pt" in keys
+    assert _latest_step(s3_client, bucket, "budget") == 5
+    report = s3_client.get_object(Bucket=bucket, Key="reports/budget/report.md")["Body"].read().decode()
+    assert "The max_steps budget ended training** at step 5, inside epoch 1" in report
+
+    second_log = tmp_path / "frames2.log"
+    monkeypatch.setenv("POKEVQ_FRAME_LOG", str(second_log))
+    summary = train(TrainConfig(num_epochs=2, resume=f"s3://{bucket}/checkpoints/budget/checkpoint_latest.pt",
+                                output_dir=str(tmp_path / "o2"), local_cache_dir=str(tmp_path / "c2"), **common))
+    assert summary["epochs_trained"] == 2 and not summary["stopped_by"]
+    train_keys = _train_keys(s3_client, bucket, "budget")
+    epoch1 = _frame_log(first_log, epoch=1) + _frame_log(second_log, epoch=1)
+    assert Counter(epoch1) == Counter(train_keys)
+    assert Counter(_frame_log(second_log, epoch=2)) == Counter(train_keys)
