@@ -17,7 +17,7 @@ from flows.runtime import experiment_name_for_run, load_bucket_block
 from pokevq.config import TrainConfig
 from tasks.common import close_session, retry_options
 from tasks.report import write_report
-from tasks.setup import acquire_lease, index_manifest, validate, warm_cache
+from tasks.setup import acquire_lease, index_manifest, pack_new_frames, validate, warm_cache
 from tasks.training import prepare_training, train_epoch
 from tasks.uploads import checkpoint_published, upload_checkpoint, upload_logs, upload_tensorboard
 
@@ -129,8 +129,9 @@ def pokevq(
     pending: list[PrefectFuture] = []
     # The retry policy as $POKEVQ_TASK_RETRY_DELAYS says when this run starts (a deployment's env applies).
     retrying = retry_options()
-    validate_, acquire_lease_, index_manifest_, warm_cache_, write_report_ = (
-        task.with_options(**retrying) for task in (validate, acquire_lease, index_manifest, warm_cache, write_report)
+    validate_, acquire_lease_, index_manifest_, pack_new_frames_, warm_cache_, write_report_ = (
+        task.with_options(**retrying)
+        for task in (validate, acquire_lease, index_manifest, pack_new_frames, warm_cache, write_report)
     )
     upload_checkpoint_, upload_tensorboard_, upload_logs_ = (
         task.with_options(**retrying) for task in (upload_checkpoint, upload_tensorboard, upload_logs)
@@ -139,6 +140,8 @@ def pokevq(
         plan = validate_(config)
         acquire_lease_(config, plan)  # refuses to start while another run trains this experiment
         data = index_manifest_(config, plan)
+        if config["nightly"]:  # a scheduled run packs the day's new frames, so it never trains frame by frame
+            data["packed"] = pack_new_frames_(config, plan, data)
         warm = warm_cache_(config, plan)
         start = prepare_training(config, plan)
         logger.info(

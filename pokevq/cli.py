@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
     pack.add_argument("--shard-size", default="128MB", help="Target size of a shard, e.g. 128MB, 1GiB (default: 128MB).")
     pack.add_argument("--threads", type=int, default=32, help="Concurrent frame downloads (default: 32).")
-    pack.add_argument("--keep-old", action="store_true", help="Keep the shards of earlier packs.")
+    pack.add_argument("--keep-old", action="store_true", help="Keep shards that no frame is read from any more.")
+    pack.add_argument("--full", action="store_true",
+                      help="Repack every frame (e.g. for another --shard-size); by default only new or changed frames.")
 
     demo = commands.add_parser(
         "demo", help="Run the whole pipeline on a local S3 endpoint with synthetic frames (CPU, a few minutes)."
@@ -220,9 +222,12 @@ def run_pack(args: argparse.Namespace) -> None:
         str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **s3_security_options(config)
     )
     result = pack(storage, config.frames_dir, shard_bytes=shard_bytes, threads=args.threads,
-                  keep_old=args.keep_old, progress=True)
+                  keep_old=args.keep_old, progress=True, full=args.full)
+    if not result.frames:
+        print(f"Nothing new to pack: all {result.indexed} frames are in shards; index at {storage.uri(result.index_key)}")
+        return
     print(f"Packed {result.frames} frames ({result.bytes / 1e6:.1f} MB) into {result.shards} shard(s); "
-          f"index at {storage.uri(result.index_key)}")
+          f"index at {storage.uri(result.index_key)} lists {result.indexed} frames")
 
 
 def run_demo(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 
 from pokevq.config import TrainConfig
 from pokevq.data import warm_cache as warm_frames
+from pokevq.data.pack import pack
 from pokevq.layout import Layout
 from pokevq.lease import Lease, LeaseOwner
 from pokevq.data.manifest import index_frames, summarize
@@ -82,6 +83,23 @@ def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, An
         uri,
     )
     return {**facts, "manifest_uri": uri}
+
+
+@task(
+    name="pack_new_frames",
+    task_run_name="pack_new_frames",
+    **IO_TASK,
+)
+def pack_new_frames(config: dict[str, Any], plan: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Pack the frames that arrived since the last pack (nightly), so training reads shards, not frame by frame."""
+    run = session(config, plan)
+    with Stopwatch(run, "pack_new_frames"):
+        result = pack(run.frames_storage, run.plan.frames_prefix, manifest=run.manifest)
+    get_run_logger().info(
+        "Packed %d new frame(s) into %d shard(s); the shard index lists %d of %d frames",
+        result.frames, result.shards, result.indexed, data.get("frames", len(run.manifest)),
+    )
+    return result.to_dict()
 
 
 @task(

@@ -79,3 +79,29 @@ def test_nightly_after_a_model_change_trains_from_scratch_and_says_why(
     assert (f"Warm start skipped, training from scratch: Checkpoint s3://{bucket}/checkpoints/nightly-20200101/"
             "checkpoint_best.pt does not match the configured model: architecture='conv' (configured 'tile')") in log
     assert "Warm-started the model" not in log
+
+
+def test_nightly_packs_the_new_frames_before_training(
+    prefect_harness, tmp_path, moto_endpoint, bucket, s3_client, synth_frames
+):
+    import pandas as pd
+
+    upload_tree(s3_client, bucket, synth_frames)
+    common = dict(use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, output_dir=str(tmp_path), **TINY)
+    pokevq(nightly=True, experiment_name="nightly-20200101", **common)
+
+    def index_rows() -> pd.DataFrame:
+        body = s3_client.get_object(Bucket=bucket, Key="pokemon_frames/_shards/index.parquet")["Body"].read()
+        return pd.read_parquet(io.BytesIO(body))
+
+    first = index_rows()
+    assert len(first) == 24  # the first nightly packed every frame
+    png = (synth_frames / "game1" / "episode1" / "frame_001.png").read_bytes()
+    for name in ("frame_801.png", "frame_802.png"):  # the day's new frames
+        s3_client.put_object(Bucket=bucket, Key=f"pokemon_frames/game1/episode1/{name}", Body=png)
+    pokevq(nightly=True, experiment_name="nightly-20200102", **common)
+    second = index_rows()
+    assert len(second) == 26
+    assert set(first["shard"]) <= set(second["shard"])  # only the new frames went into new shards
+    log = _log(s3_client, bucket, "nightly-20200102")
+    assert "Packed 2 new frame(s)" in log and "the index lists 26 frames" in log

@@ -78,9 +78,9 @@ def test_manifest_and_split_ignore_the_shards(storage):
     pd.testing.assert_frame_equal(before, after)
 
 
-def test_repack_replaces_old_shards(storage):
+def test_full_repack_replaces_old_shards(storage):
     first = pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
-    second = pack(storage, "pokemon_frames", shard_bytes=64 * 1024)
+    second = pack(storage, "pokemon_frames", shard_bytes=64 * 1024, full=True)
     assert second.removed == first.shards
     remaining = [info.key for info in storage.list(shards_prefix("pokemon_frames")) if info.key.endswith(".tar")]
     assert sorted(remaining) == sorted(second.shard_keys)
@@ -359,3 +359,30 @@ def test_prefetch_thread_raises_the_datasets_error(storage, tmp_path):
     loader = make_loader(dataset, batch_size=5, shuffle=False, seed=0, num_workers=0)
     with pytest.raises(ConnectError, match="test"):
         list(_prefetched_batches(loader))
+
+
+def test_pack_is_incremental_new_and_changed_frames_only(storage, s3_client, synth_frames):
+    first = pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    before = s3_client.head_object(Bucket=storage.bucket, Key=index_key("pokemon_frames"))["ETag"]
+    again = pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    assert again.frames == 0 and again.indexed == 24  # nothing new: no shard and no index written
+    assert s3_client.head_object(Bucket=storage.bucket, Key=index_key("pokemon_frames"))["ETag"] == before
+
+    png = (synth_frames / "game1" / "episode1" / "frame_001.png").read_bytes()
+    for name in ("frame_901.png", "frame_902.png"):
+        s3_client.put_object(Bucket=storage.bucket, Key=f"pokemon_frames/game1/episode1/{name}", Body=png)
+    changed = "pokemon_frames/game2/episode2/frame_003.png"
+    s3_client.put_object(Bucket=storage.bucket, Key=changed, Body=png)
+    s3_client.delete_object(Bucket=storage.bucket, Key="pokemon_frames/game2/episode2/frame_004.png")
+    third = pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    assert third.frames == 3  # two new frames and the changed one
+    assert third.indexed == 24 + 2 - 1
+    index = pd.read_parquet(io.BytesIO(storage.get_bytes(index_key("pokemon_frames"))))
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
+    assert sorted(zip(index["key"], index["etag"].astype(str))) == sorted(zip(manifest["key"], manifest["etag"]))
+    assert set(index.loc[index["key"] == changed, "shard"]) <= set(third.shard_keys)
+    tars = {info.key for info in storage.list(shards_prefix("pokemon_frames")) if info.key.endswith(".tar")}
+    assert tars == set(index["shard"])  # old shards still read are kept, and nothing else
+    assert set(first.shard_keys) & tars  # the first pack's shards were not rewritten
+    for row in index.itertuples():
+        assert storage.get_range(row.shard, row.offset, row.offset + row.length) == storage.get_bytes(row.key)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from pokevq.data.manifest import _normalize_prefix, index_frames
 from pokevq.data.sizes import parse_size  # noqa: F401 - `pokevq pack`'s option, kept importable here
-from pokevq.data.shards import INDEX_COLUMNS, index_key, shards_prefix
+from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, ShardIndexError, index_key, shards_prefix
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,11 @@ class PackResult:
     seconds: float
     index_key: str
     shard_keys: list[str] = field(default_factory=list)
-    removed: int = 0  # shards of earlier packs removed
+    removed: int = 0  # shards no frame is read from any more, removed
+    indexed: int = 0  # frames the index lists after this pack
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("frames", "shards", "bytes", "seconds", "index_key", "removed")}
+        return {k: getattr(self, k) for k in ("frames", "shards", "bytes", "seconds", "index_key", "removed", "indexed")}
 
 
 class _ShardWriter:
@@ -110,19 +111,33 @@ def pack(
     manifest: pd.DataFrame | None = None,
     keep_old: bool = False,
     progress: bool = False,
+    full: bool = False,
 ) -> PackResult:
-    """Write every frame under `prefix` into tar shards of about `shard_bytes`, then the index."""
+    """Pack the frames under `prefix` that no shard holds yet into new shards, then replace the index.
+
+    Incremental: frames already packed with their current ETag stay where they are; new and changed
+    frames go into new shards of about `shard_bytes`; the new index (old rows kept, new rows added,
+    rows of frames gone or changed dropped) replaces the old one in one write. Shards no row points
+    at any more are removed afterwards (unless `keep_old`). `full` repacks every frame.
+    """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     prefix = _normalize_prefix(prefix)
     if manifest is None:
         manifest = index_frames(storage, prefix, val_fraction=0.0)
+    kept = _still_packed(storage, prefix, manifest) if not full else pd.DataFrame(columns=INDEX_COLUMNS)
+    done = set(zip(kept["key"], kept["etag"].astype(str)))
+    todo = manifest[[(k, str(e)) not in done for k, e in zip(manifest["key"], manifest["etag"])]]
+    if not len(todo) and not full and len(kept) and _index_rows(storage, prefix) == len(kept):
+        log.info("Nothing new to pack under %s: all %d frames are in shards", storage.uri(prefix), len(kept))
+        return PackResult(frames=0, shards=0, bytes=0, seconds=round(time.perf_counter() - started, 3),
+                          index_key=index_key(prefix), indexed=len(kept))
     pack_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
     directory = f"{shards_prefix(prefix)}{pack_id}/"
-    keys = manifest["key"].tolist()
-    etags = manifest["etag"].astype(str).tolist()
-    stamps = [t.timestamp() for t in pd.to_datetime(manifest["last_modified"], utc=True)]
+    keys = todo["key"].tolist()
+    etags = todo["etag"].astype(str).tolist()
+    stamps = [t.timestamp() for t in pd.to_datetime(todo["last_modified"], utc=True)]
     bar = tqdm(total=len(keys), desc="pack", unit="frame", disable=None if progress else True)
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="pokevq-pack") as pool, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="pokevq-pack-upload") as uploads:
@@ -136,25 +151,48 @@ def pack(
                 bar.update(1)
         writer.close()
     bar.close()
-    index = pd.DataFrame(writer.rows, columns=INDEX_COLUMNS)
+    added = pd.DataFrame(writer.rows, columns=INDEX_COLUMNS)
+    index = pd.concat([kept[INDEX_COLUMNS], added], ignore_index=True) if len(kept) else added
     buffer = io.BytesIO()
     index.to_parquet(buffer, index=False)
-    storage.put_bytes(index_key(prefix), buffer.getvalue())
-    removed = 0 if keep_old else _remove_old_packs(storage, prefix, directory)
+    storage.put_bytes(index_key(prefix), buffer.getvalue())  # one write: readers see the old index or the new
+    removed = 0 if keep_old else _remove_unreferenced(storage, prefix, set(index["shard"]))
     result = PackResult(
-        frames=len(index), shards=len(writer.shard_keys), bytes=writer.total,
+        frames=len(added), shards=len(writer.shard_keys), bytes=writer.total,
         seconds=round(time.perf_counter() - started, 3), index_key=index_key(prefix),
-        shard_keys=list(writer.shard_keys), removed=removed,
+        shard_keys=list(writer.shard_keys), removed=removed, indexed=len(index),
     )
-    log.info("Packed %d frames (%.1f MB) into %d shard(s) under %s in %.1fs", result.frames, result.bytes / 1e6,
-             result.shards, storage.uri(directory), result.seconds)
+    log.info("Packed %d new frame(s) (%.1f MB) into %d shard(s) under %s in %.1fs; the index lists %d frames",
+             result.frames, result.bytes / 1e6, result.shards, storage.uri(directory), result.seconds, result.indexed)
     return result
 
 
-def _remove_old_packs(storage: Storage, prefix: str, keep: str) -> int:
+def _index_rows(storage: Storage, prefix: str) -> int:
+    try:
+        found = ShardIndex.load(storage, prefix)
+    except ShardIndexError:
+        return -1
+    return len(found) if found is not None else -1
+
+
+def _still_packed(storage: Storage, prefix: str, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the current index whose frame is still listed with the ETag it was packed with."""
+    try:
+        found = ShardIndex.load(storage, prefix)
+    except ShardIndexError as exc:
+        log.warning("%s; packing every frame again", exc)
+        return pd.DataFrame(columns=INDEX_COLUMNS)
+    if found is None:
+        return pd.DataFrame(columns=INDEX_COLUMNS)
+    rows = found.frame.assign(etag=found.frame["etag"].astype(str))
+    listed = pd.DataFrame({"key": manifest["key"], "etag": manifest["etag"].astype(str)}).drop_duplicates()
+    return rows.merge(listed, on=["key", "etag"], how="inner")[INDEX_COLUMNS]
+
+
+def _remove_unreferenced(storage: Storage, prefix: str, referenced: set[str]) -> int:
     removed = 0
     for info in storage.list(shards_prefix(prefix)):
-        if info.key.endswith(".tar") and not info.key.startswith(keep):
+        if info.key.endswith(".tar") and info.key not in referenced:
             storage.delete(info.key)
             removed += 1
     return removed
