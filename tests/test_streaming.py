@@ -154,8 +154,12 @@ def test_packed_epoch_reads_whole_shards_each_once_and_delivers_every_frame_once
     manifest = _manifest(storage)
     _, loader = _loader(manifest, storage, tmp_path)
     proxy.seen.clear()
-    keys = _epoch_keys(loader, 1)
+    episodes_per_batch: list[int] = []
+    keys = _epoch_keys(loader, 1, on_batch=lambda b: episodes_per_batch.append(
+        len({key.rsplit("/", 1)[0] for key in b.keys})))
     assert sorted(keys) == sorted(manifest["key"])  # every frame, once
+    # Shards hold consecutive frames of one episode; the shuffle mixes several shards into each batch.
+    assert np.mean(episodes_per_batch) >= 2.5, episodes_per_batch
     shard_gets = _shard_gets(proxy)
     assert len(shard_gets) == packed.shards == len(set(shard_gets))  # one read per shard, none twice
     assert not _frame_gets(proxy)  # never one request per frame

@@ -21,6 +21,7 @@ import pandas as pd
 
 from pokevq.data.dataset import FrameDataset
 from pokevq.data.loader import make_loader
+from pokevq.data.plan import WINDOW_UNITS
 from pokevq.data.shard_cache import SHARDS_SUBDIR, ShardCache
 from pokevq.data.shards import ShardIndex
 from pokevq.data.source import FrameSource
@@ -50,6 +51,14 @@ def shard_cache_budget(source: FrameSource, max_bytes: int | None) -> int:
         free = shutil.disk_usage(source.cache.directory).free
         max_bytes = min(DEFAULT_SHARD_CACHE_BYTES, free // 2)
     return max(0, int(max_bytes) - source.cache.total_bytes())
+
+
+def window_units(budget: int, largest_shard: int, readers: int, read_ahead: int) -> int:
+    """Shards the shuffle mixes at once: up to 8, as many as the cache holds for every reader next to read-ahead."""
+    if largest_shard <= 0:
+        return WINDOW_UNITS  # loose frames only: chunks are in memory, small
+    per_reader = budget // (largest_shard * max(1, readers))
+    return max(1, min(WINDOW_UNITS, per_reader - read_ahead - 1))
 
 
 @dataclass
@@ -94,9 +103,9 @@ class DataPath:
             return make_loader(FrameDataset(rows, source, image_size), batch_size=batch_size, shuffle=shuffle,
                                seed=seed, num_workers=num_workers, pin_memory=pin_memory)
         assert self.shard_cache is not None
-        dataset = StreamingFrames(
-            rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index, self.shard_cache,
-            image_size, StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank,
-                                      world_size=world_size),
-        )
+        options = StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
+        dataset = StreamingFrames(rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index,
+                                  self.shard_cache, image_size, options)
+        options.window_units = window_units(self.shard_cache.max_bytes, dataset.largest_shard,
+                                            max(1, num_workers) * world_size, options.read_ahead)
         return make_streaming_loader(dataset, num_workers=num_workers, pin_memory=pin_memory)

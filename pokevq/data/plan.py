@@ -7,8 +7,9 @@ of (seed, epoch, world size, workers):
 1. the unit order is shuffled;
 2. the frames, unit after unit, are cut into equal contiguous slices, one per rank (the few
    left over are dropped, so every rank runs the same number of batches);
-3. within a rank, a bounded shuffle mixes frames inside windows of `window` frames (a few
-   units), so a batch draws from several shards while only those shards are needed at once;
+3. within a rank, a bounded shuffle mixes frames inside windows of `window_units` consecutive
+   units, so a batch draws from several shards (several episodes) while only those shards are
+   needed at once;
 4. the rank's batches are dealt to DataLoader workers in contiguous blocks, so each worker
    reads its own shards; the DataLoader interleaves the workers' batches round-robin.
 
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 LOOSE_CHUNK = 256  # loose frames fetched together (tens of requests in flight)
-SHUFFLE_WINDOW = 4096  # frames mixed together by the bounded shuffle
+WINDOW_UNITS = 8  # units whose frames the bounded shuffle mixes (fewer when the cache cannot hold them)
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,18 @@ class Position:
     batch_size: int
     world_size: int = 1
     segments: list[dict[str, Any]] = field(default_factory=list)  # {"workers": W, "consumed": [c_0..c_W-1]}
+    window_units: int = WINDOW_UNITS  # the epoch's shuffle window, kept so a resume plans the same order
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "streaming", "epoch": self.epoch, "batch_size": self.batch_size,
-                "world_size": self.world_size, "segments": [dict(s) for s in self.segments]}
+                "world_size": self.world_size, "window_units": self.window_units,
+                "segments": [dict(s) for s in self.segments]}
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> "Position":
         return cls(int(value["epoch"]), int(value["batch_size"]), int(value.get("world_size", 1)),
                    [{"workers": int(s["workers"]), "consumed": [int(c) for c in s["consumed"]]}
-                    for s in value.get("segments", [])])
+                    for s in value.get("segments", [])], int(value.get("window_units", WINDOW_UNITS)))
 
     @property
     def batches(self) -> int:
@@ -98,12 +101,12 @@ def _deal(frames: np.ndarray, batch_size: int, workers: int) -> list[np.ndarray]
 
 def rank_frames(
     units: Units, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-    window: int = SHUFFLE_WINDOW,
+    window_units: int = WINDOW_UNITS,
 ) -> np.ndarray:
     """The frame indices one rank trains on in `epoch`, in order (before dealing to workers)."""
+    sizes = np.diff(units.bounds)
     if shuffle and len(units):
         rng = np.random.default_rng([int(seed), int(epoch), 0x706B])
-        sizes = np.diff(units.bounds)
         perm = rng.permutation(len(units))
         # Frames of the permuted units, without a Python loop over units.
         starts = units.bounds[:-1][perm]
@@ -111,12 +114,15 @@ def rank_frames(
         offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
         sequence = units.order[np.arange(int(lengths.sum()), dtype=np.int64) + offsets]
     else:
+        lengths = sizes
         sequence = units.order
     per_rank = len(sequence) // max(1, world_size)
-    mine = sequence[rank * per_rank:(rank + 1) * per_rank]
-    if shuffle and len(mine) > 1 and window > 1:
+    window = slice(rank * per_rank, (rank + 1) * per_rank)
+    mine = sequence[window]
+    if shuffle and len(mine) > 1:
+        place = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)[window]  # unit's place in the order
         rng = np.random.default_rng([int(seed), int(epoch), int(rank), 0x5348])
-        keys = (np.arange(len(mine)) // window).astype(np.float64) + rng.random(len(mine))
+        keys = (place // max(1, int(window_units))).astype(np.float64) + rng.random(len(mine))
         mine = mine[np.argsort(keys, kind="stable")]
     return mine
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pokevq.data.dataset import Batch, _batch_tensor
 from pokevq.data.frames import decode_frame_uint8
-from pokevq.data.plan import LOOSE_CHUNK, SHUFFLE_WINDOW, Position, group_units, rank_frames, worker_streams
+from pokevq.data.plan import LOOSE_CHUNK, WINDOW_UNITS, Position, group_units, rank_frames, worker_streams
 from pokevq.data.shard_cache import ShardCache
 from pokevq.data.shards import ShardIndex
 from pokevq.errors import FATAL_STORAGE_ERRORS, FrameDecodeError, ObjectNotFoundError, StorageError
@@ -43,7 +43,7 @@ class StreamOptions:
     rank: int = 0
     world_size: int = 1
     read_ahead: int = READ_AHEAD
-    window: int = SHUFFLE_WINDOW
+    window_units: int = WINDOW_UNITS
     loose_chunk: int = LOOSE_CHUNK
 
 
@@ -95,9 +95,10 @@ class StreamingFrames(IterableDataset):
 
     # --------------------------------------------------------------- control
     def set_epoch(self, epoch: int, position: Position | None = None) -> None:
-        values = [int(epoch), 0]
+        values = [int(epoch), 0, self.options.window_units]
         if position is not None and position.epoch == epoch and position.segments:
             values[1] = len(position.segments)
+            values[2] = position.window_units  # the order the interrupted epoch was planned with
             for segment in position.segments:
                 values += [int(segment["workers"]), *[int(c) for c in segment["consumed"]]]
         if len(values) > _CONTROL_SIZE:
@@ -110,18 +111,19 @@ class StreamingFrames(IterableDataset):
         epoch, count = int(values[0]), int(values[1])
         if not count:
             return epoch, None
-        segments, at = [], 2
+        segments, at = [], 3
         for _ in range(count):
             workers = int(values[at])
             segments.append({"workers": workers, "consumed": [int(c) for c in values[at + 1: at + 1 + workers]]})
             at += 1 + workers
-        return epoch, Position(epoch, self.options.batch_size, self.options.world_size, segments)
+        return epoch, Position(epoch, self.options.batch_size, self.options.world_size, segments, int(values[2]))
 
     def streams(self, epoch: int, workers: int, position: Position | None = None) -> list[np.ndarray]:
         """Every worker's frame indices for this epoch (after `position`)."""
         o = self.options
+        window = position.window_units if position is not None else o.window_units
         frames = rank_frames(self.units, seed=o.seed, epoch=epoch, rank=o.rank, world_size=o.world_size,
-                             shuffle=o.shuffle, window=o.window)
+                             shuffle=o.shuffle, window_units=window)
         return worker_streams(frames, o.batch_size, workers, position)
 
     # -------------------------------------------------------------- iteration
@@ -200,11 +202,8 @@ class _WorkerReader:
             except (ObjectNotFoundError, StorageError) as exc:
                 log.warning("Shard %s unreadable (%s); reading its %d frame(s) from their own objects",
                             self.d.storage.uri(name), exc, len(mine))
-            else:
-                out: dict[int, Any] = {i: opened.view(int(self.d.offset[i]), int(self.d.length[i])) for i in mine}
-                out["_status"] = "miss" if opened.downloaded else "hit"
-                opened.close()  # frames are copied out: the file may be evicted now
-                return out
+            else:  # frames are sliced out at batch time; the shard stays locked (not evictable) until released
+                return {"_shard": opened, "_status": "miss" if opened.downloaded else "hit"}
         results = loose_pool.map(self._get_frame, mine)
         out = dict(zip(mine, results))
         out["_status"] = "miss"
@@ -230,7 +229,8 @@ class _WorkerReader:
         hits = misses = 0
         for index in indices.tolist():
             unit = loaded[int(self.d.unit_of[index])]
-            data = unit[index]
+            shard = unit.get("_shard")
+            data = shard.view(int(self.d.offset[index]), int(self.d.length[index])) if shard is not None else unit[index]
             key = str(self.d.keys[index])
             if isinstance(data, FrameUnreadable):
                 skipped.append((key, data.reason))
@@ -256,6 +256,9 @@ class FrameUnreadable:
 
 
 def _release(frames: dict[Any, Any]) -> None:
+    shard = frames.get("_shard")
+    if shard is not None:
+        shard.close()
     frames.clear()
 
 
@@ -285,6 +288,7 @@ class StreamingTracker:
         self.epoch = epoch
         self.options = options
         self.workers = workers
+        self.window_units = resumed.window_units if resumed is not None else options.window_units
         self.segments = [dict(s, consumed=list(s["consumed"])) for s in (resumed.segments if resumed else [])]
         if not self.segments or self.segments[-1]["workers"] != workers:
             self.segments.append({"workers": workers, "consumed": [0] * workers})
@@ -295,7 +299,7 @@ class StreamingTracker:
 
     def position(self) -> dict[str, Any]:
         return Position(self.epoch, self.options.batch_size, self.options.world_size,
-                        [dict(s, consumed=list(s["consumed"])) for s in self.segments]).to_dict()
+                        [dict(s, consumed=list(s["consumed"])) for s in self.segments], self.window_units).to_dict()
 
 
 def make_streaming_loader(dataset: StreamingFrames, *, num_workers: int, pin_memory: bool = False) -> StreamingLoader:
