@@ -118,9 +118,10 @@ def check_resume_exists(config: TrainConfig) -> None:
 class RunSession:
     """The live state of one training run."""
 
-    def __init__(self, config: TrainConfig, plan: StoragePlan) -> None:
+    def __init__(self, config: TrainConfig, plan: StoragePlan, run_id: str = "") -> None:
         self.config = config
         self.plan = plan
+        self.run_id = run_id  # the orchestrator's run: a retry of it continues its own mid-epoch checkpoints
         self.layout = Layout.for_config(config)
         self.workdir = Path(plan.output_root) / "runs" / str(config.experiment_name)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,8 @@ class RunSession:
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Any:
         from pokevq.training import Trainer
 
-        common = dict(annotations=self.annotations, data_path=self.data_path, on_step_checkpoint=self.step_publisher)
+        common = dict(annotations=self.annotations, data_path=self.data_path, on_step_checkpoint=self.step_publisher,
+                      run_id=self.run_id)
         if weights_only and state is not None:
             return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state, resume_name=name,
                            **common)
@@ -216,9 +218,13 @@ class RunSession:
         continues from the previous epoch's checkpoint (the local work file, else the uploaded one).
         """
         trainer = self.trainer
-        if trainer.epoch == epoch and not trainer.interrupted:
+        current = trainer.epoch == epoch and not trainer.interrupted
+        if current and (trainer.steps_run or trainer.position):
             return trainer
+        # A trainer that has not trained here yet may be a retry of a run that stopped inside the next epoch.
         found = self._mid_epoch_checkpoint(epoch + 1)
+        if found is None and current:
+            return trainer
         state, name = found if found is not None else self._epoch_checkpoint(epoch)
         trainer.close()
         self.tensorboard.restore()
@@ -227,10 +233,13 @@ class RunSession:
         return self._trainer
 
     def _mid_epoch_checkpoint(self, epoch: int) -> tuple[dict[str, Any], str] | None:
-        """The newest checkpoint written inside `epoch` (this machine's, else the uploaded one), if any.
+        """The newest checkpoint this run wrote inside `epoch` (this machine's, else the uploaded one), if any.
 
-        A retried run then continues the interrupted epoch where it stopped, not from its start.
+        A retried run then continues the interrupted epoch where it stopped, not from its start. Only
+        checkpoints of this run count: a new run of the same experiment name trains afresh.
         """
+        if not self.run_id:
+            return None
         candidates: list[tuple[int, str, Any]] = []
         folder = self.workdir / "checkpoints"
         if folder.is_dir():
@@ -252,7 +261,8 @@ class RunSession:
                 log.warning("Not continuing from the mid-epoch checkpoint of step %d: %s", step, exc)
                 continue
             position = state.get("position") or {}
-            if int(state.get("epoch", -1)) == epoch - 1 and int(position.get("epoch", -1)) == epoch:
+            if (state.get("run_id") == self.run_id and int(state.get("epoch", -1)) == epoch - 1
+                    and int(position.get("epoch", -1)) == epoch):
                 return state, name
         return None
 

@@ -124,9 +124,12 @@ class Trainer:
         annotations: dict[str, Any] | None = None,
         data_path: DataPath | None = None,
         on_step_checkpoint: Any = None,
+        run_id: str = "",
     ) -> None:
         self.config = config
         self.started = time.monotonic()  # the time budget counts from here
+        self.run_id = run_id  # written into mid-epoch checkpoints: a retry of this run continues from them
+        self.steps_run = 0  # steps trained by this process
         self.workdir = Path(workdir)
         self.device = select_device(config.device)
         self.use_amp = self.device.type == "cuda"
@@ -302,6 +305,7 @@ class Trainer:
             out.loss.backward()
             self.optimizer.step()
             self.global_step += 1
+            self.steps_run += 1
             metrics.update(out.recon.detach().float(), images, out.codes, out.loss.detach(), images.shape[0])
             if frame_log is not None:
                 frame_log.write("".join(f"{epoch} {self.global_step} {key}\n" for key in batch.keys))
@@ -446,6 +450,7 @@ class Trainer:
         state["skipped"] = dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT])
         if position is not None:
             state["position"] = position
+            state["run_id"] = self.run_id
         return save_checkpoint(state, path)
 
     def _step_checkpoint(self, epoch: int, position: dict[str, Any], notify: bool = True) -> tuple[Path, str]:

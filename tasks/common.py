@@ -88,7 +88,7 @@ def session(config: dict[str, Any], plan: dict[str, Any]) -> RunSession:
     key = run_key()
     with _lock:
         if key not in _sessions:
-            _sessions[key] = RunSession(TrainConfig.from_dict(config), StoragePlan.from_dict(plan))
+            _sessions[key] = RunSession(TrainConfig.from_dict(config), StoragePlan.from_dict(plan), run_id=key)
         return _sessions[key]
 
 

@@ -155,3 +155,62 @@ def test_step_budget_ends_the_run_with_a_checkpoint_and_a_resume_finishes_the_ep
     epoch1 = _frame_log(first_log, epoch=1) + _frame_log(second_log, epoch=1)
     assert Counter(epoch1) == Counter(train_keys)
     assert Counter(_frame_log(second_log, epoch=2)) == Counter(train_keys)
+
+
+def test_retried_flow_run_continues_the_interrupted_epoch_from_its_step_checkpoint(
+    proxy, prefect_harness, tmp_path, bucket, s3_client, frames, monkeypatch
+):
+    import shutil
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from test_faults import retry_flow_run, task_states
+
+    upload_tree(s3_client, bucket, frames, "pokemon_frames/")
+    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
+    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.6)
+    args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url,
+            "--experiment-name", "retried", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
+            "--data-path", "streaming", "--checkpoint-every-steps", "2", "--output-dir", str(tmp_path / "out"),
+            "--no-fallback", *TINY_FLAGS]
+    first_log = tmp_path / "frames1.log"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log),
+           "POKEVQ_S3_MAX_ATTEMPTS": "1", "POKEVQ_TASK_RETRY_DELAYS": ""}
+    prefix = "checkpoints/retried/"
+    with open(tmp_path / "run1.log", "wb") as output:
+        process = subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 240
+            while not s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix + "checkpoint_latest").get("KeyCount"):
+                assert process.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no mid-epoch checkpoint was published"
+                time.sleep(0.05)
+            proxy.go_down()  # S3 unreachable in the middle of the epoch: the run fails
+            assert process.wait(timeout=120) == 1
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert "Error: Unable to connect to S3" in (tmp_path / "run1.log").read_text()
+    listed = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    assert prefix + "checkpoint_epoch_1.pt" not in listed
+    step = _latest_step(s3_client, bucket, "retried")
+
+    # S3 is back; the same flow run is retried on a machine without its work files.
+    proxy.come_back()
+    proxy.clear_faults()
+    shutil.rmtree(tmp_path / "out" / "runs" / "retried")
+    with get_client(sync_client=True) as client:
+        runs = [run for run in client.read_flow_runs() if run.parameters.get("experiment_name") == "retried"]
+    assert len(runs) == 1 and runs[0].state.is_failed()
+    second_log = tmp_path / "frames2.log"
+    monkeypatch.setenv("POKEVQ_FRAME_LOG", str(second_log))
+    retried = retry_flow_run(runs[0].id)
+    assert retried.is_completed(), retried.message
+    train_keys = _train_keys(s3_client, bucket, "retried")
+    before = _frame_log(first_log, epoch=1, up_to_step=step)
+    after = _frame_log(second_log, epoch=1)
+    assert 0 < len(before) < len(train_keys)
+    assert Counter(before + after) == Counter(train_keys)  # the epoch continued, it did not start again
+    assert task_states(runs[0].id)["train_epoch[1]"][-1] == "Completed"
