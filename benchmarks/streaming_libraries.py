@@ -16,6 +16,8 @@ packages (and MosaicML Streaming downgrades numpy):
     /tmp/libvenv/bin/pip install -c /tmp/constraints.txt litdata mosaicml-streaming webdataset
     /tmp/libvenv/bin/pip uninstall -y torchvision         # PyPI's torchvision is built for CUDA torch
                                                           # and fails to import next to torch+cpu
+    /tmp/libvenv/bin/pip uninstall -y obstore             # litdata's obstore path refuses http://
+                                                          # endpoints; without it litdata uses boto3
     /tmp/libvenv/bin/python benchmarks/streaming_libraries.py [--only litdata,mosaic,wds,wds-pipe,baseline]
                                                           [--json out.json]
 

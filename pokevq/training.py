@@ -286,7 +286,11 @@ class Trainer:
         train_frames = 0
         train_seconds = 0.0
         stopped_by: str | None = None
-        progress = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config.num_epochs}", unit="batch", disable=None)
+        # One iterator, handed to tqdm: tqdm.auto's iterator would start the DataLoader's epoch twice (its asyncio
+        # flavour calls iter() up front, then iterates the loader again), throwing away the workers' first batches.
+        batches = iter(self.train_loader)
+        progress = tqdm(batches, total=steps, desc=f"epoch {epoch}/{self.config.num_epochs}", unit="batch",
+                        disable=None)
         step_started = time.perf_counter()
         data_wait = 0.0  # time spent waiting for the next batch: the input pipeline's stall
         loop_started = waiting_since = time.perf_counter()

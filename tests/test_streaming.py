@@ -327,3 +327,31 @@ def test_shard_index_validation_accepts_a_real_pack(bucket, packed, moto_endpoin
     storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
     index = ShardIndex.load(storage, "pokemon_frames")
     assert index is not None and len(index) == len(_manifest(storage))
+
+
+def test_trainer_epoch_over_a_bucket_larger_than_the_cache_reads_each_shard_about_once(
+    proxy, bucket, packed, tmp_path, one_thread_seeded
+):
+    from pokevq.config import TrainConfig
+    from pokevq.training import Trainer
+
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
+    manifest = _manifest(storage)
+    largest = max(info.size for info in storage.list("pokemon_frames/_shards/") if info.key.endswith(".tar"))
+    limit = 6 * largest
+    source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=8, max_bytes=limit))
+    config = TrainConfig(device="cpu", num_workers=2, batch_size=8, max_cache_size=8, max_cache_bytes=limit,
+                         experiment_name="stream", val_fraction=0.0, image_size="72x80", hidden_channels=8,
+                         embedding_dim=4, codebook_size=16)
+    path = DataPath.decide(manifest, source, requested="auto", max_frames=8, max_bytes=limit)
+    assert path.mode == "streaming"
+    trainer = Trainer(config, manifest, source, tmp_path / "work", data_path=path)
+    try:
+        proxy.seen.clear()
+        result = trainer.train_epoch(1)
+    finally:
+        trainer.close()
+    gets = _shard_gets(proxy)
+    assert result.data_path == "streaming" and result.cache_hits + result.cache_misses == len(manifest)
+    # Each shard once, but for the one shared by the two workers' halves (evicted before the second needs it).
+    assert len(gets) <= packed.shards + 2, Counter(gets).most_common(3)

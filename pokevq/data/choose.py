@@ -45,12 +45,17 @@ def choose(manifest: pd.DataFrame, requested: str, max_frames: int, max_bytes: i
     return "cached" if fits_cache(manifest, max_frames, max_bytes) else "streaming"
 
 
-def shard_cache_budget(source: FrameSource, max_bytes: int | None) -> int:
-    """Bytes the shard files may take: the limit less what the frame cache already holds there."""
+PREVIEW_RESERVE_FRAMES = 8  # frames the trainer's previews keep in the frame cache next to the shards
+
+
+def shard_cache_budget(source: FrameSource, max_bytes: int | None, manifest: pd.DataFrame) -> int:
+    """Bytes the shard files may take: the limit less the frame cache's files and room for the previews."""
     if max_bytes is None:
         free = shutil.disk_usage(source.cache.directory).free
         max_bytes = min(DEFAULT_SHARD_CACHE_BYTES, free // 2)
-    return max(0, int(max_bytes) - source.cache.total_bytes())
+    sizes = pd.to_numeric(manifest["size"]) if len(manifest) else pd.Series([], dtype="int64")
+    previews = int(sizes.nlargest(PREVIEW_RESERVE_FRAMES).sum())
+    return max(0, int(max_bytes) - source.cache.total_bytes() - previews)
 
 
 def window_units(budget: int, largest_shard: int, readers: int, read_ahead: int) -> int:
@@ -76,13 +81,13 @@ class DataPath:
         if mode == "cached":
             return cls("cached")
         index = ShardIndex.discover(source.storage, manifest["key"].tolist()) if len(manifest) else None
-        cache = ShardCache(source.cache.directory / SHARDS_SUBDIR, shard_cache_budget(source, max_bytes))
+        cache = ShardCache(source.cache.directory / SHARDS_SUBDIR, shard_cache_budget(source, max_bytes, manifest))
         path = cls("streaming", index, cache)
         if index is not None:
             located = index.locate_all(manifest["key"].tolist(), manifest["etag"].astype(str).tolist())
             sizes = located.shard_sizes
             if len(sizes):
-                cache.check_fits(int(sizes.max()), source.storage.uri(index.prefix))
+                cache.check_fits(int(sizes.max()), source.storage.uri(index.prefix), max_bytes)
             packed = int((located.shard >= 0).sum())
         else:
             packed = 0

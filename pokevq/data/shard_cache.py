@@ -71,11 +71,13 @@ class ShardCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.directory / ".lock"
 
-    def check_fits(self, largest: int, where: str) -> None:
+    def check_fits(self, largest: int, where: str, configured: int | None = None) -> None:
         """A limit smaller than one shard can never cache anything: say so before training starts."""
         if largest > self.max_bytes:
+            limit = configured if configured is not None else self.max_bytes
+            room = f" (room left for shards: {self.max_bytes})" if limit != self.max_bytes else ""
             raise ConfigError(
-                f"max_cache_bytes (--max-cache-bytes) {self.max_bytes} is smaller than one shard ({largest} bytes) "
+                f"max_cache_bytes (--max-cache-bytes) {limit}{room} is smaller than one shard ({largest} bytes) "
                 f"of {where}: raise it to a few shards (at least {2 * largest}), or repack with a smaller "
                 "`pokevq pack --shard-size`."
             )
