@@ -355,3 +355,95 @@ def test_trainer_epoch_over_a_bucket_larger_than_the_cache_reads_each_shard_abou
     assert result.data_path == "streaming" and result.cache_hits + result.cache_misses == len(manifest)
     # Each shard once, but for the one shared by the two workers' halves (evicted before the second needs it).
     assert len(gets) <= packed.shards + 2, Counter(gets).most_common(3)
+
+
+def test_an_epoch_starved_of_data_says_so_and_what_to_do(proxy, bucket, packed, tmp_path, caplog, one_thread_seeded):
+    import logging
+
+    from pokevq.config import TrainConfig
+    from pokevq.report import render_report
+    from pokevq.training import Trainer
+
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
+    manifest = _manifest(storage)
+    proxy.add_fault("delay", r"GET /[^?]*/_shards/.*\.tar", delay=0.3)  # a slow link to the shards
+    source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=8))
+    config = TrainConfig(device="cpu", num_workers=0, batch_size=16, max_cache_size=8, experiment_name="slow",
+                         val_fraction=0.0, image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16)
+    path = DataPath.decide(manifest, source, requested="auto", max_frames=8, max_bytes=None)
+    trainer = Trainer(config, manifest, source, tmp_path / "work", data_path=path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="pokevq"):
+            result = trainer.train_epoch(1)
+    finally:
+        trainer.close()
+    assert result.data_stall > 0.2
+    warning = next(r.getMessage() for r in caplog.records if "waited for data" in r.getMessage())
+    assert "streaming data path" in warning and "pokevq pack" in warning and "--num-workers" in warning
+    report = render_report({"experiment": "slow", "storage": "s3", "epochs": trainer.history, "best": trainer.best,
+                            "data_path": "streaming"})
+    assert "| data stall |" in report and "waited for data more than 20 %" in report
+    assert "- Data path: streaming" in report
+
+
+def test_budget_and_size_options_read_like_people_write_them():
+    from pokevq.cli import build_parser
+    from pokevq.config import TrainConfig
+
+    assert TrainConfig(time_budget="90m", experiment_name="x").time_budget_seconds == 5400
+    assert TrainConfig(time_budget="6h", experiment_name="x").time_budget_seconds == 21600
+    assert TrainConfig(time_budget="45", experiment_name="x").time_budget_seconds == 45
+    with pytest.raises(ConfigError, match=r"time_budget \(--time-budget\) must be a duration like 90m"):
+        TrainConfig(time_budget="soon", experiment_name="x")
+    with pytest.raises(ConfigError, match=r"data_path \(--data-path\) must be one of auto, cached, streaming"):
+        TrainConfig(data_path="fast", experiment_name="x")
+    with pytest.raises(ConfigError, match=r"max_steps \(--max-steps\) must be an integer >= 0"):
+        TrainConfig(max_steps=-1, experiment_name="x")
+    args = build_parser().parse_args(["train", "--max-cache-bytes", "20GB", "--checkpoint-every-steps", "500"])
+    assert args.max_cache_bytes == 20_000_000_000 and args.checkpoint_every_steps == 500
+
+
+def test_shard_cache_limit_holds_under_many_concurrent_readers(tmp_path):
+    import random
+
+    budget, size = 5 * 4096, 4096
+    cache = ShardCache(tmp_path / "shards", budget)
+    data = os.urandom(size)
+    stop = threading.Event()
+    peaks: list[int] = []
+    errors: list[BaseException] = []
+
+    def sample() -> None:
+        while not stop.is_set():
+            seen, total = set(), 0
+            for entry in os.scandir(cache.directory):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if st.st_ino not in seen:  # a file renamed during the scan is counted once
+                    seen.add(st.st_ino)
+                    total += st.st_size
+            peaks.append(total)
+
+    def read(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(150):
+                opened = cache.open("ns", f"shard-{rng.randrange(40)}", size, lambda a, b: data[a:b])
+                assert opened.view(0, 16) == data[:16]
+                opened.close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(6)]
+    for thread in readers:
+        thread.start()
+    for thread in readers:
+        thread.join()
+    stop.set()
+    sampler.join()
+    assert not errors, errors[0]
+    assert peaks and max(peaks) <= budget

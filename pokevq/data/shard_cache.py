@@ -4,8 +4,9 @@
 size), so no key reaches the file system. The limit holds across processes with two locks
 of the operating system (`flock`), never a protocol of our own:
 
-- the directory lock (`.lock`) is held while a process counts the bytes on disk, evicts and
-  reserves room for a download (the file is created at its full size at once);
+- the directory lock (`.lock`) is held while a process counts the bytes on disk, evicts,
+  reserves room for a download (the file is created at its full size at once) and renames a
+  finished download into place;
 - every reader holds a shared lock on the shard file it reads, and a downloader an exclusive
   one, so eviction (least recently used first, by modification time) skips files in use.
 
@@ -140,7 +141,8 @@ class ShardCache:
                     raise StorageError(f"short read: {len(chunk)} of {end - written} bytes at offset {written}")
                 os.pwrite(fd, chunk, written)
                 written = end
-            os.replace(part, path)
+            with self._directory_lock():  # a rename during another process's count could hide this file from it
+                os.replace(part, path)
             fcntl.flock(fd, fcntl.LOCK_SH)  # a reader now, like any other
             data = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
             return OpenShard(data, fd, downloaded=True)
