@@ -269,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
             copies = 10
             with S3Stack(latency_ms=20.0, bulk=True) as big:
                 big.create_bucket()
-                root = work / "frames"
                 items = [(f"{PREFIX}{f.parent.parent.name}/{f.parent.name}c{c}/{f.name}", f.read_bytes())
                          for c in range(copies) for f in files]
                 big.server.bulk_put_bodies("pokevq-bench", items)

@@ -73,6 +73,27 @@ def synth_frames(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def episode_frames(tmp_path_factory) -> Path:
+    """2 games × 3 episodes × 16 frames (96 frames of a few KB): enough for several shards and batches."""
+    from pokevq.synth import generate_dataset
+
+    out = tmp_path_factory.mktemp("episode-frames")
+    generate_dataset(out, games=2, episodes=3, frames=16, seed=1)
+    (out / "synth_index.json").unlink(missing_ok=True)
+    return out
+
+
+@pytest.fixture
+def fault_proxy(moto_endpoint: str):
+    """tests/s3_proxy.py's fault-injecting proxy in front of moto, for one test."""
+    from s3_proxy import FaultProxy
+
+    proxy = FaultProxy(moto_endpoint).start()
+    yield proxy
+    proxy.stop()
+
+
 def upload_tree(client, bucket: str, root: Path, prefix: str = "pokemon_frames/") -> list[str]:
     keys = []
     for path in sorted(root.rglob("*")):

@@ -123,3 +123,18 @@ def test_bulk_server_lists_exactly_like_moto(moto_endpoint):
                        dict(Prefix="p/", Delimiter="/", PaginationConfig={"PageSize": 1}),
                        dict(Prefix="p/b/", StartAfter="p/b/x/3.png"), dict(Prefix="nothing/")):
             assert listing(fast, **kwargs) == listing(reference, **kwargs), kwargs
+
+
+def test_streaming_benchmark_quick_run_holds_the_disk_limit_and_reads_each_shard_once():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_streaming.py"), "--quick"],
+                            capture_output=True, text=True, timeout=600, cwd=str(ROOT))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((ROOT / "benchmarks" / "STREAMING-quick.json").read_text())["results"]
+    assert report["baseline"]["mode"] == "cached"
+    packed, unpacked = report["packed_4x"], report["unpacked_4x"]
+    assert packed["mode"] == unpacked["mode"] == "streaming"
+    assert 0 < packed["disk_max"] <= packed["max_cache_bytes"]
+    assert packed["gets_per_epoch"] <= report["pack_4x"]["shards"] + 0.01 * packed["frames"]
+    assert unpacked["gets_per_epoch"] >= unpacked["frames"]  # one GET per frame: why packing matters
+    assert report["planning"]["peak_bytes_per_frame"] <= 200
+    assert "| packed, bucket 4× the cache | streaming |" in result.stdout

@@ -21,27 +21,34 @@ from conftest import upload_tree
 from pokevq.config import TrainConfig
 from pokevq.data.pack import pack
 from pokevq.storage import S3Storage
-from s3_proxy import FaultProxy
 
 TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16)
 TINY_FLAGS = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16"]
 
 
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory) -> Path:
-    from pokevq.synth import generate_dataset
-
-    out = tmp_path_factory.mktemp("resume-frames")
-    generate_dataset(out, games=2, episodes=3, frames=16, seed=2)
-    (out / "synth_index.json").unlink(missing_ok=True)
-    return out
+@pytest.fixture
+def proxy(fault_proxy):
+    return fault_proxy
 
 
 @pytest.fixture
-def proxy(moto_endpoint):
-    proxy = FaultProxy(moto_endpoint).start()
-    yield proxy
-    proxy.stop()
+def frames(episode_frames):
+    return episode_frames
+
+
+def _start_run(args: list[str], env: dict[str, str], output: Path) -> subprocess.Popen:
+    """`pokevq train` in its own process (killable like a worker's flow run), its console to `output`."""
+    with open(output, "wb") as handle:
+        return subprocess.Popen([sys.executable, "-m", "pokevq", "train", *args], env={**os.environ, **env},
+                                stdout=handle, stderr=subprocess.STDOUT, cwd=output.parent)
+
+
+def _wait_for(condition, process: subprocess.Popen, output: Path, what: str, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, output.read_text()[-3000:]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def _train_keys(s3, bucket: str, experiment: str) -> list[str]:
@@ -75,32 +82,27 @@ def test_run_killed_mid_epoch_resumes_at_its_position_with_every_frame_once(
     pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
     # Shards come through a slow link: the epoch takes seconds, time to kill it in the middle.
     proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.6)
-    args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url,
-            "--experiment-name", "mid", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
-            "--data-path", "streaming", "--checkpoint-every-steps", "2", "--cache-dir", str(tmp_path / "cache1"),
-            "--output-dir", str(tmp_path / "out1"), "--no-fallback", *TINY_FLAGS]
+    args = ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", "mid",
+            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming",
+            "--checkpoint-every-steps", "2", "--cache-dir", str(tmp_path / "cache1"), "--output-dir",
+            str(tmp_path / "out1"), "--no-fallback", *TINY_FLAGS]
     first_log = tmp_path / "frames1.log"
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log)}
-    output = open(tmp_path / "run1.log", "wb")
-    process = subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
+    env = {"PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log)}
     prefix = "checkpoints/mid/"
+
+    def published_step_4() -> bool:
+        listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix + "checkpoint_step_").get("Contents", [])
+        return any(int(re.search(r"step_(\d+)", item["Key"]).group(1)) >= 4 for item in listed)
+
+    process = _start_run(args, env, tmp_path / "run1.log")
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix + "checkpoint_step_").get("Contents", [])
-            steps = [int(re.search(r"step_(\d+)", item["Key"]).group(1)) for item in listed]
-            if steps and max(steps) >= 4:
-                break
-            assert process.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no mid-epoch checkpoint was published"
-            time.sleep(0.1)
+        _wait_for(published_step_4, process, tmp_path / "run1.log", "no mid-epoch checkpoint was published")
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-        output.close()
     assert process.returncode == -signal.SIGKILL
     listed = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     assert prefix + "checkpoint_epoch_1.pt" not in listed, "the epoch finished before the kill"
@@ -170,28 +172,23 @@ def test_retried_flow_run_continues_the_interrupted_epoch_from_its_step_checkpoi
     upload_tree(s3_client, bucket, frames, "pokemon_frames/")
     pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
     proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.6)
-    args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url,
-            "--experiment-name", "retried", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
-            "--data-path", "streaming", "--checkpoint-every-steps", "2", "--output-dir", str(tmp_path / "out"),
-            "--no-fallback", *TINY_FLAGS]
+    args = ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", "retried",
+            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming",
+            "--checkpoint-every-steps", "2", "--output-dir", str(tmp_path / "out"), "--no-fallback", *TINY_FLAGS]
     first_log = tmp_path / "frames1.log"
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log),
+    env = {"PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log),
            "POKEVQ_S3_MAX_ATTEMPTS": "1", "POKEVQ_TASK_RETRY_DELAYS": ""}
     prefix = "checkpoints/retried/"
-    with open(tmp_path / "run1.log", "wb") as output:
-        process = subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
-        try:
-            deadline = time.monotonic() + 240
-            while not s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix + "checkpoint_latest").get("KeyCount"):
-                assert process.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no mid-epoch checkpoint was published"
-                time.sleep(0.05)
-            proxy.go_down()  # S3 unreachable in the middle of the epoch: the run fails
-            assert process.wait(timeout=120) == 1
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    process = _start_run(args, env, tmp_path / "run1.log")
+    try:
+        _wait_for(lambda: s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix + "checkpoint_latest").get("KeyCount"),
+                  process, tmp_path / "run1.log", "no mid-epoch checkpoint was published")
+        proxy.go_down()  # S3 unreachable in the middle of the epoch: the run fails
+        assert process.wait(timeout=120) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert "Error: Unable to connect to S3" in (tmp_path / "run1.log").read_text()
     listed = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     assert prefix + "checkpoint_epoch_1.pt" not in listed

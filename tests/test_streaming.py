@@ -6,7 +6,6 @@ import io
 import os
 import threading
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,27 +22,19 @@ from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, ShardIndexError, index
 from pokevq.data.source import FrameSource
 from pokevq.errors import ConfigError
 from pokevq.storage import S3Storage
-from s3_proxy import FaultProxy
+from s3_proxy import FaultProxy  # noqa: F401 - the type of the proxy fixture
 
 IMAGE = (72, 80)
 
 
-@pytest.fixture(scope="module")
-def many_frames(tmp_path_factory) -> Path:
-    """2 games x 3 episodes x 16 frames: 96 frames, a few KB each."""
-    from pokevq.synth import generate_dataset
-
-    out = tmp_path_factory.mktemp("stream-frames")
-    generate_dataset(out, games=2, episodes=3, frames=16, seed=1)
-    (out / "synth_index.json").unlink(missing_ok=True)
-    return out
+@pytest.fixture
+def proxy(fault_proxy):
+    return fault_proxy
 
 
 @pytest.fixture
-def proxy(moto_endpoint):
-    proxy = FaultProxy(moto_endpoint).start()
-    yield proxy
-    proxy.stop()
+def many_frames(episode_frames):
+    return episode_frames
 
 
 @pytest.fixture
