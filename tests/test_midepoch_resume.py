@@ -192,7 +192,6 @@ def test_retried_flow_run_continues_the_interrupted_epoch_from_its_step_checkpoi
     assert "Error: Unable to connect to S3" in (tmp_path / "run1.log").read_text()
     listed = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     assert prefix + "checkpoint_epoch_1.pt" not in listed
-    step = _latest_step(s3_client, bucket, "retried")
 
     # S3 is back; the same flow run is retried on a machine without its work files.
     proxy.come_back()
@@ -206,6 +205,11 @@ def test_retried_flow_run_continues_the_interrupted_epoch_from_its_step_checkpoi
     retried = retry_flow_run(runs[0].id)
     assert retried.is_completed(), retried.message
     train_keys = _train_keys(s3_client, bucket, "retried")
+    # The newest step checkpoint the first attempt uploaded (its last may have landed after `latest` moved).
+    log_text = s3_client.get_object(Bucket=bucket, Key="logs/retried/training_latest.log")["Body"].read().decode()
+    found = re.search(r"Continuing retried after epoch 0 from s3://\S+/checkpoint_step_(\d+)\.pt", log_text)
+    assert found, log_text[-2000:]
+    step = int(found.group(1))
     before = _frame_log(first_log, epoch=1, up_to_step=step)
     after = _frame_log(second_log, epoch=1)
     assert 0 < len(before) < len(train_keys)
