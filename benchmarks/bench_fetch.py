@@ -83,7 +83,7 @@ def warm_rate(stack: S3Stack, manifest: Any, threads: int, *, shards: Any = Fals
               image_size: tuple[int, int] | None = None) -> tuple[float, int, dict]:
     """(frames/s, requests, stats) of pokevq's warm_cache into an empty cache."""
     from pokevq.data.cache import FrameCache
-    from pokevq.data import FrameSource, warm_cache
+    from pokevq.data import FrameSource, warm_frames
 
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-cache-") as directory:
         cache = FrameCache(directory, max_items=len(manifest) + 16)
@@ -92,7 +92,7 @@ def warm_rate(stack: S3Stack, manifest: Any, threads: int, *, shards: Any = Fals
         source = FrameSource(storage, cache, shards=shards)
         stack.reset()
         started = time.perf_counter()
-        stats = warm_cache(source, manifest, limit=len(manifest), threads=threads, progress=False,
+        stats = warm_frames(source, manifest, limit=len(manifest), threads=threads, progress=False,
                            image_size=image_size)
         seconds = time.perf_counter() - started
         requests = stack.requests()

@@ -92,7 +92,7 @@ def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_
     from pokevq.data.choose import DataPath
     from pokevq.data.manifest import index_frames
     from pokevq.data.source import FrameSource
-    from pokevq.training import Trainer
+    from pokevq.train.trainer import Trainer
 
     storage = stack.storage()
     manifest = index_frames(storage, PREFIX, val_fraction=0.0)
@@ -103,9 +103,9 @@ def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_
     source = FrameSource(storage, FrameCache(cache_dir, max_items=max_cache_size, max_bytes=max_cache_bytes))
     path = DataPath.decide(manifest, source, requested=data_path, max_frames=max_cache_size, max_bytes=max_cache_bytes)
     if path.mode == "cached":
-        from pokevq.data.warm import warm_cache
+        from pokevq.data.warm import warm_frames
 
-        warm_cache(source, manifest, limit=max_cache_size, progress=False)
+        warm_frames(source, manifest, limit=max_cache_size, progress=False)
     trainer = Trainer(config, manifest, source, work / f"run-{name}", data_path=path)
     rates, stalls, requests, disk = [], [], [], []
     try:
@@ -206,8 +206,8 @@ def default_model_flops() -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from pokevq.config import TrainConfig
-    from pokevq.model import VQVAE
-    from pokevq.training import model_config_for
+    from pokevq.model.vqvae import VQVAE
+    from pokevq.train.trainer import model_config_for
 
     model = VQVAE(model_config_for(TrainConfig(device="cpu", experiment_name="flops")))
     images = torch.rand(4, 3, 144, 160)

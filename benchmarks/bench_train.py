@@ -33,7 +33,7 @@ def _trainer(config: Any, manifest: Any, frames_root: Path, workdir: Path, cache
     from pokevq.data.cache import FrameCache
     from pokevq.data import FrameSource
     from pokevq.storage import LocalStorage
-    from pokevq.training import Trainer
+    from pokevq.train.trainer import Trainer
 
     source = FrameSource(LocalStorage(frames_root), FrameCache(cache_dir, max_items=len(manifest) + 16), shards=False)
     return Trainer(config, manifest, source, workdir)
@@ -49,7 +49,7 @@ def _config(**values: Any) -> Any:
 def run_train(frames_root: Path, manifest: Any, *, quick: bool, log: Any) -> tuple[list[Row], dict[str, Any]]:
     import torch
 
-    from pokevq.model import VQVAE
+    from pokevq.model.vqvae import VQVAE
 
     if quick:
         model_options = dict(image_size="72x80", hidden_channels=16, codebook_size=32, embedding_dim=8)
@@ -110,7 +110,7 @@ def run_uploads(stack: S3Stack, frames_root: Path, manifest: Any, *, quick: bool
                 log: Any) -> tuple[list[Row], dict[str, Any]]:
     from pokevq.layout import Layout
     from pokevq.storage import S3Storage
-    from pokevq.uploads import TensorBoardSync, publish_checkpoint, upload_log
+    from pokevq.train.publish import TensorBoardSync, publish_checkpoint, upload_log
 
     # An N-epoch run: each epoch's uploads overlap the next epoch, the last epoch's are waited for.
     epochs = 2 if quick else 5

@@ -134,7 +134,7 @@ class S3Stack:
 
             self.server: Any = BulkMotoServer()
         else:
-            from pokevq.local_s3 import LocalS3Server
+            from pokevq.storage.local_server import LocalS3Server
 
             self.server = LocalS3Server()
         self.latency_ms = latency_ms
@@ -186,7 +186,7 @@ class S3Stack:
 
 def make_frames(out: Path, frames: int, *, games: int = 2, episodes: int = 4) -> list[Path]:
     """About `frames` synthetic Game Boy frames (PNG, 160x144) in the guide's layout."""
-    from pokevq.synth import generate_dataset
+    from pokevq.synth.generate import generate_dataset
 
     per_episode = max(1, math.ceil(frames / (games * episodes)))
     generate_dataset(out, games=games, episodes=episodes, frames=per_episode, seed=0)

@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pokevq.local_s3 import stop_process_group
+from pokevq.storage.local_server import stop_process_group
 
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"expect"}
 _MAX_HEAD = 64 * 1024

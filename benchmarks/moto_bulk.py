@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from pokevq.local_s3 import stop_process_group
+from pokevq.storage.local_server import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,7 +169,7 @@ class BulkMotoServer:
 
     def __init__(self) -> None:
         sys.path.insert(0, str(ROOT))
-        from pokevq.local_s3 import free_port
+        from pokevq.storage.local_server import free_port
 
         self.port = free_port()
         self.process: subprocess.Popen | None = None

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deployments.stack import api_request  # noqa: E402
-from pokevq.local_s3 import free_port  # noqa: E402
+from pokevq.storage.local_server import free_port  # noqa: E402
 
 
 def _ts(value: str) -> float:

@@ -5,7 +5,7 @@
     python benchmarks/quality.py --quick         # CI smoke: tiny data, seconds; checks it runs, not quality
     python benchmarks/quality.py --variants default --epochs 50     # the default at the full budget (~22 min CPU)
 
-Frames are synthetic Game Boy frames (`pokevq.synth`: 2 games x 10 episodes x 200 frames at the
+Frames are synthetic Game Boy frames (`pokevq.synth.generate`: 2 games x 10 episodes x 200 frames at the
 CPU and full sizes) with their annotations (palettes, dialog boxes), read from a local folder
 through the library's own storage, cache and data path. Each variant is a set of `TrainConfig`
 model options trained by the library's own `Trainer` for the same number of epochs, batch size
@@ -90,13 +90,13 @@ def _log(started: float, message: str) -> None:
 
 def prepare_data(root: Path, size: dict[str, Any]) -> tuple[Any, Any, dict]:
     """Write the synthetic frames, index them, and warm a cache that holds all of them decoded."""
-    from pokevq.annotations import load_annotations
+    from pokevq.data.annotations import load_annotations
     from pokevq.data.cache import FrameCache
     from pokevq.config import parse_image_size
     from pokevq.data import FrameSource, warm_cache
     from pokevq.data.manifest import index_frames
     from pokevq.storage import LocalStorage
-    from pokevq.synth import generate_dataset
+    from pokevq.synth.generate import generate_dataset
 
     frames = root / "frames"
     generate_dataset(frames, games=size["games"], episodes=size["episodes"], frames=size["frames"], seed=0)
@@ -112,7 +112,7 @@ def prepare_data(root: Path, size: dict[str, Any]) -> tuple[Any, Any, dict]:
 def train_variant(variant: Variant, size: dict[str, Any], data: tuple, workdir: Path, args: argparse.Namespace,
                   started: float) -> dict[str, Any]:
     from pokevq.config import TrainConfig
-    from pokevq.training import Trainer
+    from pokevq.train.trainer import Trainer
 
     manifest, source, annotations = data
     config = TrainConfig(

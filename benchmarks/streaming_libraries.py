@@ -383,7 +383,7 @@ PREP = r"""
 import json, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from pokevq.synth import generate_dataset
+from pokevq.synth.generate import generate_dataset
 from pokevq.storage import S3Storage
 from pokevq.data.pack import pack
 out, endpoint, bucket, games, episodes, frames, shard_bytes = sys.argv[1:8]

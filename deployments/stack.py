@@ -139,9 +139,9 @@ def _s3_from_environment() -> dict[str, Any] | None:
 def _start_local_s3(stack_dir: Path, pids: dict[str, int], logs: dict[str, str]) -> dict[str, Any]:
     """A local S3 endpoint, seeded with synthetic frames under pokemon_frames/."""
     from pokevq.config import TrainConfig
-    from pokevq.local_s3 import LocalS3Server
-    from pokevq.synth import generate_dataset
-    from pokevq.upload import upload_directory
+    from pokevq.data.upload_frames import upload_directory
+    from pokevq.storage.local_server import LocalS3Server
+    from pokevq.synth.generate import generate_dataset
 
     server = LocalS3Server(log_path=stack_dir / "s3.log").start()
     pids["s3"] = server.process.pid if server.process else 0

@@ -17,9 +17,20 @@ from flows.runtime import experiment_name_for_run, load_bucket_block
 from pokevq.config import TrainConfig
 from tasks.common import close_session, retry_options
 from tasks.report import write_report
-from tasks.setup import acquire_lease, index_manifest, pack_new_frames, validate, warm_cache
+from tasks.setup import (
+    acquire_lease,
+    index_manifest,
+    pack_new_frames,
+    validate,
+    warm_cache,
+)
 from tasks.training import prepare_training, train_epoch
-from tasks.uploads import checkpoint_published, upload_checkpoint, upload_logs, upload_tensorboard
+from tasks.uploads import (
+    checkpoint_published,
+    upload_checkpoint,
+    upload_logs,
+    upload_tensorboard,
+)
 
 
 @flow(name="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3.")
@@ -228,5 +239,5 @@ def _raise_first_failure(futures: list[PrefectFuture]) -> None:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Run the `pokevq` flow from Python with a `TrainConfig` (the guide's Method 3)."""
+    """Run the `pokevq` flow from Python with a `TrainConfig` (README: "From Python")."""
     return pokevq(**config.to_dict())

@@ -1,6 +1,6 @@
 """One typed configuration for every way of starting a run.
 
-The guide's option names (`use_s3`, `s3_bucket`, `num_epochs`, `local_cache_dir`, ...)
+The README's option names (`use_s3`, `s3_bucket`, `num_epochs`, `local_cache_dir`, ...)
 are the field names; CLI flags, environment variables, flow parameters and Python
 calls all build a `TrainConfig`, so a value is validated in exactly one place.
 """
@@ -15,21 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from pokevq.errors import ConfigError
+from pokevq.model.options import DOWNSAMPLE_FACTORS, MODEL_CHOICES, fsq_levels
 
 DEFAULT_IMAGE_SIZE = "144x160"
-DOWNSAMPLE_FACTORS = (4, 8, 16)
 DEVICES = ("auto", "cpu", "cuda", "mps")
-ARCHITECTURES = ("tile", "conv")
-QUANTIZERS = ("ema", "vq", "fsq")
-CODEBOOK_INITS = ("kmeans", "data", "random")
-DEAD_CODE_RESTARTS = ("worst", "random", "off")
-# Model options that name one of a few components; shared with pokevq.model.ModelConfig.
-MODEL_CHOICES = {
-    "architecture": ARCHITECTURES,
-    "quantizer": QUANTIZERS,
-    "codebook_init": CODEBOOK_INITS,
-    "dead_code_restart": DEAD_CODE_RESTARTS,
-}
 S3_SSE_MODES = ("AES256", "aws:kms")
 DATA_PATHS = ("auto", "cached", "streaming")
 
@@ -91,9 +80,9 @@ def _env(*names: str) -> str | None:
 
 @dataclass
 class TrainConfig:
-    """Every option of a training run, with the guide's names and defaults."""
+    """Every option of a training run, with the README's names and defaults."""
 
-    # --- S3 options (the guide's first table) ---
+    # --- S3 options (README: S3 options) ---
     use_s3: bool = field(default=False, metadata={"help": "Read frames from S3 and write outputs there."})
     s3_bucket: str | None = field(
         default=None, metadata={"help": "S3 bucket name (default: $S3_BUCKET_NAME)."}
@@ -140,7 +129,7 @@ class TrainConfig:
         metadata={"help": "Fail instead of falling back to local storage when S3 setup fails."},
     )
 
-    # --- Training options (the guide's second table) ---
+    # --- Training options (README: training options) ---
     frames_dir: str = field(
         default="pokemon_frames",
         metadata={"help": "S3 prefix of the training frames (a local folder without --use-s3)."},
@@ -228,7 +217,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ set-up
     def _resolve_environment(self) -> None:
-        """Fill what the guide says comes from the environment, once, at construction."""
+        """Fill what the README says comes from the environment, once, at construction."""
         resumed_bucket, resumed_experiment = self._from_resume_uri()
         if not self.s3_bucket:
             self.s3_bucket = _env("S3_BUCKET_NAME") or (resumed_bucket if self.use_s3 else None)
@@ -302,8 +291,6 @@ class TrainConfig:
         if isinstance(self.code_dim, bool) or not isinstance(self.code_dim, int) or self.code_dim < 0:
             fail("code_dim", f"must be an integer >= 0 (0: look codes up in embedding_dim); got {self.code_dim!r}")
         if self.quantizer == "fsq":
-            from pokevq.quantizers import fsq_levels
-
             try:
                 fsq_levels(self.codebook_size)
             except ConfigError:

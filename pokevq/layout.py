@@ -1,4 +1,4 @@
-"""Where each output of an experiment lives: the guide's bucket layout, in one place."""
+"""Where each output of an experiment lives: the bucket layout of the README, in one place."""
 
 from __future__ import annotations
 

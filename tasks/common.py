@@ -20,8 +20,8 @@ from pokevq.errors import (
     PokevqError,
     StorageError,
 )
-from pokevq.session import RunSession
-from pokevq.validate import StoragePlan
+from pokevq.run.session import RunSession
+from pokevq.run.validate import StoragePlan
 
 _sessions: dict[str, RunSession] = {}
 _lock = threading.Lock()

@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
-from pokevq.report import grid_png, render_report
+from pokevq.run.report import render_report
+from pokevq.train.preview import grid_png
 from tasks.common import IO_TASK, session
 
 

@@ -9,13 +9,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from pokevq.config import TrainConfig
-from pokevq.data import warm_cache as warm_frames
+from pokevq.data.warm import warm_frames
+from pokevq.data.manifest import index_frames, summarize
 from pokevq.data.pack import pack
 from pokevq.layout import Layout
-from pokevq.lease import Lease, LeaseOwner
-from pokevq.data.manifest import index_frames, summarize
-from pokevq.session import Stopwatch, check_resume_exists
-from pokevq.validate import StoragePlan, validate_setup
+from pokevq.run.lease import Lease, LeaseOwner
+from pokevq.run.resume import check_resume_exists
+from pokevq.run.session import Stopwatch
+from pokevq.run.validate import StoragePlan, validate_setup
 from tasks.common import IO_RETRY, IO_TASK, retry_unless_unreachable, session
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from pokevq.session import Stopwatch
+from pokevq.run.session import Stopwatch
 from tasks.common import per_flow_run, session
 
 

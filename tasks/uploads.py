@@ -7,9 +7,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from pokevq.uploads import is_published, publish_checkpoint, upload_log
+from pokevq.train.publish import is_published, publish_checkpoint, upload_log
 from tasks.common import IO_RETRY, IO_TASK, session
-
 
 
 @task(name="upload_checkpoint", task_run_name="upload_checkpoint[{epoch}]", **IO_TASK)

@@ -65,7 +65,7 @@ def s3_client(moto_endpoint: str):
 @pytest.fixture(scope="session")
 def synth_frames(tmp_path_factory) -> Path:
     """2 games × 2 episodes × 6 frames of synthetic Game Boy frames, made once."""
-    from pokevq.synth import generate_dataset
+    from pokevq.synth.generate import generate_dataset
 
     out = tmp_path_factory.mktemp("frames")
     generate_dataset(out, games=2, episodes=2, frames=6, seed=0)
@@ -76,7 +76,7 @@ def synth_frames(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def episode_frames(tmp_path_factory) -> Path:
     """2 games × 3 episodes × 16 frames (96 frames of a few KB): enough for several shards and batches."""
-    from pokevq.synth import generate_dataset
+    from pokevq.synth.generate import generate_dataset
 
     out = tmp_path_factory.mktemp("episode-frames")
     generate_dataset(out, games=2, episodes=3, frames=16, seed=1)

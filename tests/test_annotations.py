@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from pokevq.annotations import ANNOTATIONS_NAME, FrameAnnotation, load_annotations, parse_annotations
+from pokevq.data.annotations import ANNOTATIONS_NAME, FrameAnnotation, load_annotations, parse_annotations
 from pokevq.storage import LocalStorage
-from pokevq.synth import DIALOG_BOX, PALETTES, generate_dataset
+from pokevq.synth.generate import DIALOG_BOX, PALETTES, generate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_frames_without_annotations_have_none(tmp_path):
 )
 def test_unusable_annotations_are_a_warning_not_a_failure(tmp_path, caplog, content, reason):
     (tmp_path / ANNOTATIONS_NAME).write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="pokevq.annotations"):
+    with caplog.at_level(logging.WARNING, logger="pokevq.data.annotations"):
         assert load_annotations(LocalStorage(str(tmp_path)), "") == {}
     message = caplog.text
     assert "Ignoring frame annotations" in message and reason in message

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pokevq.checkpoint import (
+from pokevq.train.checkpoint import (
     FORMAT_VERSION,
     build_checkpoint,
     check_model_shape,
@@ -24,9 +24,9 @@ from pokevq.checkpoint import (
 )
 from pokevq.errors import CheckpointError
 from pokevq.layout import Layout
-from pokevq.model import ModelConfig, VQVAE
+from pokevq.model.vqvae import ModelConfig, VQVAE
 from pokevq.storage import S3Storage
-from pokevq.uploads import TensorBoardSync, publish_checkpoint, upload_log
+from pokevq.train.publish import TensorBoardSync, publish_checkpoint, upload_log
 
 MODEL_CONFIG = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16)
 

@@ -102,7 +102,7 @@ def test_no_credentials(tmp_path, moto_endpoint, bucket, prefect_server_env):
 
 
 def test_endpoint_down_answers_fast(tmp_path, bucket, prefect_server_env):
-    from pokevq.local_s3 import free_port
+    from pokevq.storage.local_server import free_port
 
     endpoint = f"http://127.0.0.1:{free_port()}"
     done, seconds = _run_cli(

@@ -7,9 +7,9 @@ import torch
 
 from conftest import upload_tree
 from pokevq.data.cache import FrameCache
-from pokevq.data import Batch, EpochSampler, FrameDataset, FrameSource, collate_frames, make_loader, warm_cache
+from pokevq.data import Batch, EpochSampler, FrameDataset, FrameSource, collate_frames, make_loader, warm_frames
 from pokevq.errors import ConnectError
-from pokevq.local_s3 import free_port
+from pokevq.storage.local_server import free_port
 from pokevq.data.manifest import index_frames
 from pokevq.storage import S3Storage
 
@@ -154,7 +154,7 @@ def test_warm_cache_downloads_training_frames_first(storage, source):
     train = manifest[manifest["split"] == "train"]
     assert 0 < len(train) < len(manifest)
 
-    stats = warm_cache(source, manifest, limit=5, threads=4, progress=False)
+    stats = warm_frames(source, manifest, limit=5, threads=4, progress=False)
     assert stats["requested"] == 5
     assert stats["misses"] == 5
     assert stats["hits"] == 0
@@ -162,19 +162,19 @@ def test_warm_cache_downloads_training_frames_first(storage, source):
     assert len(cached) == 5
     assert set(cached) <= set(train["key"])
 
-    stats = warm_cache(source, manifest, limit=5, threads=4, progress=False)
+    stats = warm_frames(source, manifest, limit=5, threads=4, progress=False)
     assert stats["hits"] == 5
     assert stats["misses"] == 0
 
 
 def test_warm_cache_limit_above_size(storage, source):
     manifest = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=0)
-    stats = warm_cache(source, manifest, limit=1000, threads=4, progress=False)
+    stats = warm_frames(source, manifest, limit=1000, threads=4, progress=False)
     assert stats["requested"] == len(manifest) == 27
     assert stats["misses"] == 27
     assert stats["missing"] == 0
     assert stats["bytes"] == int(manifest["size"].sum())
-    stats = warm_cache(source, manifest, limit=1000, threads=4, progress=False)
+    stats = warm_frames(source, manifest, limit=1000, threads=4, progress=False)
     assert stats["hits"] == 27
 
 

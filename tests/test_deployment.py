@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from deployments.stack import api_request
-from pokevq.local_s3 import LocalS3Server, free_port
+from pokevq.storage.local_server import LocalS3Server, free_port
 from s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.deployment

@@ -158,7 +158,7 @@ def test_without_s3_writes_the_same_layout_locally(prefect_harness, tmp_path, sy
 
 
 def test_fallback_to_local_storage_when_s3_is_unreachable(prefect_harness, tmp_path, synth_frames):
-    from pokevq.local_s3 import free_port
+    from pokevq.storage.local_server import free_port
 
     config = TrainConfig(
         use_s3=True,
@@ -186,8 +186,8 @@ def test_quality_metrics_reach_tensorboard_report_and_artifacts(
     """Frames uploaded with `pokevq upload` carry their annotations; the validation metrics use them."""
     from prefect.client.orchestration import get_client
 
-    from pokevq.synth import generate_dataset
-    from pokevq.upload import upload_directory
+    from pokevq.synth.generate import generate_dataset
+    from pokevq.data.upload_frames import upload_directory
 
     frames = tmp_path / "frames"
     generate_dataset(frames, games=1, episodes=2, frames=45, seed=0)  # a dialog in every episode

@@ -31,11 +31,11 @@ import torch
 from conftest import upload_tree
 from flows import pokevq, train
 from pokevq import TrainConfig
-from pokevq.checkpoint import CheckpointCorruptError, build_checkpoint, save_checkpoint
+from pokevq.train.checkpoint import CheckpointCorruptError, build_checkpoint, save_checkpoint
 from pokevq.errors import StorageError
-from pokevq.lease import Lease, LeaseHeldError, LeaseLostError, LeaseOwner
-from pokevq.model import ModelConfig, VQVAE
-from pokevq.session import resolve_resume
+from pokevq.run.lease import Lease, LeaseHeldError, LeaseLostError, LeaseOwner
+from pokevq.model.vqvae import ModelConfig, VQVAE
+from pokevq.run.resume import resolve_resume
 from pokevq.storage import LocalStorage, S3Storage
 from s3_proxy import FaultProxy
 

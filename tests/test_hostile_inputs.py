@@ -245,8 +245,8 @@ class _Payload:
 
 
 def _checkpoint(hidden_channels: int = 8, format_version: int | None = None, extra=None) -> bytes:
-    from pokevq.checkpoint import build_checkpoint
-    from pokevq.model import ModelConfig, VQVAE
+    from pokevq.train.checkpoint import build_checkpoint
+    from pokevq.model.vqvae import ModelConfig, VQVAE
 
     config = ModelConfig(image_size=(72, 80), hidden_channels=hidden_channels, embedding_dim=4, codebook_size=16)
     model = VQVAE(config)

@@ -1,4 +1,4 @@
-"""Tests for pokevq.model (VQ-VAE) and pokevq.metrics. Tiny models only: the file runs in seconds."""
+"""Tests for pokevq.model.vqvae (VQ-VAE) and pokevq.metrics. Tiny models only: the file runs in seconds."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from pokevq.metrics import EpochMetrics, codebook_usage, perplexity_from_counts, psnr
-from pokevq.model import ModelConfig, VQVAE, VectorQuantizerEMA, count_codes
+from pokevq.train.metrics import EpochMetrics, codebook_usage, perplexity_from_counts, psnr
+from pokevq.model.vqvae import ModelConfig, VQVAE, VectorQuantizerEMA, count_codes
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_seeded")

@@ -57,7 +57,7 @@ def test_nightly_runs_are_dated_and_warm_start_from_the_previous_nightly(
 
 
 def test_nightly_never_falls_back_to_local_storage(prefect_harness, tmp_path, synth_frames):
-    from pokevq.local_s3 import free_port
+    from pokevq.storage.local_server import free_port
 
     with pytest.raises(ConnectError, match="^Unable to connect to S3"):
         pokevq(nightly=True, use_s3=True, s3_bucket="b", s3_endpoint_url=f"http://127.0.0.1:{free_port()}",

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from pokevq.metrics import QualityMetrics, frame_palette, perplexity_from_counts, snap_to_palette, ssim, to_uint8
+from pokevq.train.metrics import QualityMetrics, frame_palette, perplexity_from_counts, snap_to_palette, ssim, to_uint8
 
 PALETTE = torch.tensor([[224, 248, 208], [136, 192, 112], [52, 104, 86], [8, 24, 32]], dtype=torch.uint8)
 

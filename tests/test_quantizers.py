@@ -11,10 +11,10 @@ import io
 import pytest
 import torch
 
-from pokevq.checkpoint import check_model_shape
+from pokevq.train.checkpoint import check_model_shape
 from pokevq.errors import CheckpointError, ConfigError
-from pokevq.model import LEGACY_MODEL_FIELDS, ModelConfig, VQVAE
-from pokevq.quantizers import FSQ, VectorQuantizer, VectorQuantizerEMA, fsq_levels, kmeans
+from pokevq.model.vqvae import LEGACY_MODEL_FIELDS, ModelConfig, VQVAE
+from pokevq.model.quantizers import FSQ, VectorQuantizer, VectorQuantizerEMA, fsq_levels, kmeans
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_seeded")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pokevq.report import render_report
+from pokevq.run.report import render_report
 
 VAL = {
     "loss": 0.001, "psnr": 36.5, "ssim": 0.991, "pixel_accuracy": 0.99912, "exact_frames": 0.25,

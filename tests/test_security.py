@@ -29,8 +29,8 @@ from flows import pokevq, train
 from pokevq import cli
 from pokevq.config import TrainConfig
 from pokevq.errors import AccessDeniedError, ConfigError, InvalidCredentialsError
-from pokevq.local_s3 import LocalS3Server
-from pokevq.validate import validate_setup
+from pokevq.storage.local_server import LocalS3Server
+from pokevq.run.validate import validate_setup
 from s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.security
@@ -440,7 +440,7 @@ def test_cli_debug_console_shows_signed_requests_without_the_keys(prefect_harnes
 
 
 def test_debug_logs_of_boto_redact_key_ids_tokens_and_secrets(monkeypatch, caplog, restore_log_levels):
-    from pokevq.logs import enable_debug
+    from pokevq.run.logs import enable_debug
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", LEAK_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", LEAK_SECRET)

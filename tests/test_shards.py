@@ -13,7 +13,7 @@ import torch
 
 from conftest import upload_tree
 from pokevq.data.cache import FrameCache
-from pokevq.data import FrameDataset, FrameSource, collate_frames, make_loader, warm_cache
+from pokevq.data import FrameDataset, FrameSource, collate_frames, make_loader, warm_frames
 from pokevq.data.frames import decode_frame
 from pokevq.data.manifest import build_manifest, index_frames, split_by_episode
 from pokevq.data.pack import pack, parse_size
@@ -128,7 +128,7 @@ def test_warm_cache_reads_shards_in_few_requests(storage, moto_endpoint, proxy, 
     manifest = index_frames(via, "pokemon_frames", val_fraction=0.25, seed=0)
     source = FrameSource(via, FrameCache(tmp_path / "cache"))
     proxy.seen.clear()
-    stats = warm_cache(source, manifest, limit=100, threads=4, progress=False)
+    stats = warm_frames(source, manifest, limit=100, threads=4, progress=False)
     assert stats["misses"] == stats["from_shards"] == 24
     gets = frame_gets(proxy)
     assert all("/_shards/" in path for path, _ in gets)  # not one frame object was read
@@ -164,7 +164,7 @@ def test_changed_frame_is_read_from_its_own_object(storage, s3_client, proxy, tm
     manifest = index_frames(via, "pokemon_frames", val_fraction=0.0)
     source = FrameSource(via, FrameCache(tmp_path / "cache"))
     proxy.seen.clear()
-    stats = warm_cache(source, manifest, limit=100, threads=4, progress=False)
+    stats = warm_frames(source, manifest, limit=100, threads=4, progress=False)
     assert stats["from_shards"] == 23 and stats["misses"] == 24
     assert [path for path, _ in frame_gets(proxy) if "/_shards/" not in path] == [f"/{storage.bucket}/{changed}"]
     etag = manifest.loc[manifest["key"] == changed, "etag"].item()
@@ -177,7 +177,7 @@ def test_removed_shard_falls_back_to_frame_objects(storage, tmp_path):
     source = FrameSource(storage, FrameCache(tmp_path / "cache"))
     assert source.shards_for(manifest["key"].tolist()) is not None
     storage.delete(result.shard_keys[0])
-    stats = warm_cache(source, manifest, limit=100, threads=4, progress=False)
+    stats = warm_frames(source, manifest, limit=100, threads=4, progress=False)
     assert stats["misses"] == 24 and stats["missing"] == 0
     assert stats["from_shards"] < 24
     key, etag = manifest["key"].iloc[0], manifest["etag"].iloc[0]
@@ -187,7 +187,7 @@ def test_removed_shard_falls_back_to_frame_objects(storage, tmp_path):
 def test_no_shards_means_per_frame_reads(storage, tmp_path):
     manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
     source = FrameSource(storage, FrameCache(tmp_path / "cache"))
-    stats = warm_cache(source, manifest, limit=100, threads=4, progress=False)
+    stats = warm_frames(source, manifest, limit=100, threads=4, progress=False)
     assert stats["misses"] == 24 and stats["from_shards"] == 0
     assert source.shards_for(manifest["key"].tolist()) is None
 
@@ -305,7 +305,7 @@ def test_decoded_store_respects_cache_limits_and_skips_bad_frames(storage, s3_cl
 def test_warm_cache_can_fill_the_decoded_store(storage, tmp_path):
     manifest = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=0)
     source = FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False)
-    warm_cache(source, manifest, limit=100, threads=4, progress=False, image_size=IMAGE_SIZE)
+    warm_frames(source, manifest, limit=100, threads=4, progress=False, image_size=IMAGE_SIZE)
     for split in ("train", "val"):
         rows = manifest[manifest["split"] == split]
         dataset = FrameDataset(rows, source, IMAGE_SIZE)

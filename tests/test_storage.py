@@ -16,7 +16,7 @@ from pokevq.errors import (
     ObjectNotFoundError,
     StorageError,
 )
-from pokevq.local_s3 import free_port
+from pokevq.storage.local_server import free_port
 from pokevq.storage import LocalStorage, S3Storage, parse_s3_uri, storage_for_uri
 
 

@@ -324,7 +324,7 @@ def test_trainer_epoch_over_a_bucket_larger_than_the_cache_reads_each_shard_abou
     proxy, bucket, packed, tmp_path, one_thread_seeded
 ):
     from pokevq.config import TrainConfig
-    from pokevq.training import Trainer
+    from pokevq.train.trainer import Trainer
 
     storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
     manifest = _manifest(storage)
@@ -352,8 +352,8 @@ def test_an_epoch_starved_of_data_says_so_and_what_to_do(proxy, bucket, packed, 
     import logging
 
     from pokevq.config import TrainConfig
-    from pokevq.report import render_report
-    from pokevq.training import Trainer
+    from pokevq.run.report import render_report
+    from pokevq.train.trainer import Trainer
 
     storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
     manifest = _manifest(storage)

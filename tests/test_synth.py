@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from pokevq.errors import ConfigError
-from pokevq.synth import INDEX_NAME, PALETTES, FrameInfo, generate_dataset, load_index
+from pokevq.gameboy import ANNOTATIONS_NAME
+from pokevq.synth.generate import PALETTES, FrameInfo, generate_dataset, load_index
 
 
 def _load(root: Path, info: FrameInfo) -> np.ndarray:
@@ -55,7 +56,7 @@ def test_layout_names_and_sizes(small):
     )
     assert pngs == expected
     assert sorted(info.key for info in infos) == expected
-    assert sorted(p.name for p in root.iterdir()) == ["game1", "game2", INDEX_NAME]
+    assert sorted(p.name for p in root.iterdir()) == ["game1", "game2", ANNOTATIONS_NAME]
     for info in infos:
         assert info.key == f"game{info.game}/episode{info.episode}/frame_{info.frame:03d}.png"
         with Image.open(root / info.key) as image:
@@ -147,7 +148,7 @@ def test_dialog_frames_are_a_minority(tmp_path):
 def test_index_matches_returned_list(walk):
     root, infos = walk
     assert load_index(root) == infos
-    raw = json.loads((root / INDEX_NAME).read_text())
+    raw = json.loads((root / ANNOTATIONS_NAME).read_text())
     assert isinstance(raw, list) and len(raw) == len(infos)
     first_dialog = next(info for info in infos if info.has_dialog)
     entry = raw[infos.index(first_dialog)]

@@ -16,9 +16,9 @@ from pokevq.errors import (
     CredentialsNotFoundError,
     NoFramesError,
 )
-from pokevq.local_s3 import free_port
+from pokevq.storage.local_server import free_port
 from pokevq.storage import LocalStorage, S3Storage
-from pokevq.validate import StoragePlan, validate_setup
+from pokevq.run.validate import StoragePlan, validate_setup
 
 
 def s3_config(tmp_path: Path, bucket: str, endpoint: str, **changes) -> TrainConfig:
@@ -171,7 +171,7 @@ def test_local_mode_without_frames(tmp_path):
 
 def test_resume_from_a_missing_bucket_names_the_bucket(moto_endpoint):
     from pokevq.errors import BucketNotFoundError
-    from pokevq.session import check_resume_exists
+    from pokevq.run.resume import check_resume_exists
 
     config = TrainConfig(
         resume="s3://typo-bucket-pokevq/checkpoints/exp/checkpoint_latest.pt", s3_endpoint_url=moto_endpoint
@@ -182,7 +182,7 @@ def test_resume_from_a_missing_bucket_names_the_bucket(moto_endpoint):
 
 def test_resume_from_a_missing_key_says_checkpoint_not_found(moto_endpoint, bucket):
     from pokevq.errors import CheckpointNotFoundError
-    from pokevq.session import check_resume_exists
+    from pokevq.run.resume import check_resume_exists
 
     uri = f"s3://{bucket}/checkpoints/exp/checkpoint_latest.pt"
     with pytest.raises(CheckpointNotFoundError, match=f"^Checkpoint not found: {uri}"):
@@ -191,8 +191,8 @@ def test_resume_from_a_missing_key_says_checkpoint_not_found(moto_endpoint, buck
 
 def test_resume_check_against_a_dead_endpoint_fails_in_seconds():
     from pokevq.errors import ConnectError
-    from pokevq.local_s3 import free_port
-    from pokevq.session import check_resume_exists
+    from pokevq.storage.local_server import free_port
+    from pokevq.run.resume import check_resume_exists
 
     config = TrainConfig(resume="s3://b/checkpoints/e/checkpoint_latest.pt",
                          s3_endpoint_url=f"http://127.0.0.1:{free_port()}")

@@ -24,7 +24,7 @@ _HOMES = {
     "FrameCache": "cache",
     "FrameSource": "source",
     "WARM_THREADS": "warm",
-    "warm_cache": "warm",
+    "warm_frames": "warm",
     "DataPath": "choose",
 }
 __all__ = sorted(_HOMES)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from pokevq.errors import CacheDirError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _SUFFIX = ".frame"
 _TMP_SUFFIX = ".tmp"
@@ -170,7 +170,7 @@ class FrameCache:
             self._load_index(self._scan(remove_tmp=True))
             evicted = self._evict_to_limits()
         if self._index or evicted:
-            logger.info(
+            log.info(
                 "Reusing frame cache %s: %d files, %d bytes (%d evicted to fit limits)",
                 self.directory, len(self._index), self._bytes, evicted,
             )
@@ -324,7 +324,7 @@ class FrameCache:
                 self._forget(name)
             return None
         except OSError as exc:
-            logger.debug("Cache read of %s failed (%s); refetching", path, exc)
+            log.debug("Cache read of %s failed (%s); refetching", path, exc)
             return None
         with self._lock:
             try:
@@ -346,7 +346,7 @@ class FrameCache:
         if self._closed:
             return
         if self.max_bytes is not None and len(data) > self.max_bytes:
-            logger.debug(
+            log.debug(
                 "Not caching %d-byte item: larger than max_bytes=%d", len(data), self.max_bytes
             )
             return
@@ -385,13 +385,13 @@ class FrameCache:
     def _warn_write(self, path: Path, exc: OSError) -> None:
         if not self._write_warned:
             self._write_warned = True
-            logger.warning(
+            log.warning(
                 "Frame cache write to %s failed (%s); continuing without caching "
                 "failed items (further failures are logged at debug level)",
                 path, exc,
             )
         else:
-            logger.debug("Frame cache write to %s failed: %s", path, exc)
+            log.debug("Frame cache write to %s failed: %s", path, exc)
 
     def _maybe_shared(self) -> bool:
         """Could another process be writing this directory?"""
@@ -426,7 +426,7 @@ class FrameCache:
             except FileNotFoundError:
                 pass  # another process evicted it already
             except OSError as exc:
-                logger.debug("Cannot evict %s: %s", name, exc)
+                log.debug("Cannot evict %s: %s", name, exc)
             evicted += 1
         self._stats.evictions += evicted
         return evicted
@@ -442,7 +442,7 @@ class FrameCache:
         try:
             top = os.scandir(self.directory)
         except OSError as exc:
-            logger.debug("Cannot scan cache directory %s: %s", self.directory, exc)
+            log.debug("Cannot scan cache directory %s: %s", self.directory, exc)
             return entries
         with top:
             for sub in top:
@@ -477,7 +477,7 @@ class FrameCache:
     def _unlink_quiet(path: str) -> None:
         try:
             os.unlink(path)
-            logger.debug("Removed leftover temp file %s", path)
+            log.debug("Removed leftover temp file %s", path)
         except OSError:
             pass
 

@@ -17,7 +17,12 @@ from torch.utils.data import Dataset
 from pokevq.data.decoded import DecodedFrameStore
 from pokevq.data.frames import decode_frame_uint8
 from pokevq.data.source import FrameSource
-from pokevq.errors import FATAL_STORAGE_ERRORS, FrameDecodeError, ObjectNotFoundError, StorageError
+from pokevq.errors import (
+    FATAL_STORAGE_ERRORS,
+    FrameDecodeError,
+    ObjectNotFoundError,
+    StorageError,
+)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from pokevq.data.cache import _TMP_SUFFIX, FrameCache
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DECODED_DIR = "decoded"
 DECODED_KEEP = 4  # decoded stores kept per cache directory (least recently used removed first)
@@ -27,7 +27,7 @@ def decoded_bytes_limit() -> int:
     try:
         return max(0, int(value))
     except ValueError:
-        logger.warning("Ignoring %s=%r: not a number of bytes", DECODED_BYTES_ENV, value)
+        log.warning("Ignoring %s=%r: not a number of bytes", DECODED_BYTES_ENV, value)
         return DEFAULT_DECODED_BYTES
 
 
@@ -94,7 +94,7 @@ class DecodedFrameStore:
         try:
             store._create(size, limit)
         except OSError as exc:
-            logger.warning("Decoded-frame store in %s unavailable (%s); decoding frames every epoch", directory, exc)
+            log.warning("Decoded-frame store in %s unavailable (%s); decoding frames every epoch", directory, exc)
             return None
         return store
 
@@ -148,7 +148,7 @@ class DecodedFrameStore:
             path.unlink(missing_ok=True)
             path.with_suffix(".ok").unlink(missing_ok=True)
             total -= size
-            logger.info("Removed decoded-frame store %s (least recently used)", path.name)
+            log.info("Removed decoded-frame store %s (least recently used)", path.name)
 
     # -- pickling (DataLoader workers map the files themselves) ----------------------------
 
@@ -167,7 +167,7 @@ class DecodedFrameStore:
                 self._flags = np.load(self.flags_path, mmap_mode="r+")
                 self._data = np.load(self.data_path, mmap_mode="r+")
             except (OSError, ValueError) as exc:
-                logger.warning("Decoded-frame store %s unusable (%s); decoding frames instead", self.data_path, exc)
+                log.warning("Decoded-frame store %s unusable (%s); decoding frames instead", self.data_path, exc)
                 self._broken = True
                 return None
             if self._data.shape != (self.rows, *self.image_size, 3) or self._flags.shape != (self.rows,):
@@ -210,7 +210,7 @@ class DecodedFrameStore:
             arrays[0][index] = frame
             arrays[1][index] = 1
         except (OSError, ValueError) as exc:  # e.g. the disk is full under the sparse file
-            logger.warning("Decoded-frame store write failed (%s); decoding frames instead", exc)
+            log.warning("Decoded-frame store write failed (%s); decoding frames instead", exc)
             self._broken = True
 
     def filled(self) -> int:

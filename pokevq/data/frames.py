@@ -19,7 +19,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from pokevq.errors import FrameDecodeError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 MAX_IMAGE_PIXELS = 4096 * 4096  # refuse larger (decompression bombs); checked locally
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
@@ -66,7 +66,7 @@ def _warn_truncated_once() -> None:
     global _truncated_warned
     if not _truncated_warned:
         _truncated_warned = True
-        logger.warning(
+        log.warning(
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set elsewhere); "
             "truncated frames may decode as partly grey instead of being skipped"
         )

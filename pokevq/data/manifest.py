@@ -17,8 +17,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from pokevq.errors import NoFramesError
 from pokevq.data.frames import is_image_key
+from pokevq.errors import NoFramesError
 from pokevq.storage import ListingPage, ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def _normalize_prefix(prefix: str) -> str:
 def build_manifest(objects: Iterable[ObjectInfo], prefix: str = "") -> pd.DataFrame:
     """A DataFrame of the image objects under `prefix`: key, game, episode, frame, size, etag, last_modified.
 
-    `game` and `episode` are the first two folders below the prefix (the guide's layout);
+    `game` and `episode` are the first two folders below the prefix (game/episode/frame_N.png);
     frames lying directly in a game folder belong to episode "" and those at the top to game "".
     Objects keep their listing order among keys that sort equal.
     """

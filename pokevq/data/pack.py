@@ -16,8 +16,14 @@ from typing import Any
 import pandas as pd
 
 from pokevq.data.manifest import _normalize_prefix, index_frames
+from pokevq.data.shards import (
+    INDEX_COLUMNS,
+    ShardIndex,
+    ShardIndexError,
+    index_key,
+    shards_prefix,
+)
 from pokevq.data.sizes import parse_size  # noqa: F401 - `pokevq pack`'s option, kept importable here
-from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, ShardIndexError, index_key, shards_prefix
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)

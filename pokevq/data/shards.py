@@ -32,12 +32,17 @@ import numpy as np
 import pandas as pd
 
 from pokevq.data.manifest import SHARDS_DIR, _normalize_prefix
-from pokevq.errors import FATAL_STORAGE_ERRORS, ObjectNotFoundError, PokevqError, StorageError
+from pokevq.errors import (
+    FATAL_STORAGE_ERRORS,
+    ObjectNotFoundError,
+    PokevqError,
+    StorageError,
+)
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = "index.parquet"
+SHARD_INDEX_NAME = "index.parquet"
 INDEX_COLUMNS = ["key", "etag", "size", "shard", "offset", "length"]
 # Reading: ranges closer than this are merged into one request; one request reads at most MAX_SPAN bytes.
 COALESCE_GAP = 256 * 1024
@@ -50,7 +55,7 @@ def shards_prefix(prefix: str) -> str:
 
 
 def index_key(prefix: str) -> str:
-    return shards_prefix(prefix) + INDEX_NAME
+    return shards_prefix(prefix) + SHARD_INDEX_NAME
 
 
 class ShardIndexError(PokevqError):

@@ -22,10 +22,22 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pokevq.data.dataset import Batch, _batch_tensor
 from pokevq.data.frames import decode_frame_uint8
-from pokevq.data.plan import LOOSE_CHUNK, WINDOW_UNITS, Position, group_units, rank_frames, worker_streams
+from pokevq.data.plan import (
+    LOOSE_CHUNK,
+    WINDOW_UNITS,
+    Position,
+    group_units,
+    rank_frames,
+    worker_streams,
+)
 from pokevq.data.shard_cache import ShardCache
 from pokevq.data.shards import ShardIndex
-from pokevq.errors import FATAL_STORAGE_ERRORS, FrameDecodeError, ObjectNotFoundError, StorageError
+from pokevq.errors import (
+    FATAL_STORAGE_ERRORS,
+    FrameDecodeError,
+    ObjectNotFoundError,
+    StorageError,
+)
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 WARM_THREADS = 64
 
 
-def warm_cache(
+def warm_frames(
     source: FrameSource,
     manifest: pd.DataFrame,
     *,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from pokevq.errors import CheckpointError
+from pokevq.model.vqvae import LEGACY_MODEL_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,6 @@ def model_shape_differences(state: dict[str, Any], model_config: dict[str, Any])
     """`field=saved (configured value)` for every shape field where a checkpoint differs from the model."""
     saved = state.get("model_config", {})
     if isinstance(saved, dict) and "architecture" not in saved:
-        from pokevq.model import LEGACY_MODEL_FIELDS
-
         saved = {**LEGACY_MODEL_FIELDS, **saved}  # written before these fields existed
     return [
         f"{field}={saved.get(field)!r} (configured {model_config.get(field)!r})"

@@ -106,7 +106,7 @@ def detach_training_log(handler: logging.Handler) -> None:
 
 
 def enable_debug() -> None:
-    """The guide's debug mode: boto3 and botocore at DEBUG, with credentials redacted from their records."""
+    """Debug mode (--debug): boto3 and botocore at DEBUG, with credentials redacted from their records."""
     install_redaction()
     for name in ("boto3", "botocore", "pokevq"):
         logging.getLogger(name).setLevel(logging.DEBUG)

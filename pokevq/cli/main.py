@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="Run the pokevq training flow.", description="Run the pokevq training flow.")
     _add_train_options(train)
 
-    synth = commands.add_parser("synth", help="Write synthetic Game Boy frames in the guide's layout.")
+    synth = commands.add_parser("synth", help="Write synthetic Game Boy frames in the game/episode/frame layout.")
     synth.add_argument("--out", required=True, help="Folder to write game*/episode*/frame_*.png into.")
     synth.add_argument("--games", type=int, default=2, help="Number of games (default: 2).")
     synth.add_argument("--episodes", type=int, default=3, help="Episodes per game (default: 3).")
@@ -180,7 +180,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> None:
-    from pokevq.synth import generate_dataset
+    from pokevq.synth.generate import generate_dataset
 
     for name in ("games", "episodes", "frames"):
         if getattr(args, name) < 1:
@@ -204,7 +204,7 @@ def _bucket_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_upload(args: argparse.Namespace) -> None:
-    from pokevq.upload import upload_directory
+    from pokevq.data.upload_frames import upload_directory
 
     config = _bucket_config(args)
     count = upload_directory(args.directory, config, threads=args.threads)
@@ -213,8 +213,8 @@ def run_upload(args: argparse.Namespace) -> None:
 
 def run_pack(args: argparse.Namespace) -> None:
     from pokevq.data.pack import pack
+    from pokevq.run.validate import s3_security_options
     from pokevq.storage import S3Storage
-    from pokevq.validate import s3_security_options
 
     shard_bytes = parse_size(args.shard_size, "--shard-size")
     config = _bucket_config(args)
@@ -232,7 +232,7 @@ def run_pack(args: argparse.Namespace) -> None:
 
 def run_demo(args: argparse.Namespace) -> None:
     prepare_prefect_logging(args.debug)
-    from pokevq.demo import run_demo as demo
+    from pokevq.cli.demo import run_demo as demo
 
     demo(epochs=args.epochs, out=args.out, debug=args.debug)
 
@@ -284,7 +284,7 @@ def prepare_prefect_logging(debug: bool) -> None:
         os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(filter(None, [extra, "pokevq"]))
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # library logs outside a run
     if debug:
-        from pokevq.logs import enable_debug
+        from pokevq.run.logs import enable_debug
 
         enable_debug()
     else:

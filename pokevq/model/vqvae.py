@@ -1,7 +1,7 @@
 """VQ-VAE for Game Boy frames: encoder -> quantizer -> decoder.
 
 Everything the model is made of can be read top to bottom here (the quantizers live in
-`pokevq.quantizers`):
+`pokevq.model.quantizers`):
 
     x (B,3,H,W) in [0,1]
       -> encoder       (B,D,H/d,W/d)   continuous latents z_e, one per d x d patch
@@ -32,9 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pokevq.config import ARCHITECTURES, MODEL_CHOICES
 from pokevq.errors import ConfigError
-from pokevq.quantizers import FSQ, VectorQuantizer, VectorQuantizerEMA, count_codes, fsq_levels
+from pokevq.model.options import ARCHITECTURES, MODEL_CHOICES, fsq_levels
+from pokevq.model.quantizers import (
+    FSQ,
+    VectorQuantizer,
+    VectorQuantizerEMA,
+    count_codes,
+)
 
 __all__ = ["ARCHITECTURES", "ModelConfig", "VQOutput", "VQVAE", "VectorQuantizerEMA", "count_codes"]
 
@@ -66,7 +71,7 @@ class ModelConfig:
     downsample: int = 8  # 4, 8 or 16: the side of the patch one code stands for
     num_res_blocks: int = 2
     architecture: str = "tile"  # tile or conv, see the module docstring
-    quantizer: str = "ema"  # ema, vq or fsq (pokevq.quantizers)
+    quantizer: str = "ema"  # ema, vq or fsq (pokevq.model.quantizers)
     codebook_init: str = "kmeans"  # kmeans, data or random
     dead_code_restart: str = "worst"  # worst, random or off
     dead_code_threshold: float = 0.01  # a code used less than this many times per batch (EMA) is dead

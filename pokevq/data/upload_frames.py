@@ -6,12 +6,12 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pokevq.annotations import ANNOTATIONS_NAME
 from pokevq.config import TrainConfig
-from pokevq.errors import NoFramesError
 from pokevq.data.frames import is_image_key
+from pokevq.errors import NoFramesError
+from pokevq.gameboy import ANNOTATIONS_NAME
+from pokevq.run.validate import s3_security_options
 from pokevq.storage import FAST_FAIL, S3Storage
-from pokevq.validate import s3_security_options
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pokevq.checkpoint import sha256_file
 from pokevq.errors import CheckpointError, StorageError
 from pokevq.layout import Layout
 from pokevq.storage import Storage
+from pokevq.train.checkpoint import sha256_file
 
 log = logging.getLogger(__name__)
 

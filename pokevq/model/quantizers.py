@@ -30,7 +30,6 @@ right nearest code.
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -38,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pokevq.config import CODEBOOK_INITS, DEAD_CODE_RESTARTS
 from pokevq.errors import ConfigError
+from pokevq.model.options import CODEBOOK_INITS, DEAD_CODE_RESTARTS, fsq_levels
 
 KMEANS_ITERATIONS = 10
 
@@ -338,27 +337,6 @@ class VectorQuantizer(CodebookQuantizer):
 
 # ---------------------------------------------------------------------------
 # FSQ
-
-
-def fsq_levels(codebook_size: int) -> tuple[int, ...]:
-    """Levels per dimension whose product is exactly `codebook_size`, each 3..8 and as even as possible.
-
-    512 -> (8, 8, 8); 1000 -> (8, 5, 5, 5); 64 -> (8, 8). The FSQ paper's advice is levels of
-    5 to 8; a size with a prime factor above 8 cannot be split and is refused.
-    """
-    best: tuple[int, ...] | None = None
-    for dims in range(1, 17):
-        for combo in itertools.combinations_with_replacement(range(3, 9), dims):
-            if math.prod(combo) != codebook_size:
-                continue
-            if best is None or (max(combo) - min(combo), -min(combo)) < (max(best) - min(best), -min(best)):
-                best = combo
-        if best is not None:
-            return tuple(sorted(best, reverse=True))
-    raise ConfigError(
-        f"codebook_size {codebook_size} cannot be an FSQ codebook: it must be a product of levels from 3 to 8 "
-        "(e.g. 64, 125, 216, 512, 1000, 4096); pick such a --codebook-size with --quantizer fsq"
-    )
 
 
 def _round_straight_through(x: Tensor) -> Tensor:

@@ -15,104 +15,35 @@ from typing import Any
 
 import pandas as pd
 
-from pokevq.checkpoint import CheckpointCorruptError, load_checkpoint, verify_sha256
 from pokevq.config import TrainConfig
+from pokevq.data.annotations import load_annotations
 from pokevq.data.cache import FrameCache
 from pokevq.data.choose import DataPath
 from pokevq.data.manifest import from_parquet_bytes, to_parquet_bytes
 from pokevq.data.source import FrameSource
-from pokevq.errors import CheckpointError, CheckpointNotFoundError, ConfigError, ObjectNotFoundError, PokevqError
+from pokevq.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    ObjectNotFoundError,
+    PokevqError,
+)
 from pokevq.layout import Layout
-from pokevq.logs import attach_training_log, detach_training_log
-from pokevq.storage import FAST_FAIL, S3Storage, Storage, storage_for_uri
-from pokevq.uploads import SHA256_METADATA, StepCheckpointPublisher, TensorBoardSync
-from pokevq.validate import StoragePlan
+from pokevq.run.lease import LeaseLostError
+from pokevq.run.logs import attach_training_log, detach_training_log
+from pokevq.run.resume import fetch_checkpoint, resolve_resume
+from pokevq.run.validate import StoragePlan
+from pokevq.train.checkpoint import (
+    load_checkpoint,
+)
+from pokevq.train.publish import (
+    StepCheckpointPublisher,
+    TensorBoardSync,
+)
+from pokevq.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-
-LATEST_NAME = "checkpoint_latest.pt"
-_EPOCH_FILE = re.compile(r"checkpoint_epoch_(\d+)\.pt")
 _STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt")
-
-
-def fetch_checkpoint(storage: Storage, key: str, target: Path) -> tuple[dict[str, Any], str]:
-    """Download a checkpoint, check its bytes against the SHA-256 recorded at upload, and load it safely.
-
-    Raises `ObjectNotFoundError` when it does not exist and `CheckpointCorruptError` when its bytes are
-    not the uploaded ones (or cannot be read as a checkpoint). Objects without a recorded SHA-256
-    (local storage, files copied by hand) are only checked by loading them.
-    """
-    uri = storage.uri(key)
-    info = storage.head(key)
-    if info is None:
-        raise ObjectNotFoundError(f"Object not found: {uri}")
-    storage.download_file(key, target)
-    verify_sha256(target, (info.metadata or {}).get(SHA256_METADATA), uri)
-    return load_checkpoint(target, name=uri), uri
-
-
-def _newest_good_epoch(storage: Storage, latest_key: str, workdir: Path) -> tuple[dict[str, Any], str] | None:
-    """The newest `checkpoint_epoch_N.pt` next to `latest_key` that verifies and loads."""
-    folder = latest_key.rsplit("/", 1)[0] + "/" if "/" in latest_key else ""
-    found = []
-    for info in storage.list(folder):
-        match = _EPOCH_FILE.fullmatch(info.key[len(folder):])
-        if match:
-            found.append((int(match.group(1)), info.key))
-    for epoch, key in sorted(found, reverse=True):
-        try:
-            return fetch_checkpoint(storage, key, workdir / "resume" / f"checkpoint_epoch_{epoch}.pt")
-        except (CheckpointError, ObjectNotFoundError) as exc:
-            log.warning("Not resuming from %s either: %s", storage.uri(key), exc)
-    return None
-
-
-def resolve_resume(config: TrainConfig, workdir: Path) -> tuple[dict[str, Any], str]:
-    """Fetch the checkpoint named by `--resume` (s3:// URI or local path), verify it and load it safely.
-
-    When `checkpoint_latest.pt` fails verification, the newest epoch checkpoint that verifies is used
-    instead, with a warning: at most the epochs after it are trained again.
-    """
-    uri = str(config.resume)
-    try:
-        storage, key = storage_for_uri(uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url)
-    except ConfigError as exc:
-        raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc
-    local = workdir / "resume" / Path(key).name
-    try:
-        state, _ = fetch_checkpoint(storage, key, local)
-        return state, uri
-    except ObjectNotFoundError as exc:
-        raise CheckpointNotFoundError(
-            f"Checkpoint not found: {uri}. List what exists with `aws s3 ls` on the checkpoints prefix."
-        ) from exc
-    except CheckpointCorruptError as exc:
-        if Path(key).name != LATEST_NAME:
-            raise
-        fallback = _newest_good_epoch(storage, key, workdir)
-        if fallback is None:
-            raise
-        log.warning("%s Resuming from %s instead, the newest epoch checkpoint that verifies.", exc, fallback[1])
-        return fallback
-
-
-def check_resume_exists(config: TrainConfig) -> None:
-    """Fail before any heavy work when the checkpoint to resume from is missing."""
-    if not config.resume:
-        return
-    uri = str(config.resume)
-    try:
-        storage, key = storage_for_uri(
-            uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url, **FAST_FAIL
-        )
-    except ConfigError as exc:
-        raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc
-    if storage.exists(key):
-        return
-    if isinstance(storage, S3Storage):
-        storage.list_one(key)  # a HEAD cannot tell a missing bucket from a missing key; a listing can
-    raise CheckpointNotFoundError(f"Checkpoint not found: {uri}")
 
 
 class RunSession:
@@ -179,8 +110,6 @@ class RunSession:
     def annotations(self) -> dict[str, Any]:
         """Palettes and dialog boxes of the frames when they came with them (pokevq synth), else {}."""
         if self._annotations is None:
-            from pokevq.annotations import load_annotations
-
             self._annotations = load_annotations(self.frames_storage, self.plan.frames_prefix)
         return self._annotations
 
@@ -202,8 +131,6 @@ class RunSession:
         return self._trainer
 
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Any:
-        from pokevq.training import Trainer
-
         common = dict(annotations=self.annotations, data_path=self.data_path, on_step_checkpoint=self.step_publisher,
                       run_id=self.run_id)
         if weights_only and state is not None:
@@ -309,8 +236,6 @@ class RunSession:
         """Before each epoch: fail when another run took the lease; a storage hiccup only warns."""
         if self.lease is None:
             return
-        from pokevq.lease import LeaseLostError
-
         try:
             self.lease.renew()
         except LeaseLostError:

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from pokevq.config import TrainConfig
-from pokevq.local_s3 import LocalS3Server
 from pokevq.storage import S3Storage
+from pokevq.storage.local_server import LocalS3Server
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ def _copy_outputs(storage: S3Storage, experiment: str, out: Path) -> None:
 
 def run_demo(epochs: int = 30, out: str | Path = "./demo_outputs", debug: bool = False) -> dict:
     from flows.pokevq_flow import train
-    from pokevq.synth import generate_dataset
-    from pokevq.upload import upload_directory
+    from pokevq.data.upload_frames import upload_directory
+    from pokevq.synth.generate import generate_dataset
 
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()

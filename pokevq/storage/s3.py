@@ -1,22 +1,17 @@
-"""One storage interface, two backends: S3 (boto3) and a local directory.
+"""S3 through boto3.
 
-Both write the same layout, so falling back to local storage runs the same code.
-Every S3 failure is translated once, here, into a `PokevqError` whose message
-starts with the guide's wording and says what to do.
+Every S3 failure is translated once, here, into a `PokevqError` whose message says what to do.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import weakref
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
@@ -30,13 +25,13 @@ from pokevq.errors import (
     ObjectNotFoundError,
     StorageError,
 )
+from pokevq.storage.base import ListingPage, ObjectInfo, Storage, operations
+from pokevq.storage.listing import listing_parser_factory
 
 log = logging.getLogger(__name__)
-# Every single S3 operation's outcome: recorded in training.log only (see pokevq.logs), never on the
-# console or in the orchestrator's UI, which would drown in one line per frame.
-operations = logging.getLogger("pokevq.operations")
-operations.propagate = False
-operations.setLevel(logging.DEBUG)
+
+# S3Storage.listing_client per storage object (clients cannot be pickled; this keeps them off the instance).
+_LISTING_CLIENTS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 # S3 error codes that mean "these keys are wrong", as opposed to "not allowed".
 _BAD_KEY_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
@@ -55,163 +50,6 @@ _IAM_ACTION = {
     "head_bucket": "s3:ListBucket",
     "delete_object": "s3:DeleteObject",
 }
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """One object of a listing: what the manifest and the cache need."""
-
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime
-    metadata: dict[str, str] | None = None  # user metadata (`x-amz-meta-*`), filled by S3Storage.head only
-
-
-@dataclass
-class ListingPage:
-    """One page of a listing, column by column (cheap to turn into arrays; no object per key kept).
-
-    `last_modified` holds S3's ISO 8601 strings unparsed (parsing 1,000 timestamps costs more than
-    the request) or datetimes from local storage. `prefixes` are the common prefixes ("folders")
-    when the listing used a delimiter.
-    """
-
-    keys: list[str]
-    sizes: list[int]
-    etags: list[str]
-    last_modified: list[Any]
-    prefixes: list[str]
-
-
-class Storage(ABC):
-    """Keys are POSIX-style relative paths (`checkpoints/exp/checkpoint_latest.pt`)."""
-
-    kind: str
-
-    @property
-    @abstractmethod
-    def namespace(self) -> str:
-        """Identifies the store itself (`s3://bucket` or a directory); the cache keys on it."""
-
-    @abstractmethod
-    def uri(self, key: str) -> str:
-        """Where a key lives, in a form the user can paste (`s3://…` or a path)."""
-
-    @abstractmethod
-    def put_bytes(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None: ...
-
-    @abstractmethod
-    def get_bytes(self, key: str) -> bytes: ...
-
-    @abstractmethod
-    def head(self, key: str) -> ObjectInfo | None:
-        """Size and ETag of a key, or None when it does not exist."""
-
-    @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under a prefix, paginated; keys relative to the store's root."""
-
-    @abstractmethod
-    def delete(self, key: str) -> None: ...
-
-    @abstractmethod
-    def upload_file(self, path: str | Path, key: str, metadata: dict[str, str] | None = None) -> None: ...
-
-    @abstractmethod
-    def download_file(self, key: str, path: str | Path) -> None:
-        """Download atomically: `path` holds either the whole object or nothing new."""
-
-    @abstractmethod
-    def copy(self, src_key: str, dst_key: str) -> None:
-        """Copy within the store (server-side on S3): how `latest`/`best` are replaced."""
-
-    def exists(self, key: str) -> bool:
-        return self.head(key) is not None
-
-    def describe(self) -> str:
-        return self.namespace
-
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of an object (a frame inside a shard); generic fallback reads it whole."""
-        return self.get_bytes(key)[start:end]
-
-    def list_pages(self, prefix: str = "", delimiter: str | None = None) -> Iterator[ListingPage]:
-        """A listing page by page; with a delimiter, keys below the next delimiter come back as prefixes."""
-        page = ListingPage([], [], [], [], [])
-        seen: set[str] = set()
-        for info in self.list(prefix):
-            rest = info.key[len(prefix):]
-            if delimiter and delimiter in rest:
-                common = prefix + rest.split(delimiter, 1)[0] + delimiter
-                if common not in seen:
-                    seen.add(common)
-                    page.prefixes.append(common)
-                continue
-            page.keys.append(info.key)
-            page.sizes.append(info.size)
-            page.etags.append(info.etag)
-            page.last_modified.append(info.last_modified)
-            if len(page.keys) >= 1000:
-                yield page
-                page = ListingPage([], [], [], [], [])
-        yield page
-
-
-# ---------------------------------------------------------------------------- S3
-
-
-# S3Storage.listing_client per storage object (clients cannot be pickled; this keeps them off the instance).
-_LISTING_CLIENTS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
-
-
-def _listing_parser_factory() -> Any:
-    """botocore's response parsers, except that ListObjectsV2 bodies are read with ElementTree directly.
-
-    botocore walks its shape model for every element of every key (about 30 ms of CPU per page
-    of 1,000 keys, several times the request's own latency); this reads the same fields in a few
-    ms. Timestamps stay strings. Errors, headers and metadata are still botocore's own parsing.
-    """
-    from xml.etree import ElementTree
-
-    from botocore.parsers import PROTOCOL_PARSERS, ResponseParserFactory, RestXMLParser
-
-    class ListingParser(RestXMLParser):
-        def _parse_payload(self, response: Any, shape: Any, member_shapes: Any, final_parsed: dict) -> None:
-            if getattr(shape, "name", None) != "ListObjectsV2Output" or not response.get("body"):
-                return super()._parse_payload(response, shape, member_shapes, final_parsed)
-            root = ElementTree.fromstring(response["body"])
-            ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-            for child in root:
-                tag = child.tag[len(ns):]
-                if tag == "Contents":
-                    item: dict[str, Any] = {}
-                    for field in child:
-                        name = field.tag[len(ns):]
-                        if name == "Size":
-                            item[name] = int(field.text or 0)
-                        elif name in ("Key", "LastModified", "ETag", "StorageClass"):
-                            item[name] = field.text or ""
-                    final_parsed.setdefault("Contents", []).append(item)
-                elif tag == "CommonPrefixes":
-                    final_parsed.setdefault("CommonPrefixes", []).append({"Prefix": child.findtext(f"{ns}Prefix") or ""})
-                elif tag == "IsTruncated":
-                    final_parsed[tag] = (child.text or "").strip().lower() == "true"
-                elif tag in ("MaxKeys", "KeyCount"):
-                    final_parsed[tag] = int(child.text or 0)
-                elif tag in ("Name", "Prefix", "Delimiter", "EncodingType", "ContinuationToken",
-                             "NextContinuationToken", "StartAfter"):
-                    final_parsed[tag] = child.text or ""
-
-    class Factory(ResponseParserFactory):
-        def create_parser(self, protocol_name: str) -> Any:
-            if PROTOCOL_PARSERS.get(protocol_name) is RestXMLParser:
-                return ListingParser(**self._defaults)
-            return super().create_parser(protocol_name)
-
-    factory = Factory()
-    factory.set_parser_defaults(timestamp_parser=str)
-    return factory
 
 
 # Attempts per S3 request (botocore adaptive retries) unless a caller sets max_attempts.
@@ -365,6 +203,7 @@ class S3Storage(Storage):
     # -- error translation -----------------------------------------------------------
     def translate(self, exc: Exception, operation: str, key: str = "") -> Exception:
         """Turn a botocore exception into the user-facing error for it."""
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import (
             ClientError,
             ConnectionClosedError,
@@ -374,7 +213,6 @@ class S3Storage(Storage):
             PartialCredentialsError,
             ReadTimeoutError,
         )
-        from boto3.exceptions import S3UploadFailedError
 
         target = f"{key}" if key else "the bucket"
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
@@ -439,7 +277,10 @@ class S3Storage(Storage):
             try:
                 return response["Body"].read()
             except Exception as exc:
-                from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+                from botocore.exceptions import (
+                    IncompleteReadError,
+                    ResponseStreamingError,
+                )
 
                 if attempt < 3 and isinstance(exc, (ResponseStreamingError, IncompleteReadError, ConnectionError)):
                     operations.info("S3 get_object s3://%s/%s broken mid-body (%s); retrying", self.bucket, key, exc)
@@ -484,7 +325,7 @@ class S3Storage(Storage):
         """A client configured like `client` for bulk listings: its ListObjectsV2 parsing is cheap.
 
         Timestamps stay strings (botocore parses each LastModified with dateutil, which costs
-        more than the request itself) and pages are read by `_listing_parser_factory`.
+        more than the request itself) and pages are read by `listing_parser_factory`.
         Kept outside the instance so pickling is unchanged.
         """
         config = self.client.meta.config
@@ -494,7 +335,7 @@ class S3Storage(Storage):
                 import boto3
 
                 session = boto3.session.Session(region_name=self.region)
-                session._session.register_component("response_parser_factory", _listing_parser_factory())
+                session._session.register_component("response_parser_factory", listing_parser_factory())
                 listing = session.client("s3", endpoint_url=self.endpoint_url, config=config)
                 _LISTING_CLIENTS[self] = listing
             return listing
@@ -524,7 +365,10 @@ class S3Storage(Storage):
             try:
                 data = response["Body"].read()
             except Exception as exc:
-                from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+                from botocore.exceptions import (
+                    IncompleteReadError,
+                    ResponseStreamingError,
+                )
 
                 if attempt < 3 and isinstance(exc, (ResponseStreamingError, IncompleteReadError, ConnectionError)):
                     operations.info("S3 ranged get_object s3://%s/%s broken mid-body (%s); retrying", self.bucket,
@@ -598,157 +442,9 @@ _CREDENTIALS_HELP = (
 )
 
 
-# ------------------------------------------------------------------------- local
-
-
-def _safe_relative(key: str) -> PurePosixPath:
-    """A key (or a prefix ending in '/', or '' for the root) as a relative path that cannot climb out."""
-    path = PurePosixPath(key.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts:
-        raise StorageError(f"Refusing unsafe storage key {key!r}: keys must be relative paths without '..'")
-    return path
-
-
-class LocalStorage(Storage):
-    """A directory that mirrors the S3 layout: the fallback and the non-S3 mode."""
-
-    kind = "local"
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser().resolve()
-
-    @property
-    def namespace(self) -> str:
-        return str(self.root)
-
-    def path(self, key: str) -> Path:
-        return self.root.joinpath(*_safe_relative(key).parts)
-
-    def uri(self, key: str) -> str:
-        return str(self.path(key))
-
-    def _write_atomic(self, target: Path, write: Any) -> None:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        except OSError as exc:
-            raise StorageError(f"Cannot write {target}: {exc.strerror or exc}. Check free space and permissions.") from exc
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-            os.replace(tmp, target)
-        except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise StorageError(f"Cannot write {target}: {exc.strerror or exc}. Check free space and permissions.") from exc
-
-    def put_bytes(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
-        self._write_atomic(self.path(key), lambda handle: handle.write(data))
-        operations.info("local put %s ok (%d bytes)", key, len(data))
-
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self.path(key).read_bytes()
-        except FileNotFoundError as exc:
-            raise ObjectNotFoundError(f"Object not found: {self.uri(key)}") from exc
-        except OSError as exc:
-            raise StorageError(f"Cannot read {self.uri(key)}: {exc.strerror or exc}") from exc
-
-    def head(self, key: str) -> ObjectInfo | None:
-        path = self.path(key)
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return None
-        if not path.is_file():
-            return None
-        return _local_info(key, stat)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        if not self.root.is_dir():
-            return
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                full = Path(dirpath, name)
-                key = full.relative_to(self.root).as_posix()
-                if key.startswith(prefix) and not name.endswith(".part"):
-                    try:
-                        yield _local_info(key, full.stat())
-                    except FileNotFoundError:
-                        continue
-
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        try:
-            with open(self.path(key), "rb") as handle:
-                handle.seek(start)
-                return handle.read(max(0, end - start))
-        except FileNotFoundError as exc:
-            raise ObjectNotFoundError(f"Object not found: {self.uri(key)}") from exc
-        except OSError as exc:
-            raise StorageError(f"Cannot read {self.uri(key)}: {exc.strerror or exc}") from exc
-
-    def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
-
-    def upload_file(self, path: str | Path, key: str, metadata: dict[str, str] | None = None) -> None:
-        target = self.path(key)
-        if Path(path).resolve() == target:
-            return
-
-        def write(handle: Any) -> None:
-            with open(path, "rb") as source:
-                shutil.copyfileobj(source, handle, 1024 * 1024)
-
-        self._write_atomic(target, write)
-        operations.info("local copy %s -> %s ok", Path(path).name, target)
-
-    def download_file(self, key: str, path: str | Path) -> None:
-        source = self.path(key)
-        if not source.is_file():
-            raise ObjectNotFoundError(f"Object not found: {source}")
-        path = Path(path)
-        if path.resolve() == source:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, path)
-        except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise StorageError(f"Cannot write {path}: {exc.strerror or exc}") from exc
-
-    def copy(self, src_key: str, dst_key: str) -> None:
-        source = self.path(src_key)
-        if not source.is_file():
-            raise ObjectNotFoundError(f"Object not found: {source}")
-        self.upload_file(source, dst_key)
-
-
-def _local_info(key: str, stat: os.stat_result) -> ObjectInfo:
-    return ObjectInfo(
-        key=key,
-        size=stat.st_size,
-        etag=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
-        last_modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
-    )
-
 
 # Client settings for checks that must answer within seconds even when the endpoint is down.
 # 4 attempts: a refused connection still fails within seconds, and a throttled (503 SlowDown) check
 # is retried instead of failing validation (or sending the run to local storage).
 FAST_FAIL = dict(connect_timeout=3.0, read_timeout=5.0, max_attempts=4)
 
-
-def storage_for_uri(
-    uri: str, *, region: str = "us-east-1", endpoint_url: str | None = None, **client_options: Any
-) -> tuple[Storage, str]:
-    """The store and key an `s3://…` URI or a local path points at (used by --resume)."""
-    if uri.startswith("s3://"):
-        bucket, key = parse_s3_uri(uri)
-        if not key:
-            raise ConfigError(f"S3 URI names no object: {uri!r}")
-        return S3Storage(bucket, region=region, endpoint_url=endpoint_url, **client_options), key
-    path = Path(uri).expanduser().resolve()
-    return LocalStorage(path.parent), path.name

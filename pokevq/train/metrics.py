@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pokevq.quantizers import count_codes
+from pokevq.gameboy import Box
+from pokevq.model.quantizers import count_codes
 
 
 def psnr(mse: float, max_val: float = 1.0) -> float:
@@ -119,7 +120,6 @@ class EpochMetrics:
 # Tokenizer quality on the validation episodes (issue: a near-lossless Game Boy tokenizer)
 
 MAX_PALETTE = 16  # colours kept when a frame's palette is read off the frame itself
-Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels, bottom/right exclusive
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> Tensor:

@@ -1,6 +1,6 @@
 """Check everything a run needs before anything heavy starts, and decide where it stores.
 
-Each failure raises one error that starts with the guide's wording. When S3 set-up
+Each failure raises one error that starts with the README's wording (its troubleshooting table). When S3 set-up
 fails and fallback is allowed, the run continues on local storage with a loud warning.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pokevq.config import TrainConfig
-from pokevq.errors import CacheDirError, NoFramesError, PokevqError, StorageError
 from pokevq.data.frames import is_image_key
+from pokevq.errors import CacheDirError, NoFramesError, PokevqError, StorageError
 from pokevq.layout import Layout
 from pokevq.storage import FAST_FAIL, LocalStorage, S3Storage, Storage
 

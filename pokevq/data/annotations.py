@@ -18,13 +18,10 @@ from typing import Any
 import torch
 
 from pokevq.errors import ObjectNotFoundError, StorageError
-from pokevq.metrics import Box
+from pokevq.gameboy import ANNOTATIONS_NAME, SCREEN_H, SCREEN_W, Box
 from pokevq.storage import Storage
-from pokevq.synth import INDEX_NAME, SCREEN_H, SCREEN_W
 
 log = logging.getLogger(__name__)
-
-ANNOTATIONS_NAME = INDEX_NAME
 
 
 @dataclass(frozen=True)

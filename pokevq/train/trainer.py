@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,20 +19,28 @@ from typing import Any
 import pandas as pd
 import torch
 
-from pokevq.checkpoint import (
+from pokevq.config import TrainConfig
+from pokevq.data.choose import DataPath
+from pokevq.data.dataset import Batch
+from pokevq.data.frames import decode_frame
+from pokevq.data.source import FrameSource
+from pokevq.errors import (
+    CheckpointError,
+    ConfigError,
+    FrameDecodeError,
+    NoFramesError,
+    StorageError,
+)
+from pokevq.model.vqvae import VQVAE, ModelConfig
+from pokevq.train.checkpoint import (
     build_checkpoint,
     check_model_shape,
     model_shape_differences,
     restore_rng,
     save_checkpoint,
 )
-from pokevq.config import TrainConfig
-from pokevq.data.choose import DataPath
-from pokevq.data.dataset import Batch
-from pokevq.data.source import FrameSource
-from pokevq.metrics import EpochMetrics, QualityMetrics
-from pokevq.model import ModelConfig, VQVAE
-from pokevq.report import image_grid
+from pokevq.train.metrics import EpochMetrics, QualityMetrics
+from pokevq.train.preview import image_grid
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +52,6 @@ FRAME_LOG_ENV = "POKEVQ_FRAME_LOG"  # a file to append "epoch step key" for ever
 
 def select_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; asking for a missing device is a clear error."""
-    from pokevq.errors import ConfigError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -196,8 +203,6 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            from pokevq.errors import CheckpointError
-
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"Checkpoint {name} does not match the configured model: {first}") from exc
         for group in self.optimizer.param_groups:  # the configured learning rate wins over the saved one
@@ -231,8 +236,6 @@ class Trainer:
         When the model options changed since that checkpoint (a new architecture, say), the
         nightly trains from scratch rather than fail: the options are the newer decision.
         """
-        from pokevq.errors import CheckpointError
-
         different = model_shape_differences(state, self.model_config.to_dict())
         if different:
             log.warning("Warm start skipped, training from scratch: Checkpoint %s does not match the configured "
@@ -339,8 +342,6 @@ class Trainer:
         if frame_log is not None:
             frame_log.close()
         if train_frames == 0 and stopped_by is None and position is None:
-            from pokevq.errors import NoFramesError
-
             raise NoFramesError(
                 f"Epoch {epoch} had no readable training frames ({len(self.skipped)} skipped): "
                 "check the frames under --frames-dir (see the skipped-frame warnings above)."
@@ -496,9 +497,6 @@ class Trainer:
     @torch.no_grad()
     def preview(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Originals and reconstructions of a fixed set of frames, for TensorBoard and the report."""
-        from pokevq.errors import FrameDecodeError, StorageError
-        from pokevq.data.frames import decode_frame
-
         images = []
         for key, etag in zip(self.preview_rows["key"], self.preview_rows["etag"].astype(str)):
             try:
@@ -548,7 +546,5 @@ def _stall_advice(mode: str, workers: int) -> str:
 
 
 def _open_frame_log() -> Any:
-    import os
-
     path = os.environ.get(FRAME_LOG_ENV)
     return open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - closed at the end of the epoch

@@ -44,18 +44,15 @@ import numpy as np
 from PIL import Image
 
 from pokevq.errors import ConfigError
+from pokevq.gameboy import ANNOTATIONS_NAME, SCREEN_H, SCREEN_W, TILE, Box
 
 log = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
 Palette = tuple[RGB, RGB, RGB, RGB]
-Box = tuple[int, int, int, int]
 
-SCREEN_W, SCREEN_H = 160, 144
-TILE = 8
 VIEW_COLS, VIEW_ROWS = SCREEN_W // TILE, SCREEN_H // TILE  # 20 x 18 tiles
 WORLD_COLS, WORLD_ROWS = 40, 36
-INDEX_NAME = "synth_index.json"
 
 # ---------------------------------------------------------------------------
 # Palettes: 4 shades each, lightest first (shade index 0 = lightest, 3 = darkest).
@@ -1033,7 +1030,7 @@ def frame_key(game: int, episode: int, frame: int) -> str:
 
 def load_index(out_dir: str | Path) -> list[FrameInfo]:
     """Read `out_dir/synth_index.json` back (e.g. so metrics can find the dialog boxes)."""
-    with open(Path(out_dir) / INDEX_NAME, encoding="utf-8") as fh:
+    with open(Path(out_dir) / ANNOTATIONS_NAME, encoding="utf-8") as fh:
         return [FrameInfo.from_json(item) for item in json.load(fh)]
 
 
@@ -1100,8 +1097,8 @@ def generate_dataset(
                 Image.fromarray(pixels, "RGB").save(root / key, format="PNG", optimize=False, compress_level=6)
                 infos.append(FrameInfo(key, game, episode, n, box is not None, box, palette))
     _remove_stale(root, {info.key for info in infos})
-    index_path = root / INDEX_NAME
-    tmp_path = index_path.with_name(f".{INDEX_NAME}.tmp")
+    index_path = root / ANNOTATIONS_NAME
+    tmp_path = index_path.with_name(f".{ANNOTATIONS_NAME}.tmp")
     tmp_path.write_text(json.dumps([info.to_json() for info in infos], indent=1), encoding="utf-8")
     os.replace(tmp_path, index_path)
     dialog = sum(info.has_dialog for info in infos)
