@@ -54,7 +54,7 @@ class StackState:
         state_file().write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls) -> "StackState | None":
+    def load(cls) -> StackState | None:
         try:
             return cls(**json.loads(state_file().read_text()))
         except (FileNotFoundError, ValueError, TypeError):

@@ -344,7 +344,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, refusing unknown keys so a typo is not silently ignored."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -352,7 +352,7 @@ class TrainConfig:
             raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def masked(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ class Layout:
     reports_prefix: str = "reports"
 
     @classmethod
-    def for_config(cls, config: TrainConfig) -> "Layout":
+    def for_config(cls, config: TrainConfig) -> Layout:
         return cls(
             experiment=str(config.experiment_name),
             checkpoint_prefix=config.s3_checkpoint_prefix,

@@ -9,9 +9,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from pokevq.config import TrainConfig
-from pokevq.data.warm import warm_frames
 from pokevq.data.manifest import index_frames, summarize
 from pokevq.data.pack import pack
+from pokevq.data.warm import warm_frames
 from pokevq.layout import Layout
 from pokevq.run.lease import Lease, LeaseOwner
 from pokevq.run.resume import check_resume_exists

@@ -12,7 +12,8 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pokevq.config import TrainConfig, flag_for
 from pokevq.data.sizes import parse_size

@@ -76,7 +76,7 @@ class DataPath:
 
     @classmethod
     def decide(cls, manifest: pd.DataFrame, source: FrameSource, *, requested: str, max_frames: int,
-               max_bytes: int | None) -> "DataPath":
+               max_bytes: int | None) -> DataPath:
         mode = choose(manifest, requested, max_frames, max_bytes)
         if mode == "cached":
             return cls("cached")

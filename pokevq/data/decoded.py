@@ -72,7 +72,7 @@ class DecodedFrameStore:
         keys: list[str],
         etags: list[str],
         image_size: tuple[int, int],
-    ) -> "DecodedFrameStore | None":
+    ) -> DecodedFrameStore | None:
         """The store for these frames, created when missing; None when it would not fit the limits."""
         rows = len(keys)
         h, w = int(image_size[0]), int(image_size[1])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -57,7 +58,7 @@ class FrameLoader(DataLoader):
         self.sampler.set_epoch(epoch, skip)  # type: ignore[attr-defined]
         self._skip = skip
 
-    def tracker(self, epoch: int) -> "CachedTracker":
+    def tracker(self, epoch: int) -> CachedTracker:
         return CachedTracker(epoch, getattr(self, "_skip", 0))
 
     def __iter__(self) -> Any:
@@ -87,7 +88,7 @@ _END = object()
 def _prefetched_batches(loader: DataLoader, depth: int = 4) -> Iterator[Batch]:
     dataset, collate = loader.dataset, loader.collate_fn
     batches = [list(indices) for indices in loader.batch_sampler]  # this epoch's order (EpochSampler)
-    pending: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+    pending: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def put(item: Any) -> bool:

@@ -11,9 +11,10 @@ import logging
 import random
 import re
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -200,7 +201,7 @@ class _Builder:
 
 def _utc(stamp: Any) -> Any:
     if isinstance(stamp, datetime) and stamp.tzinfo is None:
-        return stamp.replace(tzinfo=timezone.utc)
+        return stamp.replace(tzinfo=UTC)
     return stamp
 
 

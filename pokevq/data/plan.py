@@ -82,7 +82,7 @@ class Position:
                 "segments": [dict(s) for s in self.segments]}
 
     @classmethod
-    def from_dict(cls, value: dict[str, Any]) -> "Position":
+    def from_dict(cls, value: dict[str, Any]) -> Position:
         return cls(int(value["epoch"]), int(value["batch_size"]), int(value.get("world_size", 1)),
                    [{"workers": int(s["workers"]), "consumed": [int(c) for c in s["consumed"]]}
                     for s in value.get("segments", [])], int(value.get("window_units", WINDOW_UNITS)))

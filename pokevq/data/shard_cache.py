@@ -22,9 +22,10 @@ import logging
 import mmap
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pokevq.errors import ConfigError, StorageError
 
@@ -181,7 +182,7 @@ class ShardCache:
             time.sleep(0.01)
 
     # ----------------------------------------------------------------- the budget
-    def _directory_lock(self) -> "_Flock":
+    def _directory_lock(self) -> _Flock:
         return _Flock(self._lock_path)
 
     def _entries(self) -> list[tuple[float, Path, int]]:
@@ -238,7 +239,7 @@ class _Flock:
         self.path = path
         self.fd = -1
 
-    def __enter__(self) -> "_Flock":
+    def __enter__(self) -> _Flock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self

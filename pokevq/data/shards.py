@@ -24,9 +24,9 @@ import io
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -141,7 +141,7 @@ class ShardIndex:
             }
         return self._entries
 
-    def locate_all(self, keys: Sequence[str], etags: Sequence[str]) -> "Located":
+    def locate_all(self, keys: Sequence[str], etags: Sequence[str]) -> Located:
         """Every frame's shard (or -1 when it must be read from its own object), vectorised for big manifests."""
         rows = pd.DataFrame({"key": pd.Series(keys, dtype=object), "etag": pd.Series(etags, dtype=object).astype(str),
                              "_row": np.arange(len(keys), dtype=np.int64)})
@@ -162,7 +162,7 @@ class ShardIndex:
         return len(self.entries)
 
     @classmethod
-    def load(cls, storage: Storage, prefix: str) -> "ShardIndex | None":
+    def load(cls, storage: Storage, prefix: str) -> ShardIndex | None:
         """The index under `prefix`, or None when the prefix was never packed."""
         try:
             data = storage.get_bytes(index_key(prefix))
@@ -176,7 +176,7 @@ class ShardIndex:
         return cls(prefix, frame, storage.uri(index_key(prefix)))
 
     @classmethod
-    def discover(cls, storage: Storage, keys: Sequence[str]) -> "ShardIndex | None":
+    def discover(cls, storage: Storage, keys: Sequence[str]) -> ShardIndex | None:
         """The index of the nearest packed folder holding all `keys` (their common folder, then its parents)."""
         if not len(keys):
             return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pokevq.data.cache import FrameCache
 from pokevq.data.shards import ShardIndex

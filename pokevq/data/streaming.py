@@ -12,9 +12,10 @@ that the DataLoader hands them at start-up, so persistent workers follow `set_ep
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -289,7 +290,7 @@ class StreamingLoader(DataLoader):
         position = getattr(self, "epoch_position", None)
         return max(0, total - (position.batches if position is not None else 0))
 
-    def tracker(self, epoch: int) -> "StreamingTracker":
+    def tracker(self, epoch: int) -> StreamingTracker:
         return StreamingTracker(epoch, self.dataset.options, max(1, self.num_workers), getattr(self, "epoch_position", None))
 
 

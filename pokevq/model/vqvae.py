@@ -128,7 +128,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Inverse of to_dict. Unknown keys are an error so a typo is not silently ignored.
 
         A dict from a checkpoint older than a field gets the value that checkpoint was trained with.

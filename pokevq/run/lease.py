@@ -29,9 +29,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from pokevq.errors import ConfigError, ObjectNotFoundError, PokevqError, StorageError
 from pokevq.storage import LocalStorage, S3Storage, Storage
@@ -66,7 +67,7 @@ def default_ttl() -> float:
 
 
 def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(moment, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -91,7 +92,7 @@ class LeaseOwner:
     flow_run_id: str | None = None
 
     @classmethod
-    def current(cls, flow_run_id: str | None = None) -> "LeaseOwner":
+    def current(cls, flow_run_id: str | None = None) -> LeaseOwner:
         hostname, pid = socket.gethostname(), os.getpid()
         return cls(id=str(flow_run_id) if flow_run_id else f"{hostname}:{pid}", hostname=hostname, pid=pid,
                    flow_run_id=str(flow_run_id) if flow_run_id else None)
@@ -116,7 +117,7 @@ class LeaseRecord:
         return json.dumps(values, indent=1, sort_keys=True).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "LeaseRecord":
+    def from_bytes(cls, data: bytes) -> LeaseRecord:
         values = json.loads(data.decode("utf-8"))
         owner = values["owner"]
         return cls(
@@ -160,7 +161,7 @@ class Lease:
 
     @classmethod
     def for_experiment(cls, storage: Storage, checkpoints_prefix: str, experiment: str, owner: LeaseOwner,
-                       **options: Any) -> "Lease":
+                       **options: Any) -> Lease:
         """The lease at `<checkpoints_prefix>.lease.json` (the layout's `checkpoints/<experiment>/`)."""
         return cls(storage, f"{checkpoints_prefix}{LEASE_NAME}", experiment, owner, **options)
 

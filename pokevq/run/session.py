@@ -276,7 +276,7 @@ class Stopwatch:
     def __init__(self, session: RunSession, stage: str) -> None:
         self.session, self.stage = session, stage
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.started = time.perf_counter()
         return self
 

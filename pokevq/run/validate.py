@@ -43,7 +43,7 @@ class StoragePlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "StoragePlan":
+    def from_dict(cls, values: dict[str, Any]) -> StoragePlan:
         return cls(**values)
 
     def output_storage(self, **client_options: Any) -> Storage:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # Every single storage operation's outcome: recorded in training.log only (see pokevq.run.logs), never on the
 # console or in the orchestrator's UI, which would drown in one line per frame.

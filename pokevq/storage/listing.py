@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-_LISTING_CLIENTS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_LISTING_CLIENTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def listing_parser_factory() -> Any:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 from pokevq.errors import (
     ObjectNotFoundError,
@@ -146,6 +147,6 @@ def _local_info(key: str, stat: os.stat_result) -> ObjectInfo:
         key=key,
         size=stat.st_size,
         etag=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
-        last_modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+        last_modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
     )
 

@@ -59,7 +59,7 @@ class LocalS3Server:
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "LocalS3Server":
+    def start(self, timeout: float = 30.0) -> LocalS3Server:
         output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             _moto_command(self.host, self.port),
@@ -82,7 +82,7 @@ class LocalS3Server:
     def stop(self) -> None:
         stop_process_group(self.process)
 
-    def __enter__(self) -> "LocalS3Server":
+    def __enter__(self) -> LocalS3Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -10,9 +10,10 @@ import os
 import tempfile
 import threading
 import weakref
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from pokevq.errors import (
@@ -31,7 +32,7 @@ from pokevq.storage.listing import listing_parser_factory
 log = logging.getLogger(__name__)
 
 # S3Storage.listing_client per storage object (clients cannot be pickled; this keeps them off the instance).
-_LISTING_CLIENTS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_LISTING_CLIENTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 # S3 error codes that mean "these keys are wrong", as opposed to "not allowed".
 _BAD_KEY_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
@@ -297,7 +298,7 @@ class S3Storage(Storage):
             key=key,
             size=int(response.get("ContentLength", 0)),
             etag=str(response.get("ETag", "")).strip('"'),
-            last_modified=response.get("LastModified") or datetime.now(timezone.utc),
+            last_modified=response.get("LastModified") or datetime.now(UTC),
             metadata=dict(response.get("Metadata") or {}),
         )
 
@@ -310,7 +311,7 @@ class S3Storage(Storage):
                         key=item["Key"],
                         size=int(item.get("Size", 0)),
                         etag=str(item.get("ETag", "")).strip('"'),
-                        last_modified=item.get("LastModified") or datetime.now(timezone.utc),
+                        last_modified=item.get("LastModified") or datetime.now(UTC),
                     )
         except Exception as exc:
             raise self.translate(exc, "list_objects_v2", prefix) from exc

@@ -1011,7 +1011,7 @@ class FrameInfo:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "FrameInfo":
+    def from_json(cls, data: dict) -> FrameInfo:
         box = data.get("dialog_box")
         return cls(
             key=str(data["key"]),

@@ -8,7 +8,7 @@ used across the epoch (per-batch perplexity is always capped by the batch size).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
