@@ -8,12 +8,11 @@ from datetime import datetime
 
 from prefect.runtime import flow_run
 
+from pokevq import settings
 from pokevq.config import default_experiment_name, nightly_experiment_name
 
 log = logging.getLogger(__name__)
 
-# Set in the deployment's job variables: the S3Bucket block whose bucket and AwsCredentials the run uses.
-BUCKET_BLOCK_ENV = "POKEVQ_S3_BUCKET_BLOCK"
 
 
 def run_started_at() -> datetime | None:
@@ -40,7 +39,7 @@ def load_bucket_block() -> str | None:
     The secret lives in the block (a SecretStr); it is never a parameter, never logged and
     never part of a task result. Returns the block's bucket name.
     """
-    name = os.environ.get(BUCKET_BLOCK_ENV)
+    name = settings.s3_bucket_block()  # set in the deployment's job variables
     if not name:
         return None
     from prefect_aws import S3Bucket

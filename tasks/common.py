@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
 from prefect.runtime import flow_run
 
+from pokevq import settings
 from pokevq.config import TrainConfig
 from pokevq.errors import (
     AccessDeniedError,
     BucketNotFoundError,
-    ConfigError,
     ConnectError,
     CredentialsNotFoundError,
     InvalidCredentialsError,
@@ -26,27 +25,9 @@ from pokevq.run.validate import StoragePlan
 _sessions: dict[str, RunSession] = {}
 _lock = threading.Lock()
 
-# Retry policy of I/O tasks: exponential backoff with jitter, on transient failures only.
-# `POKEVQ_TASK_RETRY_DELAYS` ("2,4,8": one retry per entry, seconds before each; "" for none) changes it;
-# the flow reads it again when each run starts (`retry_options`), so a deployment's env applies.
-RETRY_DELAYS_ENV = "POKEVQ_TASK_RETRY_DELAYS"
-DEFAULT_RETRY_DELAYS = [2.0, 4.0, 8.0]
-
-
 def retry_delays() -> list[float]:
-    """The task retry delays from `$POKEVQ_TASK_RETRY_DELAYS`, else 2, 4, 8 seconds."""
-    value = os.environ.get(RETRY_DELAYS_ENV)
-    if value is None:
-        return list(DEFAULT_RETRY_DELAYS)
-    try:
-        delays = [float(part) for part in value.replace(" ", "").split(",") if part]
-    except ValueError:
-        delays = [-1.0]
-    if any(delay < 0 for delay in delays) or len(delays) > 50:
-        raise ConfigError(
-            f"{RETRY_DELAYS_ENV} must be up to 50 comma-separated seconds >= 0 (e.g. 2,4,8); got {value!r}"
-        )
-    return delays
+    """The I/O tasks' retry delays as `$POKEVQ_TASK_RETRY_DELAYS` says now (default 2, 4, 8 seconds)."""
+    return settings.task_retry_delays()
 
 
 IO_RETRY_DELAYS = retry_delays()

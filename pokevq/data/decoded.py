@@ -10,25 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pokevq import settings
 from pokevq.data.cache import _TMP_SUFFIX, FrameCache
 
 log = logging.getLogger(__name__)
 
 DECODED_DIR = "decoded"
 DECODED_KEEP = 4  # decoded stores kept per cache directory (least recently used removed first)
-DECODED_BYTES_ENV = "POKEVQ_DECODED_CACHE_BYTES"  # 0 turns the decoded store off
-DEFAULT_DECODED_BYTES = 8 * 1024**3
-
-
-def decoded_bytes_limit() -> int:
-    value = os.environ.get(DECODED_BYTES_ENV, "").strip()
-    if not value:
-        return DEFAULT_DECODED_BYTES
-    try:
-        return max(0, int(value))
-    except ValueError:
-        log.warning("Ignoring %s=%r: not a number of bytes", DECODED_BYTES_ENV, value)
-        return DEFAULT_DECODED_BYTES
 
 
 class DecodedFrameStore:
@@ -77,7 +65,7 @@ class DecodedFrameStore:
         rows = len(keys)
         h, w = int(image_size[0]), int(image_size[1])
         size = rows * h * w * 3
-        limit = decoded_bytes_limit()
+        limit = settings.decoded_cache_bytes()
         if cache.max_bytes is not None:
             limit = min(limit, cache.max_bytes)
         if cache.closed or rows == 0 or rows > cache.max_items or size > limit:

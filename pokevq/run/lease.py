@@ -34,14 +34,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pokevq.errors import ConfigError, ObjectNotFoundError, PokevqError, StorageError
+from pokevq import settings
+from pokevq.errors import ObjectNotFoundError, PokevqError, StorageError
 from pokevq.storage import LocalStorage, S3Storage, Storage
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = ".lease.json"
-TTL_ENV = "POKEVQ_LEASE_TTL"
-DEFAULT_TTL = 600.0  # seconds; renewed every ttl/3 by the heartbeat and at each epoch
 
 
 class LeaseHeldError(PokevqError):
@@ -50,20 +49,6 @@ class LeaseHeldError(PokevqError):
 
 class LeaseLostError(PokevqError):
     """This run's lease was taken over by another run (it had expired): stop writing."""
-
-
-def default_ttl() -> float:
-    """`$POKEVQ_LEASE_TTL` seconds (at least 1), else 600."""
-    value = os.environ.get(TTL_ENV, "").strip()
-    if not value:
-        return DEFAULT_TTL
-    try:
-        ttl = float(value)
-    except ValueError:
-        ttl = -1.0
-    if not ttl >= 1:
-        raise ConfigError(f"{TTL_ENV} must be a number of seconds >= 1; got {value!r}")
-    return ttl
 
 
 def _iso(moment: float) -> str:
@@ -146,7 +131,7 @@ class Lease:
         self.key = key
         self.experiment = experiment
         self.owner = owner
-        self.ttl = float(ttl) if ttl is not None else default_ttl()
+        self.ttl = float(ttl) if ttl is not None else settings.lease_ttl()  # renewed every ttl/3 and at each epoch
         self.clock = clock
         self.race_delay = race_delay
         self.held = False
@@ -435,4 +420,4 @@ def _precondition_failed(exc: BaseException) -> bool:
     )
 
 
-__all__ = ["Lease", "LeaseHeldError", "LeaseLostError", "LeaseOwner", "LeaseRecord", "default_ttl"]
+__all__ = ["Lease", "LeaseHeldError", "LeaseLostError", "LeaseOwner", "LeaseRecord"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from pokevq import settings
 from pokevq.errors import (
     AccessDeniedError,
     BucketNotFoundError,
@@ -51,20 +52,6 @@ _IAM_ACTION = {
     "head_bucket": "s3:ListBucket",
     "delete_object": "s3:DeleteObject",
 }
-
-
-# Attempts per S3 request (botocore adaptive retries) unless a caller sets max_attempts.
-MAX_ATTEMPTS_ENV = "POKEVQ_S3_MAX_ATTEMPTS"
-
-
-def default_max_attempts() -> int:
-    """`$POKEVQ_S3_MAX_ATTEMPTS` (1-50), else 8: how long a client keeps retrying a failing request."""
-    value = os.environ.get(MAX_ATTEMPTS_ENV, "").strip()
-    if not value:
-        return 8
-    if not value.isdigit() or not 1 <= int(value) <= 50:
-        raise ConfigError(f"{MAX_ATTEMPTS_ENV} must be an integer from 1 to 50; got {value!r}")
-    return int(value)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -131,7 +118,7 @@ class S3Storage(Storage):
         self._client_options = dict(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_attempts=max_attempts if max_attempts is not None else default_max_attempts(),
+            max_attempts=max_attempts if max_attempts is not None else settings.s3_max_attempts(),
             max_pool_connections=max_pool_connections,
         )
         self._local = threading.local()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from pokevq import settings
 from pokevq.config import TrainConfig
 from pokevq.data.choose import DataPath
 from pokevq.data.dataset import Batch
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 PREVIEW_FRAMES = 8
 MAX_SKIPPED_KEPT = 10_000  # skipped-frame reasons carried in checkpoints, so a resumed report still lists them
 STALL_WARNING = 0.20  # an epoch that waited longer than this share of its time for data says what to do
-FRAME_LOG_ENV = "POKEVQ_FRAME_LOG"  # a file to append "epoch step key" for every frame trained (an audit trail)
 
 
 def select_device(name: str) -> torch.device:
@@ -546,5 +545,5 @@ def _stall_advice(mode: str, workers: int) -> str:
 
 
 def _open_frame_log() -> Any:
-    path = os.environ.get(FRAME_LOG_ENV)
+    path = settings.frame_log()  # an audit trail: `epoch step key` for every frame trained
     return open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - closed at the end of the epoch

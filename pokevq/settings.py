@@ -1,0 +1,114 @@
+"""The `POKEVQ_*` environment knobs: operators' settings that are not run options.
+
+Each is read when it is used (so a deployment's job environment applies to the run that
+starts with it) and parsed here, with one error style: the variable, what it must be, and
+the value it had. Run options live in `pokevq.config.TrainConfig`, never here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pokevq.data.sizes import parse_size
+from pokevq.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]  # raises ValueError with what the value must be
+    help: str
+
+    def value(self) -> Any:
+        raw = os.environ.get(self.name)
+        if raw is None or (not raw.strip() and self.name not in _EMPTY_MEANS_SOMETHING):
+            return self.default
+        try:
+            return self.parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{self.name} must be {exc}; got {raw!r}") from None
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 1:
+        raise ValueError("a number of seconds >= 1")
+    return value
+
+
+def _byte_count(text: str) -> int:
+    try:
+        return parse_size(text, "") if not text.isdigit() else int(text)
+    except ConfigError:
+        raise ValueError("a number of bytes such as 8GB or 0 (off)") from None
+
+
+def _delays(text: str) -> list[float]:
+    try:
+        delays = [float(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        delays = [-1.0]
+    if any(delay < 0 for delay in delays) or len(delays) > 50:
+        raise ValueError("up to 50 comma-separated seconds >= 0 (e.g. 2,4,8; empty for no retries)")
+    return delays
+
+
+def _text(text: str) -> str:
+    return text
+
+
+S3_MAX_ATTEMPTS = Knob("POKEVQ_S3_MAX_ATTEMPTS", 8, _integer(1, 50),
+                       "Attempts per S3 request (botocore adaptive retries) before it fails.")
+LEASE_TTL = Knob("POKEVQ_LEASE_TTL", 600.0, _seconds,
+                 "Seconds an experiment's lease lasts without renewal (renewed every third of it).")
+DECODED_CACHE_BYTES = Knob("POKEVQ_DECODED_CACHE_BYTES", 8 * 1024**3, _byte_count,
+                           "Size of the decoded-frame store beside the frame cache (0 turns it off).")
+TASK_RETRY_DELAYS = Knob("POKEVQ_TASK_RETRY_DELAYS", [2.0, 4.0, 8.0], _delays,
+                         "Seconds before each retry of an I/O task (one retry per entry).")
+FRAME_LOG = Knob("POKEVQ_FRAME_LOG", None, _text,
+                 "A file to append `epoch step key` to for every frame trained (an audit trail).")
+S3_BUCKET_BLOCK = Knob("POKEVQ_S3_BUCKET_BLOCK", None, _text,
+                       "The Prefect S3Bucket block whose bucket and credentials a deployment's runs use.")
+
+KNOBS = (S3_MAX_ATTEMPTS, LEASE_TTL, DECODED_CACHE_BYTES, TASK_RETRY_DELAYS, FRAME_LOG, S3_BUCKET_BLOCK)
+_EMPTY_MEANS_SOMETHING = {TASK_RETRY_DELAYS.name}  # "" turns retries off
+
+
+def s3_max_attempts() -> int:
+    return int(S3_MAX_ATTEMPTS.value())
+
+
+def lease_ttl() -> float:
+    return float(LEASE_TTL.value())
+
+
+def decoded_cache_bytes() -> int:
+    return int(DECODED_CACHE_BYTES.value())
+
+
+def task_retry_delays() -> list[float]:
+    return list(TASK_RETRY_DELAYS.value())
+
+
+def frame_log() -> str | None:
+    return FRAME_LOG.value()
+
+
+def s3_bucket_block() -> str | None:
+    return S3_BUCKET_BLOCK.value()
