@@ -206,10 +206,9 @@ def default_model_flops() -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from pokevq.config import TrainConfig
-    from pokevq.model.vqvae import VQVAE
-    from pokevq.train.trainer import model_config_for
+    from pokevq.model.vqvae import VQVAE, ModelConfig
 
-    model = VQVAE(model_config_for(TrainConfig(device="cpu", experiment_name="flops")))
+    model = VQVAE(ModelConfig.for_run(TrainConfig(device="cpu", experiment_name="flops")))
     images = torch.rand(4, 3, 144, 160)
     with FlopCounterMode(display=False) as counter:
         model(images).loss.backward()

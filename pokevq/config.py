@@ -22,17 +22,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 S3_SSE_MODES = ("AES256", "aws:kms")
 DATA_PATHS = ("auto", "cached", "streaming")
 
-# Field name -> CLI flag, where the flag is not the field name with dashes.
-FLAG_NAMES = {
-    "num_epochs": "--epochs",
-    "local_cache_dir": "--cache-dir",
-    "max_cache_bytes": "--max-cache-bytes",
-}
-
-
 def flag_for(name: str) -> str:
     """The CLI flag of a config field, so error messages name what the user typed."""
-    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    found = _FIELDS.get(name)
+    flag = found.metadata.get("flag") if found is not None else None
+    return flag or "--" + name.replace("_", "-")
 
 
 def parse_image_size(value: str) -> tuple[int, int]:
@@ -78,137 +72,140 @@ def _env(*names: str) -> str | None:
     return None
 
 
+def option(default: Any, group: str, help: str, *, model: str | None = None, flag: str | None = None,
+           parse: str | None = None, metavar: str | None = None) -> Any:
+    """A `TrainConfig` field with what the CLI, the flow's docs and `ModelConfig` read from it.
+
+    `group` sorts the flag into the CLI's help (S3, cache, training, model); a model option names
+    its `ModelConfig` field (`model`, default: the same name). `flag` overrides the flag's name,
+    `parse="size"` reads byte sizes such as 20GB, `metavar` names the value in the help.
+    """
+    metadata = {"help": help, "group": group, "flag": flag, "parse": parse, "metavar": metavar}
+    if group == "model":
+        metadata["model"] = model or ""
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run, with the README's names and defaults."""
 
     # --- S3 options (README: S3 options) ---
-    use_s3: bool = field(default=False, metadata={"help": "Read frames from S3 and write outputs there."})
-    s3_bucket: str | None = field(
-        default=None, metadata={"help": "S3 bucket name (default: $S3_BUCKET_NAME)."}
+    use_s3: bool = option(False, "S3", "Read frames from S3 and write outputs there.")
+    s3_bucket: str | None = option(None, "S3", "S3 bucket name (default: $S3_BUCKET_NAME).")
+    s3_region: str | None = option(None, "S3", "AWS region (default: $AWS_REGION, else us-east-1).")
+    s3_endpoint_url: str | None = option(
+        None, "S3",
+        "S3 endpoint for MinIO, R2 or a local server (default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL, else "
+        "AWS).",
     )
-    s3_region: str | None = field(
-        default=None, metadata={"help": "AWS region (default: $AWS_REGION, else us-east-1)."}
+    s3_checkpoint_prefix: str = option("checkpoints", "S3", "S3 prefix for checkpoints.")
+    s3_tensorboard_prefix: str = option("tensorboard", "S3", "S3 prefix for TensorBoard logs.")
+    s3_logs_prefix: str = option("logs", "S3", "S3 prefix for training logs.")
+    s3_sse: str | None = option(
+        None, "S3",
+        "Server-side encryption of every object written: AES256 or aws:kms (default: the bucket's).",
     )
-    s3_endpoint_url: str | None = field(
-        default=None,
-        metadata={
-            "help": "S3 endpoint for MinIO, R2 or a local server "
-            "(default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL, else AWS)."
-        },
+    s3_kms_key_id: str | None = option(
+        None, "S3",
+        "KMS key id or ARN for --s3-sse aws:kms (default: the aws/s3 managed key).",
     )
-    s3_checkpoint_prefix: str = field(default="checkpoints", metadata={"help": "S3 prefix for checkpoints."})
-    s3_tensorboard_prefix: str = field(
-        default="tensorboard", metadata={"help": "S3 prefix for TensorBoard logs."}
+    expected_bucket_owner: str | None = option(
+        None, "S3",
+        "12-digit AWS account id that must own the bucket; every S3 request is refused otherwise.",
     )
-    s3_logs_prefix: str = field(default="logs", metadata={"help": "S3 prefix for training logs."})
-    s3_sse: str | None = field(
-        default=None,
-        metadata={"help": "Server-side encryption of every object written: AES256 or aws:kms (default: the bucket's)."},
+    local_cache_dir: str | None = option(
+        None, "cache",
+        "Local frame cache directory, kept between runs (default: a temp dir removed at exit).",
+        flag="--cache-dir",
     )
-    s3_kms_key_id: str | None = field(
-        default=None,
-        metadata={"help": "KMS key id or ARN for --s3-sse aws:kms (default: the aws/s3 managed key)."},
+    max_cache_size: int = option(1000, "cache", "Max images to cache locally.")
+    max_cache_bytes: int | None = option(
+        None, "cache",
+        "Optional byte limit of the local cache, e.g. 20GB (the streaming path's shard files included; default for "
+        "those: 8 GiB, at most half the free disk).",
+        parse="size",
     )
-    expected_bucket_owner: str | None = field(
-        default=None,
-        metadata={"help": "12-digit AWS account id that must own the bucket; every S3 request is refused otherwise."},
-    )
-    local_cache_dir: str | None = field(
-        default=None,
-        metadata={"help": "Local frame cache directory, kept between runs (default: a temp dir removed at exit)."},
-    )
-    max_cache_size: int = field(default=1000, metadata={"help": "Max images to cache locally."})
-    max_cache_bytes: int | None = field(
-        default=None,
-        metadata={"help": "Optional byte limit of the local cache, e.g. 20GB (the streaming path's shard files "
-                          "included; default for those: 8 GiB, at most half the free disk)."},
-    )
-    no_fallback: bool = field(
-        default=False,
-        metadata={"help": "Fail instead of falling back to local storage when S3 setup fails."},
-    )
+    no_fallback: bool = option(False, "S3", "Fail instead of falling back to local storage when S3 setup fails.")
 
     # --- Training options (README: training options) ---
-    frames_dir: str = field(
-        default="pokemon_frames",
-        metadata={"help": "S3 prefix of the training frames (a local folder without --use-s3)."},
+    frames_dir: str = option(
+        "pokemon_frames", "training",
+        "S3 prefix of the training frames (a local folder without --use-s3).",
     )
-    experiment_name: str | None = field(
-        default=None, metadata={"help": "Name of this experiment (default: pokevq-YYYYMMDD-HHMMSS)."}
-    )
-    batch_size: int = field(default=16, metadata={"help": "Training batch size."})
-    num_epochs: int = field(default=50, metadata={"help": "Total number of training epochs."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
+    experiment_name: str | None = option(None, "training", "Name of this experiment (default: pokevq-YYYYMMDD-HHMMSS).")
+    batch_size: int = option(16, "training", "Training batch size.")
+    num_epochs: int = option(50, "training", "Total number of training epochs.", flag="--epochs")
+    learning_rate: float = option(1e-4, "training", "AdamW learning rate.")
 
     # --- Run options ---
-    resume: str | None = field(
-        default=None,
-        metadata={"help": "Checkpoint to resume from: s3://bucket/key or a local path."},
+    resume: str | None = option(None, "training", "Checkpoint to resume from: s3://bucket/key or a local path.")
+    output_dir: str = option("./outputs", "training", "Root of local outputs.")
+    device: str = option("auto", "training", "auto (CUDA when present), cpu, cuda or mps.")
+    seed: int = option(0, "training", "Random seed for the split, init and shuffling.")
+    num_workers: int = option(2, "training", "DataLoader worker processes.")
+    val_fraction: float = option(0.1, "training", "Share of episodes held out for validation.")
+    debug: bool = option(False, "training", "Debug logging (botocore too) and tracebacks.")
+    nightly: bool = option(
+        False, "training",
+        "A scheduled retraining run: experiment nightly-YYYYMMDD, never falls back to local storage.",
     )
-    output_dir: str = field(default="./outputs", metadata={"help": "Root of local outputs."})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or mps."})
-    seed: int = field(default=0, metadata={"help": "Random seed for the split, init and shuffling."})
-    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes."})
-    val_fraction: float = field(
-        default=0.1, metadata={"help": "Share of episodes held out for validation."}
+    warm_start: bool = option(
+        True, "training",
+        "With --nightly, start from the previous nightly's checkpoint_best.pt when one exists.",
     )
-    debug: bool = field(default=False, metadata={"help": "Debug logging (botocore too) and tracebacks."})
-    nightly: bool = field(
-        default=False,
-        metadata={
-            "help": "A scheduled retraining run: experiment nightly-YYYYMMDD, never falls back to local storage."
-        },
+    data_path: str = option(
+        "auto", "cache",
+        "auto (cached when every frame fits the cache, else streaming), cached or streaming.",
     )
-    warm_start: bool = field(
-        default=True,
-        metadata={"help": "With --nightly, start from the previous nightly's checkpoint_best.pt when one exists."},
+    checkpoint_every_steps: int = option(
+        0, "training",
+        "Also write a resumable mid-epoch checkpoint every N training steps (0: epochs only).",
     )
-    data_path: str = field(
-        default="auto",
-        metadata={"help": "auto (cached when every frame fits the cache, else streaming), cached or streaming."},
+    max_steps: int = option(
+        0, "training",
+        "End training after this many steps in all, with a checkpoint (0: no limit).",
     )
-    checkpoint_every_steps: int = field(
-        default=0,
-        metadata={"help": "Also write a resumable mid-epoch checkpoint every N training steps (0: epochs only)."},
-    )
-    max_steps: int = field(
-        default=0, metadata={"help": "End training after this many steps in all, with a checkpoint (0: no limit)."}
-    )
-    time_budget: str | None = field(
-        default=None,
-        metadata={"help": "End training at a step boundary once this run has trained this long, with a checkpoint: "
-                          "e.g. 90m, 6h or seconds."},
+    time_budget: str | None = option(
+        None, "training",
+        "End training at a step boundary once this run has trained this long, with a checkpoint: e.g. 90m, 6h or "
+        "seconds.",
     )
 
-    # --- Model size ---
-    image_size: str = field(
-        default=DEFAULT_IMAGE_SIZE, metadata={"help": "Frame size HxW fed to the model (Game Boy: 144x160)."}
+    # --- Model: the tokenizer's shape (ModelConfig is derived from these) ---
+    image_size: str = option(
+        DEFAULT_IMAGE_SIZE, "model",
+        "Frame size HxW fed to the model (Game Boy: 144x160).",
+        metavar="HxW",
     )
-    hidden_channels: int = field(default=128, metadata={"help": "Channels of the encoder/decoder."})
-    codebook_size: int = field(default=512, metadata={"help": "Number of codebook vectors."})
-    embedding_dim: int = field(default=64, metadata={"help": "Dimension of each codebook vector."})
-    downsample: int = field(default=8, metadata={"help": "Spatial downsampling factor: 4, 8 or 16."})
-    architecture: str = field(
-        default="tile",
-        metadata={"help": "tile (one code per downsample-sized patch, convolutions on the code grid) or conv."},
+    hidden_channels: int = option(128, "model", "Channels of the encoder/decoder.")
+    codebook_size: int = option(512, "model", "Number of codebook vectors.")
+    embedding_dim: int = option(64, "model", "Dimension of each codebook vector.")
+    downsample: int = option(8, "model", "Spatial downsampling factor: 4, 8 or 16.")
+    architecture: str = option(
+        "tile", "model",
+        "tile (one code per downsample-sized patch, convolutions on the code grid) or conv.",
     )
-    quantizer: str = field(
-        default="ema",
-        metadata={"help": "ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization)."},
+    quantizer: str = option(
+        "ema", "model",
+        "ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization).",
     )
-    codebook_init: str = field(
-        default="kmeans", metadata={"help": "Codebook initialisation on the first batch: kmeans, data or random."}
+    codebook_init: str = option(
+        "kmeans", "model",
+        "Codebook initialisation on the first batch: kmeans, data or random.",
     )
-    dead_code_restart: str = field(
-        default="worst",
-        metadata={"help": "Restart unused codes on the worst-represented latents (worst), random latents, or off."},
+    dead_code_restart: str = option(
+        "worst", "model",
+        "Restart unused codes on the worst-represented latents (worst), random latents, or off.",
     )
-    code_dim: int = field(
-        default=0, metadata={"help": "Look codes up in a learned projection of this many dimensions (0: embedding_dim)."}
+    code_dim: int = option(
+        0, "model",
+        "Look codes up in a learned projection of this many dimensions (0: embedding_dim).",
     )
-    cosine_codes: bool = field(
-        default=False, metadata={"help": "Look codes up by cosine similarity (l2-normalised codes)."}
+    cosine_codes: bool = option(
+        False, "model",
+        "Look codes up by cosine similarity (l2-normalised codes).",
+        model="cosine",
     )
 
     def __post_init__(self) -> None:
@@ -319,7 +316,8 @@ class TrainConfig:
             setattr(self, name, value)
         if self.s3_sse is not None and self.s3_sse not in S3_SSE_MODES:
             fail("s3_sse", f"must be one of {', '.join(S3_SSE_MODES)}; got {self.s3_sse!r}")
-        if self.s3_kms_key_id is not None and (not isinstance(self.s3_kms_key_id, str) or not self.s3_kms_key_id.strip()):
+        kms_key = self.s3_kms_key_id
+        if kms_key is not None and (not isinstance(kms_key, str) or not kms_key.strip()):
             fail("s3_kms_key_id", f"must be a KMS key id or ARN; got {self.s3_kms_key_id!r}")
         if self.s3_kms_key_id is not None and self.s3_sse != "aws:kms":
             fail("s3_kms_key_id", f"is only used with --s3-sse aws:kms; got s3_sse={self.s3_sse!r}")
@@ -338,6 +336,13 @@ class TrainConfig:
     @property
     def image_hw(self) -> tuple[int, int]:
         return parse_image_size(self.image_size)
+
+    def model_options(self) -> dict[str, Any]:
+        """The model options as `ModelConfig` names them (image size as (H, W)): the model is built from these."""
+        options = {f.metadata.get("model") or f.name: getattr(self, f.name)
+                   for f in fields(self) if f.metadata.get("group") == "model"}
+        options["image_size"] = self.image_hw
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able values: what goes into checkpoints, reports and flow parameters."""
@@ -362,6 +367,9 @@ class TrainConfig:
             if re.search(r"secret|password|token", name):
                 shown[name] = "****"
         return shown
+
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
 def field_help() -> dict[str, str]:

@@ -245,11 +245,11 @@ def test_bad_model_options_name_the_flag(clean_env, options, message):
 
 
 def test_model_options_reach_the_model(clean_env):
-    from pokevq.train.trainer import model_config_for
+    from pokevq.model.vqvae import ModelConfig
 
     config = TrainConfig(architecture="conv", quantizer="vq", codebook_init="data", dead_code_restart="off",
                          code_dim=8, cosine_codes=True, codebook_size=216)
-    model = model_config_for(config)
+    model = ModelConfig.for_run(config)
     assert (model.architecture, model.quantizer, model.codebook_init, model.dead_code_restart) == (
         "conv", "vq", "data", "off"
     )

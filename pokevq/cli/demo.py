@@ -72,7 +72,8 @@ def run_demo(epochs: int = 30, out: str | Path = "./demo_outputs", debug: bool =
     print()
     print(f"Demo finished in {seconds:.0f}s: {summary['epochs_trained']} epochs, "
           f"validation PSNR {final.get('psnr', 0):.2f} dB, pixel accuracy {100 * final.get('pixel_accuracy', 0):.2f}%, "
-          f"{round(final.get('codebook_usage', 0) * config.codebook_size)} codes used for {final.get('data_tiles', 0)} distinct tiles.")
+          f"{round(final.get('codebook_usage', 0) * config.codebook_size)} codes used for "
+          f"{final.get('data_tiles', 0)} distinct tiles.")
     print(f"Everything the run wrote to s3://{DEMO_BUCKET}/ was copied to {out / 's3'}:")
     for prefix in ("checkpoints", "tensorboard", "logs", "reports"):
         print(f"  {prefix + ':':<13} {out / 's3' / prefix / experiment}")

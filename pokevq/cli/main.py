@@ -8,78 +8,18 @@ the Prefect flow.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pokevq.config import TrainConfig, flag_for
+from pokevq.cli.flags import add_train_options
+from pokevq.config import TrainConfig
 from pokevq.data.sizes import parse_size
 from pokevq.errors import PokevqError
 
 log = logging.getLogger("pokevq.cli")
-
-# Flags whose value type cannot be read from the dataclass annotation string alone.
-_TYPES: dict[str, Callable[[str], Any]] = {
-    "batch_size": int,
-    "num_epochs": int,
-    "max_cache_size": int,
-    "max_cache_bytes": lambda text: _byte_size(text, "max_cache_bytes"),
-    "checkpoint_every_steps": int,
-    "max_steps": int,
-    "seed": int,
-    "num_workers": int,
-    "hidden_channels": int,
-    "codebook_size": int,
-    "embedding_dim": int,
-    "downsample": int,
-    "code_dim": int,
-    "learning_rate": float,
-    "val_fraction": float,
-}
-
-
-def _byte_size(text: str, name: str) -> int:
-    try:
-        return parse_size(text, name)
-    except PokevqError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-_GROUPS = {
-    "S3": ("use_s3", "s3_bucket", "s3_region", "s3_endpoint_url", "s3_checkpoint_prefix", "s3_tensorboard_prefix",
-           "s3_logs_prefix", "s3_sse", "s3_kms_key_id", "expected_bucket_owner", "no_fallback"),
-    "cache": ("local_cache_dir", "max_cache_size", "max_cache_bytes", "data_path"),
-    "model": ("image_size", "hidden_channels", "codebook_size", "embedding_dim", "downsample", "architecture",
-              "quantizer", "codebook_init", "dead_code_restart", "code_dim", "cosine_codes"),
-}
-
-
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, with the config's help and default."""
-    groups = {name: parser.add_argument_group(f"{name} options") for name in _GROUPS}
-    training = parser.add_argument_group("training options")
-    for field in dataclasses.fields(TrainConfig):
-        group = next((groups[g] for g, names in _GROUPS.items() if field.name in names), training)
-        help_text = field.metadata.get("help", "")
-        default = field.default
-        if isinstance(default, bool):
-            action = argparse.BooleanOptionalAction if default else "store_true"
-            group.add_argument(flag_for(field.name), dest=field.name, action=action, default=argparse.SUPPRESS,
-                               help=help_text)
-            continue
-        shown = f" (default: {default})" if default is not None and "default:" not in help_text else ""
-        group.add_argument(
-            flag_for(field.name),
-            dest=field.name,
-            type=_TYPES.get(field.name, str),
-            default=argparse.SUPPRESS,
-            metavar=field.name.split("_")[-1].upper() if field.name != "image_size" else "HxW",
-            help=help_text.replace("%", "%%") + shown,
-        )
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -87,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="Run the pokevq training flow.", description="Run the pokevq training flow.")
-    _add_train_options(train)
+    train = commands.add_parser("train", help="Run the pokevq training flow.",
+                                description="Run the pokevq training flow.")
+    add_train_options(train)
 
     synth = commands.add_parser("synth", help="Write synthetic Game Boy frames in the game/episode/frame layout.")
     synth.add_argument("--out", required=True, help="Folder to write game*/episode*/frame_*.png into.")
@@ -115,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--frames-dir", default="pokemon_frames", help="Prefix of the frames (default: pokemon_frames).")
     pack.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
     pack.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
-    pack.add_argument("--shard-size", default="128MB", help="Target size of a shard, e.g. 128MB, 1GiB (default: 128MB).")
+    pack.add_argument("--shard-size", default="128MB",
+                      help="Target size of a shard, e.g. 128MB, 1GiB (default: 128MB).")
     pack.add_argument("--threads", type=int, default=32, help="Concurrent frame downloads (default: 32).")
     pack.add_argument("--keep-old", action="store_true", help="Keep shards that no frame is read from any more.")
     pack.add_argument("--full", action="store_true",
@@ -225,7 +167,8 @@ def run_pack(args: argparse.Namespace) -> None:
     result = pack(storage, config.frames_dir, shard_bytes=shard_bytes, threads=args.threads,
                   keep_old=args.keep_old, progress=True, full=args.full)
     if not result.frames:
-        print(f"Nothing new to pack: all {result.indexed} frames are in shards; index at {storage.uri(result.index_key)}")
+        print(f"Nothing new to pack: all {result.indexed} frames are in shards; "
+              f"index at {storage.uri(result.index_key)}")
         return
     print(f"Packed {result.frames} frames ({result.bytes / 1e6:.1f} MB) into {result.shards} shard(s); "
           f"index at {storage.uri(result.index_key)} lists {result.indexed} frames")

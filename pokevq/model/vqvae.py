@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pokevq.config import TrainConfig
 from pokevq.errors import ConfigError
 from pokevq.model.options import ARCHITECTURES, MODEL_CHOICES, fsq_levels
 from pokevq.model.quantizers import (
@@ -111,6 +112,11 @@ class ModelConfig:
             raise ConfigError(f"code_dim must be >= 0 (0: look codes up in embedding_dim), got {self.code_dim}")
         if self.quantizer == "fsq":
             fsq_levels(self.codebook_size)  # refuses a size that is no product of levels
+
+    @classmethod
+    def for_run(cls, config: TrainConfig) -> ModelConfig:
+        """The model a run trains: its model options, everything else at the defaults above."""
+        return cls(**config.model_options())
 
     @property
     def num_downsamples(self) -> int:

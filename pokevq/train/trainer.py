@@ -60,22 +60,6 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_config_for(config: TrainConfig) -> ModelConfig:
-    return ModelConfig(
-        image_size=config.image_hw,
-        hidden_channels=config.hidden_channels,
-        codebook_size=config.codebook_size,
-        embedding_dim=config.embedding_dim,
-        downsample=config.downsample,
-        architecture=config.architecture,
-        quantizer=config.quantizer,
-        codebook_init=config.codebook_init,
-        dead_code_restart=config.dead_code_restart,
-        code_dim=config.code_dim,
-        cosine=config.cosine_codes,
-    )
-
-
 @dataclass
 class EpochResult:
     """What one epoch produced: small and JSON-able, so a task can return and persist it."""
@@ -142,7 +126,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
 
-        self.model_config = model_config_for(config)
+        self.model_config = ModelConfig.for_run(config)
         self.model = VQVAE(self.model_config).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate)
 

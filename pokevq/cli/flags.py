@@ -1,0 +1,58 @@
+"""`pokevq train`'s flags, generated from `TrainConfig`: a new option is one field there."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from pokevq.config import TrainConfig, flag_for
+from pokevq.data.sizes import parse_size
+from pokevq.errors import PokevqError
+
+GROUP_TITLES = {"S3": "S3 options", "cache": "cache options", "training": "training options", "model": "model options"}
+
+
+def _byte_size(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return parse_size(text, name)
+        except PokevqError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def _value_type(field: dataclasses.Field, hints: dict[str, Any]) -> Callable[[str], Any]:
+    """int, float or str from the field's annotation (`int | None` reads an int), unless it names a parser."""
+    if field.metadata.get("parse") == "size":
+        return _byte_size(field.name)
+    hint = hints[field.name]
+    candidates = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
+    return candidates[0] if candidates[0] in (int, float) else str
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field, with the field's help, default and group."""
+    groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        group = groups[field.metadata.get("group", "training")]
+        help_text = field.metadata.get("help", "")
+        default = field.default
+        if isinstance(default, bool):
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            group.add_argument(flag_for(field.name), dest=field.name, action=action, default=argparse.SUPPRESS,
+                               help=help_text)
+            continue
+        shown = f" (default: {default})" if default is not None and "default:" not in help_text else ""
+        group.add_argument(
+            flag_for(field.name),
+            dest=field.name,
+            type=_value_type(field, hints),
+            default=argparse.SUPPRESS,
+            metavar=field.metadata.get("metavar") or field.name.split("_")[-1].upper(),
+            help=help_text.replace("%", "%%") + shown,
+        )
