@@ -6,16 +6,19 @@ run form and Python all configure the same thing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, wait
 
 from flows.runtime import experiment_name_for_run, load_bucket_block
 from pokevq.config import TrainConfig
-from tasks.common import close_session, retry_options
+from pokevq.run.session import RunSession
+from pokevq.run.validate import StoragePlan
+from tasks.artifacts import advance_progress, progress_artifact
+from tasks.common import retry_options, run_id
 from tasks.report import write_report
 from tasks.setup import (
     acquire_lease,
@@ -132,91 +135,103 @@ def pokevq(
         cosine_codes: Look codes up by cosine similarity (l2-normalised codes).
     """
     parameters = dict(locals())
-    load_bucket_block()  # deployments: credentials and bucket from the S3Bucket block
+    block = load_bucket_block()  # deployments: bucket and keys from the S3Bucket block
+    if block is not None:
+        block.fill(parameters)
     if not experiment_name and not resume:
         parameters["experiment_name"] = experiment_name_for_run(nightly)  # the same on a retry of this run
     config = TrainConfig.from_dict(parameters).to_dict()  # validates, resolves env
+    credentials = block.credentials if block is not None else None
     logger = get_run_logger()
-    pending: list[PrefectFuture] = []
     # The retry policy as $POKEVQ_TASK_RETRY_DELAYS says when this run starts (a deployment's env applies).
     retrying = retry_options()
     validate_, acquire_lease_, index_manifest_, pack_new_frames_, warm_cache_, write_report_ = (
-        task.with_options(**retrying)
-        for task in (validate, acquire_lease, index_manifest, pack_new_frames, warm_cache, write_report)
+        step.with_options(**retrying)
+        for step in (validate, acquire_lease, index_manifest, pack_new_frames, warm_cache, write_report)
     )
     upload_checkpoint_, upload_tensorboard_, upload_logs_ = (
-        task.with_options(**retrying) for task in (upload_checkpoint, upload_tensorboard, upload_logs)
+        step.with_options(**retrying) for step in (upload_checkpoint, upload_tensorboard, upload_logs)
     )
-    try:
-        plan = validate_(config)
-        acquire_lease_(config, plan)  # refuses to start while another run trains this experiment
-        data = index_manifest_(config, plan)
-        if config["nightly"]:  # a scheduled run packs the day's new frames, so it never trains frame by frame
-            data["packed"] = pack_new_frames_(config, plan, data)
-        warm = warm_cache_(config, plan)
-        start = prepare_training(config, plan)
-        logger.info(
-            "Training %s from epoch %d to %d on %s",
-            config["experiment_name"],
-            start["start_epoch"],
-            config["num_epochs"],
-            start["device"],
-        )
-        checkpoint_upload = tensorboard_upload = log_upload = None
-        checkpoint_uploads: list[PrefectFuture] = []
-        first, last = start["start_epoch"], config["num_epochs"]
-        progress = create_progress_artifact(
-            progress=_percent(first - 1, last), description=f"Epochs of {config['experiment_name']}"
-        )
-        unchecked: list[PrefectFuture] = []
-        completed, stopped_by = first - 1, None
-        for epoch in range(first, last + 1):
-            failed = _failed_upload(unchecked)
-            if failed is not None:  # e.g. S3 down for longer than every retry: stop, a retry continues from here
-                logger.error("Stopping before epoch %d, an upload failed (%s): retry the run once storage is back",
-                             epoch, failed.state.message)
-                break
-            result = train_epoch(config, plan, epoch)
-            if not Path(result["checkpoint_path"]).is_file() and not checkpoint_published(
-                config, plan, epoch, result["checkpoint_sha256"]
-            ):
-                # A retry on another machine: this epoch is cached, but its checkpoint never reached storage
-                # and its work file is gone. Train it again from the last checkpoint that did.
-                logger.warning("Epoch %d's checkpoint was never uploaded and is gone: training it again", epoch)
-                result = train_epoch.with_options(refresh_cache=True)(config, plan, epoch)
-            update_progress_artifact(progress, _percent(epoch, last), description=f"Epoch {epoch}/{last} done")
-            # Uploads overlap the next epoch; each chain stays in order so `latest` never goes back.
-            checkpoint_upload = upload_checkpoint_.submit(
-                config, plan, epoch, result, wait_for=[checkpoint_upload] if checkpoint_upload else []
-            )
-            tensorboard_upload = upload_tensorboard_.submit(
-                config, plan, epoch, wait_for=[tensorboard_upload] if tensorboard_upload else []
-            )
-            log_upload = upload_logs_.submit(config, plan, epoch, wait_for=[log_upload] if log_upload else [])
-            checkpoint_uploads.append(checkpoint_upload)
-            pending += [checkpoint_upload, tensorboard_upload, log_upload]
-            unchecked += [checkpoint_upload, tensorboard_upload, log_upload]
-            if result.get("partial"):  # --max-steps or --time-budget: the run ends at a step boundary
-                stopped_by = {"budget": result["stopped_by"], "epoch": epoch, "global_step": result["global_step"]}
-                logger.warning("The %s budget ended training at step %d inside epoch %d; the checkpoint records the "
-                               "position, so a resume continues this epoch", result["stopped_by"],
-                               result["global_step"], epoch)
-                break
-            completed = epoch
-        _raise_first_failure(pending)
-        published = [future.result() for future in checkpoint_uploads]
-        if stopped_by is not None:
-            stopped_by["checkpoint"] = published[-1]["latest"]
-        summary = write_report_(config, plan, data, warm, published, completed, stopped_by)
-        upload_logs_(config, plan, "final")
-        return summary
-    finally:
-        wait(pending)  # never abandon an upload that already started, even when training failed
-        close_session()
+
+    plan = validate_(config, credentials)
+    pending: list[PrefectFuture] = []
+    with RunSession(TrainConfig.from_dict(config), StoragePlan.from_dict(plan, credentials), run_id()) as run:
+        try:
+            acquire_lease_(run)  # refuses to start while another run trains this experiment
+            manifest = index_manifest_(run, plan)
+            packed = pack_new_frames_(run, manifest) if config["nightly"] else None  # the day's new frames
+            warm = warm_cache_(run, manifest, packed)
+            start = prepare_training(run, manifest, warm)
+            logger.info("Training %s from epoch %d to %d on %s", config["experiment_name"], start["start_epoch"],
+                        config["num_epochs"], start["device"])
+            epochs = _train_epochs(run, config, start, pending, upload_checkpoint_, upload_tensorboard_, upload_logs_)
+            _raise_first_failure(pending)
+            published = [future.result() for future in epochs.checkpoint_uploads]
+            stopped_by = epochs.stopped_by
+            if stopped_by is not None:
+                stopped_by["checkpoint"] = published[-1]["latest"]
+            data = {**manifest, "packed": packed} if packed is not None else manifest
+            summary = write_report_(run, data, warm, published, epochs.completed, stopped_by)
+            upload_logs_(run, "final", summary)
+            return summary
+        finally:
+            wait(pending)  # never abandon an upload that already started, even when training failed
 
 
-def _percent(done: int, total: int) -> float:
-    return 100.0 if total <= 0 else round(100.0 * min(done, total) / total, 1)
+@dataclass
+class _Epochs:
+    """What the epoch loop leaves for the report."""
+
+    completed: int
+    stopped_by: dict[str, Any] | None = None
+    checkpoint_uploads: list[PrefectFuture] = field(default_factory=list)
+
+
+def _train_epochs(
+    run: RunSession, config: dict[str, Any], start: dict[str, Any], pending: list[PrefectFuture],
+    upload_checkpoint_: Any, upload_tensorboard_: Any, upload_logs_: Any,
+) -> _Epochs:
+    """train_epoch[N] one after another; each epoch's uploads overlap the next epoch."""
+    logger = get_run_logger()
+    first, last = start["start_epoch"], config["num_epochs"]
+    progress = progress_artifact(config["experiment_name"], first - 1, last)
+    epochs = _Epochs(completed=first - 1)
+    checkpoint_upload = tensorboard_upload = log_upload = None
+    unchecked: list[PrefectFuture] = []
+    previous: dict[str, Any] = start
+    for epoch in range(first, last + 1):
+        failed = _failed_upload(unchecked)
+        if failed is not None:  # e.g. S3 down for longer than every retry: stop, a retry continues from here
+            logger.error("Stopping before epoch %d, an upload failed (%s): retry the run once storage is back",
+                         epoch, failed.state.message)
+            break
+        result = train_epoch(run, epoch, previous)
+        if not Path(result["checkpoint_path"]).is_file() and not checkpoint_published(run, epoch, result):
+            # A retry on another machine: this epoch is cached, but its checkpoint never reached storage
+            # and its work file is gone. Train it again from the last checkpoint that did.
+            logger.warning("Epoch %d's checkpoint was never uploaded and is gone: training it again", epoch)
+            result = train_epoch.with_options(refresh_cache=True)(run, epoch, previous)
+        advance_progress(progress, config["experiment_name"], epoch, last)
+        # Each upload chain stays in order so `latest` never goes back.
+        checkpoint_upload = upload_checkpoint_.submit(run, epoch, result, wait_for=_after(checkpoint_upload))
+        tensorboard_upload = upload_tensorboard_.submit(run, epoch, result, wait_for=_after(tensorboard_upload))
+        log_upload = upload_logs_.submit(run, epoch, result, wait_for=_after(log_upload))
+        epochs.checkpoint_uploads.append(checkpoint_upload)
+        pending += [checkpoint_upload, tensorboard_upload, log_upload]
+        unchecked += [checkpoint_upload, tensorboard_upload, log_upload]
+        previous = result
+        if result.get("partial"):  # --max-steps or --time-budget: the run ends at a step boundary
+            epochs.stopped_by = {"budget": result["stopped_by"], "epoch": epoch, "global_step": result["global_step"]}
+            logger.warning("The %s budget ended training at step %d inside epoch %d; the checkpoint records the "
+                           "position, so a resume continues this epoch", result["stopped_by"],
+                           result["global_step"], epoch)
+            break
+        epochs.completed = epoch
+    return epochs
+
+
+def _after(future: PrefectFuture | None) -> list[PrefectFuture]:
+    return [future] if future is not None else []
 
 
 def _failed_upload(unchecked: list[PrefectFuture]) -> PrefectFuture | None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from prefect.runtime import flow_run
 
 from pokevq import settings
 from pokevq.config import default_experiment_name, nightly_experiment_name
+from pokevq.storage import S3Credentials
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +35,42 @@ def experiment_name_for_run(nightly: bool) -> str:
     return nightly_experiment_name(moment) if nightly else default_experiment_name(moment)
 
 
-def load_bucket_block() -> str | None:
-    """Export the S3Bucket block's credentials to this run's process, for boto3's standard chain.
+@dataclass(frozen=True)
+class BucketBlock:
+    """What a deployment's S3Bucket block gives a run: where the bucket is, and the keys to reach it."""
 
-    The secret lives in the block (a SecretStr); it is never a parameter, never logged and
-    never part of a task result. Returns the block's bucket name.
+    bucket: str
+    region: str | None
+    endpoint_url: str | None
+    credentials: S3Credentials | None
+
+    def fill(self, parameters: dict[str, Any]) -> None:
+        """Bucket, region and endpoint from the block, where the run's parameters leave them unset."""
+        for name, value in (("s3_bucket", self.bucket), ("s3_region", self.region),
+                            ("s3_endpoint_url", self.endpoint_url)):
+            if value and not parameters.get(name):
+                parameters[name] = value
+
+
+def load_bucket_block() -> BucketBlock | None:
+    """The S3Bucket block named by `$POKEVQ_S3_BUCKET_BLOCK` (set in the deployment's job variables).
+
+    The secret lives in the block (a SecretStr) and goes from it to this run's S3 clients only:
+    never a parameter, never the process environment, never logged, never part of a task result.
     """
-    name = settings.s3_bucket_block()  # set in the deployment's job variables
+    name = settings.s3_bucket_block()
     if not name:
         return None
     from prefect_aws import S3Bucket
 
     block = S3Bucket.load(name)
-    credentials = block.credentials
-    values = {
-        "AWS_ACCESS_KEY_ID": credentials.aws_access_key_id,
-        "AWS_SECRET_ACCESS_KEY": (
-            credentials.aws_secret_access_key.get_secret_value() if credentials.aws_secret_access_key else None
-        ),
-        "AWS_SESSION_TOKEN": credentials.aws_session_token,
-        "AWS_REGION": credentials.region_name,
-        "AWS_ENDPOINT_URL": credentials.aws_client_parameters.endpoint_url,
-        "S3_BUCKET_NAME": block.bucket_name,
-    }
-    for key, value in values.items():
-        if value:
-            os.environ[key] = str(value)
+    aws = block.credentials
+    secret = aws.aws_secret_access_key.get_secret_value() if aws.aws_secret_access_key else None
+    keys = None
+    if aws.aws_access_key_id and secret:
+        token = aws.aws_session_token
+        keys = S3Credentials(str(aws.aws_access_key_id), secret,
+                             token.get_secret_value() if hasattr(token, "get_secret_value") else token)
     log.info("Using S3 bucket %s from the %r block", block.bucket_name, name)
-    return block.bucket_name
+    return BucketBlock(bucket=block.bucket_name, region=aws.region_name,
+                       endpoint_url=aws.aws_client_parameters.endpoint_url, credentials=keys)

@@ -1,14 +1,12 @@
-"""What every task shares: the run's session, and which failures are worth a retry."""
+"""What every task shares: which failures are worth a retry, and the cache key of a step."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from prefect.runtime import flow_run
 
 from pokevq import settings
-from pokevq.config import TrainConfig
 from pokevq.errors import (
     AccessDeniedError,
     BucketNotFoundError,
@@ -19,11 +17,7 @@ from pokevq.errors import (
     PokevqError,
     StorageError,
 )
-from pokevq.run.session import RunSession
-from pokevq.run.validate import StoragePlan
 
-_sessions: dict[str, RunSession] = {}
-_lock = threading.Lock()
 
 def retry_delays() -> list[float]:
     """The I/O tasks' retry delays as `$POKEVQ_TASK_RETRY_DELAYS` says now (default 2, 4, 8 seconds)."""
@@ -60,24 +54,9 @@ def per_flow_run(context: Any, parameters: dict[str, Any]) -> str:
     return f"pokevq-{context.task_run.flow_run_id}-{context.task.name}-{epoch}"
 
 
-def run_key() -> str:
-    """Sessions are per flow run, so concurrent runs in one process never share state."""
+def run_id() -> str:
+    """The flow run this process serves ("local" outside one): a retry of it continues its own checkpoints."""
     return str(flow_run.id or "local")
-
-
-def session(config: dict[str, Any], plan: dict[str, Any]) -> RunSession:
-    key = run_key()
-    with _lock:
-        if key not in _sessions:
-            _sessions[key] = RunSession(TrainConfig.from_dict(config), StoragePlan.from_dict(plan), run_id=key)
-        return _sessions[key]
-
-
-def close_session() -> None:
-    with _lock:
-        found = _sessions.pop(run_key(), None)
-    if found is not None:
-        found.close()
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -6,20 +6,19 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import (
+    create_image_artifact,
     create_link_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
 
 from pokevq.run.report import render_report
+from pokevq.run.session import RunSession
 from pokevq.train.preview import grid_png
-from tasks.common import IO_TASK, session
+from tasks.artifacts import artifact_key
+from tasks.common import IO_TASK
 
-
-def _artifact_key(experiment: str, suffix: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    cleaned = "".join(c if c.isalnum() else "-" for c in experiment.lower()).strip("-")
-    return f"{cleaned}-{suffix}"[:100]
+RUNS_TABLE_KEY = "pokevq-runs"
 
 
 def _browser_link(uri: str, endpoint_url: str | None, region: str) -> str:
@@ -49,14 +48,38 @@ def _metrics_row(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _show_in_ui(run: RunSession, markdown: str, history: list[dict[str, Any]], artifacts: dict[str, str]) -> None:
+    """The report, the metrics and the outputs as keyed, described artifacts of the flow run."""
+    experiment = str(run.config.experiment_name)
+    create_markdown_artifact(markdown, key=artifact_key(experiment, "report"),
+                             description=f"pokevq report of {experiment}: data, quality, timings, outputs")
+    if history:
+        rows = [_metrics_row(r) for r in history]
+        create_table_artifact(rows, key=artifact_key(experiment, "metrics"),
+                              description=f"Metrics of {experiment}, one row per epoch (a resumed run adds rows)")
+        create_table_artifact([{"experiment": experiment, **rows[-1]}], key=RUNS_TABLE_KEY,
+                              description="The last epoch of each pokevq/train run: follow it across runs "
+                                          "in the artifact's history")
+    if run.plan.backend != "s3":
+        return
+    if "reconstructions" in artifacts:
+        url = run.storage.presigned_url(run.layout.reconstructions, expires_in=7 * 24 * 3600)
+        create_image_artifact(url, key=artifact_key(experiment, "reconstructions"),
+                              description=f"Validation frames of {experiment} (top) and their reconstructions "
+                                          "(bottom); the link expires in 7 days")
+    for name in ("report", "checkpoint_best", "checkpoint_latest", "tensorboard", "reconstructions"):
+        if name in artifacts:
+            create_link_artifact(_browser_link(artifacts[name], run.plan.endpoint_url, run.plan.region),
+                                 link_text=f"{name}: {artifacts[name]}", description=f"{name} of {experiment}")
+
+
 @task(
     name="report",
     task_run_name="report",
     **IO_TASK,
 )
 def write_report(
-    config: dict[str, Any],
-    plan: dict[str, Any],
+    run: RunSession,
     data: dict[str, Any],
     warm: dict[str, Any],
     checkpoints: list[dict[str, str]],
@@ -64,7 +87,6 @@ def write_report(
     stopped_by: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write reports/<experiment>/report.md and reconstructions.png, and show them on the flow run."""
-    run = session(config, plan)
     trainer = run.trainer_after(last_epoch)  # in a retried run, rebuilt from the last checkpoint
     layout, storage = run.layout, run.storage
     artifacts: dict[str, str] = {"manifest": storage.uri(layout.manifest)}
@@ -108,16 +130,7 @@ def write_report(
     markdown = render_report(summary)
     storage.put_bytes(layout.report, markdown.encode("utf-8"))
 
-    key = _artifact_key(str(run.config.experiment_name), "report")
-    create_markdown_artifact(markdown, key=key, description=f"pokevq report for {run.config.experiment_name}")
-    if history:
-        rows = [_metrics_row(r) for r in history]
-        create_table_artifact(rows, key=_artifact_key(str(run.config.experiment_name), "metrics"))
-    if run.plan.backend == "s3":
-        for name in ("report", "checkpoint_best", "checkpoint_latest", "tensorboard", "reconstructions"):
-            if name in artifacts:
-                create_link_artifact(_browser_link(artifacts[name], run.plan.endpoint_url, run.plan.region),
-                                     link_text=f"{name}: {artifacts[name]}")
+    _show_in_ui(run, markdown, history, artifacts)
     get_run_logger().info("Report written to %s", artifacts["report"])
     return {
         "report_uri": artifacts["report"],

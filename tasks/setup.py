@@ -1,4 +1,4 @@
-"""validate → index_manifest → warm_cache: everything before the first training step."""
+"""validate → acquire_lease → index_manifest → (pack_new_frames) → warm_cache: everything before training."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pokevq.config import TrainConfig
 from pokevq.data.manifest import index_frames, summarize
 from pokevq.data.pack import pack
 from pokevq.data.warm import warm_frames
-from pokevq.layout import Layout
 from pokevq.run.lease import Lease, LeaseOwner
 from pokevq.run.resume import check_resume_exists
-from pokevq.run.session import Stopwatch
-from pokevq.run.validate import StoragePlan, validate_setup
-from tasks.common import IO_RETRY, IO_TASK, retry_unless_unreachable, session
+from pokevq.run.session import RunSession, Stopwatch
+from pokevq.run.validate import validate_setup
+from pokevq.storage import S3Credentials
+from tasks.common import IO_RETRY, IO_TASK, retry_unless_unreachable
 
 
 @task(
@@ -26,15 +26,17 @@ from tasks.common import IO_RETRY, IO_TASK, retry_unless_unreachable, session
     # an unreachable endpoint answers at once; throttling is retried
     **(IO_TASK | dict(retry_condition_fn=retry_unless_unreachable)),
 )
-def validate(config: dict[str, Any]) -> dict[str, Any]:
-    """Credentials, endpoint, bucket, permissions, frames, cache dir, resume checkpoint; decides the fallback."""
+def validate(config: dict[str, Any], credentials: S3Credentials | None = None) -> dict[str, Any]:
+    """Credentials, endpoint, bucket, permissions, frames, cache dir, resume checkpoint; decides the fallback.
+
+    Returns the storage plan (no secret in it): where frames are read and outputs written.
+    """
     cfg = TrainConfig.from_dict(config)
-    plan = validate_setup(cfg)
-    check_resume_exists(cfg)
+    plan = validate_setup(cfg, credentials)
+    check_resume_exists(cfg, credentials)
     if plan.fallback_reason:
-        get_run_logger().warning(
-            "S3 set-up failed, so this run FALLS BACK TO LOCAL STORAGE in %s: %s", plan.output_root, plan.fallback_reason
-        )
+        get_run_logger().warning("S3 set-up failed, so this run FALLS BACK TO LOCAL STORAGE in %s: %s",
+                                 plan.output_root, plan.fallback_reason)
     return plan.to_dict()
 
 
@@ -44,83 +46,60 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     cache_policy=NO_CACHE,  # a retried flow run takes its lease again
     **IO_RETRY,
 )
-def acquire_lease(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+def acquire_lease(run: RunSession) -> dict[str, Any]:
     """Take the experiment's lease (checkpoints/<experiment>/.lease.json) or refuse to start.
 
-    Runs before anything is written for the experiment; the session keeps it renewed and releases
-    it when the run ends, whatever the outcome.
+    Runs before anything is written for the experiment; the run keeps it renewed and releases
+    it when it closes, whatever the outcome.
     """
-    cfg, storage_plan = TrainConfig.from_dict(config), StoragePlan.from_dict(plan)
-    lease = Lease.for_experiment(
-        storage_plan.output_storage(),
-        Layout.for_config(cfg).checkpoints,
-        str(cfg.experiment_name),
-        LeaseOwner.current(flow_run.id),
-    )
+    lease = Lease.for_experiment(run.storage, run.layout.checkpoints, str(run.config.experiment_name),
+                                 LeaseOwner.current(flow_run.id))
     takeover = lease.acquire()
-    session(config, plan).hold_lease(lease)  # logs a takeover to the run's log
+    run.hold_lease(lease)  # logs a takeover to the run's log
     return {"lease": lease.uri, "holder": lease.describe(), "taken_over": takeover}
 
 
-@task(
-    name="index_manifest",
-    task_run_name="index_manifest",
-    **IO_TASK,
-)
-def index_manifest(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
-    """List every frame, split by episode, and save the manifest as Parquet next to the outputs."""
-    run = session(config, plan)
+@task(name="index_manifest", task_run_name="index_manifest", **IO_TASK)
+def index_manifest(run: RunSession, plan: dict[str, Any]) -> dict[str, Any]:
+    """List every frame where the plan says they are, split by episode, and save the manifest as Parquet."""
     with Stopwatch(run, "index_manifest"):
-        manifest = index_frames(
-            run.frames_storage, run.plan.frames_prefix, run.config.val_fraction, run.config.seed
-        )
+        manifest = index_frames(run.frames_storage, plan["frames_prefix"], run.config.val_fraction, run.config.seed)
         uri = run.save_manifest(manifest)
     facts = summarize(manifest)
     get_run_logger().info(
         "Indexed %d frames (%d train / %d val, split by episode); manifest at %s",
-        facts["frames"],
-        facts["train_frames"],
-        facts["val_frames"],
-        uri,
+        facts["frames"], facts["train_frames"], facts["val_frames"], uri,
     )
     return {**facts, "manifest_uri": uri}
 
 
-@task(
-    name="pack_new_frames",
-    task_run_name="pack_new_frames",
-    **IO_TASK,
-)
-def pack_new_frames(config: dict[str, Any], plan: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+@task(name="pack_new_frames", task_run_name="pack_new_frames", **IO_TASK)
+def pack_new_frames(run: RunSession, manifest: dict[str, Any]) -> dict[str, Any]:
     """Pack the frames that arrived since the last pack (nightly), so training reads shards, not frame by frame."""
-    run = session(config, plan)
     with Stopwatch(run, "pack_new_frames"):
-        result = pack(run.frames_storage, run.plan.frames_prefix, manifest=run.manifest)
+        result = pack(run.frames_storage, run.plan.frames_prefix, manifest=run.manifest_at(manifest["manifest_uri"]))
     get_run_logger().info(
         "Packed %d new frame(s) into %d shard(s); the shard index lists %d of %d frames",
-        result.frames, result.shards, result.indexed, data.get("frames", len(run.manifest)),
+        result.frames, result.shards, result.indexed, manifest["frames"],
     )
     return result.to_dict()
 
 
-@task(
-    name="warm_cache",
-    task_run_name="warm_cache",
-    **IO_TASK,
-)
-def warm_cache(config: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+@task(name="warm_cache", task_run_name="warm_cache", **IO_TASK)
+def warm_cache(run: RunSession, manifest: dict[str, Any], packed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Download up to the cache's capacity before training, concurrently (the cached data path).
 
     Decides the data path first: a bucket larger than the cache streams instead, shard by shard
     during training, so nothing is downloaded here; a cache limit below one shard fails here.
+    `packed` (the nightly's pack) only orders this step after it: shards written there are read here.
     """
-    run = session(config, plan)
+    frames = run.manifest_at(manifest["manifest_uri"])
     with Stopwatch(run, "warm_cache"):
         mode = run.data_path.mode
         if mode == "streaming":
             stats = {"requested": 0, "hits": 0, "misses": 0, "bytes": 0, "missing": 0, "from_shards": 0,
                      "seconds": 0.0}
         else:
-            stats = warm_frames(run.source, run.manifest, limit=run.config.max_cache_size)
+            stats = warm_frames(run.source, frames, limit=run.config.max_cache_size)
     stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary), data_path=mode)
     return stats

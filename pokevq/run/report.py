@@ -41,7 +41,8 @@ def quality_section(record: dict[str, Any], config: dict[str, Any]) -> list[str]
          "pixel accuracy inside dialog boxes (frames with annotations)"),
         ("token stability", _percent(val.get("token_stability"), 2),
          f"unchanged {tile}×{tile} tiles of consecutive frames that keep their code"),
-        ("codebook usage", f"{_percent(val.get('codebook_usage'), 1)}" + (f" ({used} of {codebook})" if used is not None else ""),
+        ("codebook usage",
+         f"{_percent(val.get('codebook_usage'), 1)}" + (f" ({used} of {codebook})" if used is not None else ""),
          "codes used at least once"),
         ("dead codes", _fmt(val.get("dead_codes")), "codes never used in the epoch"),
         ("perplexity", _fmt(val.get("perplexity"), 1), "effective number of codes used"),
@@ -72,7 +73,8 @@ def render_report(summary: dict[str, Any]) -> str:
     lines += ["", "## Data", ""]
     data = summary.get("data", {})
     lines += [
-        f"- Frames indexed: {data.get('frames', 0)} in {data.get('episodes', 0)} episodes of {data.get('games', 0)} games",
+        f"- Frames indexed: {data.get('frames', 0)} in {data.get('episodes', 0)} episodes "
+        f"of {data.get('games', 0)} games",
         f"- Split by episode: {data.get('train_frames', 0)} train frames ({data.get('train_episodes', 0)} episodes), "
         f"{data.get('val_frames', 0)} validation frames ({data.get('val_episodes', 0)} episodes)",
     ]

@@ -15,7 +15,7 @@ from pokevq.errors import (
     ConfigError,
     ObjectNotFoundError,
 )
-from pokevq.storage import FAST_FAIL, S3Storage, Storage, storage_for_uri
+from pokevq.storage import FAST_FAIL, S3Credentials, S3Storage, Storage, storage_for_uri
 from pokevq.train.checkpoint import (
     CheckpointCorruptError,
     load_checkpoint,
@@ -64,7 +64,9 @@ def _newest_good_epoch(storage: Storage, latest_key: str, workdir: Path) -> tupl
     return None
 
 
-def resolve_resume(config: TrainConfig, workdir: Path) -> tuple[dict[str, Any], str]:
+def resolve_resume(
+    config: TrainConfig, workdir: Path, credentials: S3Credentials | None = None
+) -> tuple[dict[str, Any], str]:
     """Fetch the checkpoint named by `--resume` (s3:// URI or local path), verify it and load it safely.
 
     When `checkpoint_latest.pt` fails verification, the newest epoch checkpoint that verifies is used
@@ -72,7 +74,8 @@ def resolve_resume(config: TrainConfig, workdir: Path) -> tuple[dict[str, Any], 
     """
     uri = str(config.resume)
     try:
-        storage, key = storage_for_uri(uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url)
+        storage, key = storage_for_uri(uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url,
+                                       credentials=credentials)
     except ConfigError as exc:
         raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc
     local = workdir / "resume" / Path(key).name
@@ -93,14 +96,15 @@ def resolve_resume(config: TrainConfig, workdir: Path) -> tuple[dict[str, Any], 
         return fallback
 
 
-def check_resume_exists(config: TrainConfig) -> None:
+def check_resume_exists(config: TrainConfig, credentials: S3Credentials | None = None) -> None:
     """Fail before any heavy work when the checkpoint to resume from is missing."""
     if not config.resume:
         return
     uri = str(config.resume)
     try:
         storage, key = storage_for_uri(
-            uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url, **FAST_FAIL
+            uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url, credentials=credentials,
+            **FAST_FAIL,
         )
     except ConfigError as exc:
         raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc

@@ -1,8 +1,9 @@
 """What one run keeps in memory between its steps: storage clients, the cache, the manifest, the trainer.
 
-The orchestrator runs each step as a task; the heavy objects live here so tasks
-exchange only small values (URIs, counts, metrics). Everything can be rebuilt from
-storage (manifest, checkpoints), which is what a retried run does.
+The flow opens a run's session and closes it in one place; each step (a task) receives it
+with the results of the steps it depends on. The heavy objects live here so results stay
+small values (URIs, counts, metrics). Everything can be rebuilt from storage (manifest,
+checkpoints), which is what a retried run does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pokevq.data.source import FrameSource
 from pokevq.errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    ConfigError,
     ObjectNotFoundError,
     PokevqError,
 )
@@ -47,7 +49,7 @@ _STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt")
 
 
 class RunSession:
-    """The live state of one training run."""
+    """The live state of one training run, opened and closed by the flow (`with RunSession(...) as run:`)."""
 
     def __init__(self, config: TrainConfig, plan: StoragePlan, run_id: str = "") -> None:
         self.config = config
@@ -106,6 +108,12 @@ class RunSession:
             self._manifest = from_parquet_bytes(self.storage.get_bytes(self.layout.manifest))
         return self._manifest
 
+    def manifest_at(self, uri: str) -> pd.DataFrame:
+        """The manifest `index_manifest` saved at `uri` (kept in memory when this process indexed it)."""
+        if uri != self.storage.uri(self.layout.manifest):
+            raise ConfigError(f"The manifest {uri} belongs to another run than {self.config.experiment_name}")
+        return self.manifest
+
     @property
     def annotations(self) -> dict[str, Any]:
         """Palettes and dialog boxes of the frames when they came with them (pokevq synth), else {}."""
@@ -119,7 +127,7 @@ class RunSession:
         if self._trainer is None:
             state, name, weights_only = None, "", False
             if self.config.resume:
-                state, name = resolve_resume(self.config, self.workdir)
+                state, name = resolve_resume(self.config, self.workdir, self.plan.credentials)
                 self.tensorboard.restore()
             elif self.config.nightly and self.config.warm_start:
                 found = self.previous_nightly_best()
@@ -260,6 +268,12 @@ class RunSession:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 3)
 
     # ------------------------------------------------------------ shutdown
+    def __enter__(self) -> RunSession:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def close(self) -> None:
         self.step_publisher.close()  # a mid-epoch checkpoint being uploaded finishes first
         if self._trainer is not None:

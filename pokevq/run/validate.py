@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from pokevq.config import TrainConfig
 from pokevq.data.frames import is_image_key
 from pokevq.errors import CacheDirError, NoFramesError, PokevqError, StorageError
 from pokevq.layout import Layout
-from pokevq.storage import FAST_FAIL, LocalStorage, S3Storage, Storage
+from pokevq.storage import FAST_FAIL, LocalStorage, S3Credentials, S3Storage, Storage
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,17 @@ class StoragePlan:
     sse: str | None = None  # server-side encryption of every write: "AES256" or "aws:kms"
     kms_key_id: str | None = None
     expected_bucket_owner: str | None = None  # account id sent with every S3 request
+    # Keys from the orchestrator's block, kept in memory only: never part of the dict a task returns.
+    credentials: S3Credentials | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values.pop("credentials")
+        return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> StoragePlan:
-        return cls(**values)
+    def from_dict(cls, values: dict[str, Any], credentials: S3Credentials | None = None) -> StoragePlan:
+        return cls(**values, credentials=credentials)
 
     def output_storage(self, **client_options: Any) -> Storage:
         if self.backend == "s3":
@@ -55,6 +59,7 @@ class StoragePlan:
                 sse=self.sse,
                 kms_key_id=self.kms_key_id,
                 expected_bucket_owner=self.expected_bucket_owner,
+                credentials=self.credentials,
                 **client_options,
             )
         return LocalStorage(self.output_root)
@@ -108,13 +113,14 @@ def s3_security_options(config: TrainConfig) -> dict[str, Any]:
     return dict(sse=config.s3_sse, kms_key_id=config.s3_kms_key_id, expected_bucket_owner=config.expected_bucket_owner)
 
 
-def validate_s3(config: TrainConfig) -> StoragePlan:
+def validate_s3(config: TrainConfig, credentials: S3Credentials | None = None) -> StoragePlan:
     """Credentials, endpoint, bucket, list/read/write/delete permissions and frames, in that order."""
     storage = S3Storage(
         str(config.s3_bucket or ""),
         str(config.s3_region),
         config.s3_endpoint_url,
         **s3_security_options(config),
+        credentials=credentials,
         **FAST_FAIL,
     )
     storage.check_credentials()
@@ -136,6 +142,7 @@ def validate_s3(config: TrainConfig) -> StoragePlan:
         region=storage.region,
         endpoint_url=storage.endpoint_url,
         **s3_security_options(config),
+        credentials=credentials,
     )
 
 
@@ -170,13 +177,16 @@ def local_plan(config: TrainConfig, fallback_reason: str | None = None) -> Stora
     return plan
 
 
-def validate_setup(config: TrainConfig) -> StoragePlan:
-    """Decide the storage for a run, falling back to local storage when S3 fails and that is allowed."""
+def validate_setup(config: TrainConfig, credentials: S3Credentials | None = None) -> StoragePlan:
+    """Decide the storage for a run, falling back to local storage when S3 fails and that is allowed.
+
+    `credentials` (from the orchestrator's block) replace boto3's standard chain for this run's clients.
+    """
     check_cache_dir(config.local_cache_dir)
     if not config.use_s3:
         return local_plan(config)
     try:
-        return validate_s3(config)
+        return validate_s3(config, credentials)
     except PokevqError as exc:
         if config.no_fallback or not isinstance(exc, (StorageError, NoFramesError)):
             raise

@@ -11,6 +11,7 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,23 @@ def _key_id_hint(session: Any) -> str:
     return f"…{key_id[-4:]}" if key_id else "unknown key"
 
 
+@dataclass(frozen=True)
+class S3Credentials:
+    """Keys handed over by the orchestrator (a Prefect S3Bucket block), used by this client alone.
+
+    They never enter the process environment, a task result or a log: the secret parts are left
+    out of `repr`.
+    """
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    def session_arguments(self) -> dict[str, str | None]:
+        return {"aws_access_key_id": self.access_key_id, "aws_secret_access_key": self.secret_access_key,
+                "aws_session_token": self.session_token}
+
+
 class S3Storage(Storage):
     """S3 through boto3: standard credential chain, adaptive retries, managed transfers."""
 
@@ -90,6 +108,7 @@ class S3Storage(Storage):
         sse: str | None = None,
         kms_key_id: str | None = None,
         expected_bucket_owner: str | None = None,
+        credentials: S3Credentials | None = None,
     ) -> None:
         if not bucket:
             raise ConfigError(
@@ -105,6 +124,7 @@ class S3Storage(Storage):
         self.sse = sse
         self.kms_key_id = kms_key_id
         self.expected_bucket_owner = expected_bucket_owner
+        self.credentials = credentials  # None: boto3's standard chain (environment, profile, role)
         # Sent with every request (AWS refuses it with 403 when another account owns the bucket)...
         self._owner_args: dict[str, str] = (
             {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
@@ -142,7 +162,8 @@ class S3Storage(Storage):
         if self._session_obj is None:
             import boto3
 
-            self._session_obj = boto3.session.Session(region_name=self.region)
+            keys = self.credentials.session_arguments() if self.credentials else {}
+            self._session_obj = boto3.session.Session(region_name=self.region, **keys)
         return self._session_obj
 
     @property
@@ -344,6 +365,12 @@ class S3Storage(Storage):
         except Exception as exc:
             raise self.translate(exc, "list_objects_v2", prefix) from exc
         operations.info("S3 list_objects_v2 s3://%s/%s ok", self.bucket, prefix)
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str:
+        """A URL that reads `key` without credentials until it expires (for a browser, e.g. the Prefect UI)."""
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key, **self._owner_args}, ExpiresIn=expires_in
+        )
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         if end <= start:
