@@ -15,6 +15,7 @@ from prefect.futures import PrefectFuture, wait
 
 from flows.runtime import experiment_name_for_run, load_bucket_block
 from pokevq.config import TrainConfig
+from pokevq.run.logs import CONSOLE
 from pokevq.run.session import RunSession
 from pokevq.run.validate import StoragePlan
 from tasks.artifacts import advance_progress, progress_artifact
@@ -163,7 +164,7 @@ def pokevq(
             warm = warm_cache_(run, manifest, packed)
             start = prepare_training(run, manifest, warm)
             logger.info("Training %s from epoch %d to %d on %s", config["experiment_name"], start["start_epoch"],
-                        config["num_epochs"], start["device"])
+                        config["num_epochs"], start["device"], extra=CONSOLE)
             epochs = _train_epochs(run, config, start, pending, upload_checkpoint_, upload_tensorboard_, upload_logs_)
             _raise_first_failure(pending)
             published = [future.result() for future in epochs.checkpoint_uploads]

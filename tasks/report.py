@@ -12,6 +12,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
+from pokevq.run.logs import CONSOLE
 from pokevq.run.report import render_report
 from pokevq.run.session import RunSession
 from pokevq.train.preview import grid_png
@@ -131,7 +132,7 @@ def write_report(
     storage.put_bytes(layout.report, markdown.encode("utf-8"))
 
     _show_in_ui(run, markdown, history, artifacts)
-    get_run_logger().info("Report written to %s", artifacts["report"])
+    get_run_logger().info("Report written to %s", artifacts["report"], extra=CONSOLE)
     return {
         "report_uri": artifacts["report"],
         "artifacts": artifacts,

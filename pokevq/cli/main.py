@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pokevq.cli.console import prepare_prefect_logging
 from pokevq.cli.flags import add_train_options
 from pokevq.config import TrainConfig
 from pokevq.data.sizes import parse_size
@@ -202,37 +203,6 @@ def run_stack(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------- error edge
-
-
-def _hide_user_error_tracebacks() -> None:
-    """Prefect logs task failures with a traceback; for a user error the message says it all.
-
-    A record factory works whenever Prefect configures its handlers (it does so lazily).
-    """
-    make_record = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = make_record(*args, **kwargs)
-        if record.exc_info and isinstance(record.exc_info[1], PokevqError):
-            record.exc_info = None
-            record.exc_text = None
-        return record
-
-    logging.setLogRecordFactory(factory)
-
-
-def prepare_prefect_logging(debug: bool) -> None:
-    """Route the library's logs through Prefect (console and UI) before Prefect configures logging."""
-    extra = os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "")
-    if "pokevq" not in extra.split(","):
-        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(filter(None, [extra, "pokevq"]))
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # library logs outside a run
-    if debug:
-        from pokevq.run.logs import enable_debug
-
-        enable_debug()
-    else:
-        _hide_user_error_tracebacks()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,26 @@ _redaction_lock = threading.Lock()
 _redaction_installed = False
 
 
+# `log.info(..., extra=CONSOLE)`: a line a person watching a normal run needs (one per epoch, where the
+# report is). Everything else at INFO goes to training.log and the orchestrator's UI only.
+CONSOLE = {"console": True}
+
+
+class ConsoleFilter(logging.Filter):
+    """The console of a normal run: lines marked CONSOLE, and the warnings and errors a user must act on.
+
+    The orchestrator's chatter (task states, its server, its event queue draining at exit) stays in
+    training.log and the UI; `--debug` shows everything.
+    """
+
+    CHATTER = ("Still processing items",)  # the orchestrator's event queue at exit, nothing to act on
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return not str(record.msg).startswith(self.CHATTER)
+        return bool(getattr(record, "console", False))
+
+
 def _last_four(value: str) -> str:
     return f"…{value[-4:]}"
 

@@ -40,6 +40,7 @@ from pokevq.train.checkpoint import (
     save_checkpoint,
 )
 from pokevq.train.metrics import EpochMetrics, QualityMetrics
+from pokevq.run.logs import CONSOLE
 from pokevq.train.preview import image_grid
 
 log = logging.getLogger(__name__)
@@ -387,6 +388,7 @@ class Trainer:
             100 * stall,
             100 * hit_rate,
             " (new best)" if is_best else "",
+            extra=CONSOLE,
         )
         if stall > STALL_WARNING and train_frames:
             log.warning(
