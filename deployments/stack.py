@@ -304,7 +304,7 @@ def stack_down(quiet: bool = False) -> list[str]:
     state = StackState.load()
     if state is None:
         if not quiet:
-            print("No pokevq stack is running (nothing recorded in %s)." % state_file())
+            print(f"No pokevq stack is running (nothing recorded in {state_file()}).")
         return []
     stopped = []
     for name in ("worker", "server", "s3"):

@@ -100,7 +100,8 @@ class DecodedFrameStore:
                     os.utime(self.data_path, ns=(stamp, stamp))  # most recently used
                     return
                 self._evict(size, limit)
-                for path, shape in ((self.data_path, (self.rows, *self.image_size, 3)), (self.flags_path, (self.rows,))):
+                arrays = ((self.data_path, (self.rows, *self.image_size, 3)), (self.flags_path, (self.rows,)))
+                for path, shape in arrays:
                     fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.digest[:8]}-", suffix=_TMP_SUFFIX)
                     os.close(fd)
                     try:

@@ -63,7 +63,8 @@ class FrameLoader(DataLoader):
 
     def __iter__(self) -> Any:
         dataset = self.dataset
-        if self.num_workers > 0 and isinstance(dataset, FrameDataset) and dataset.decoded_share() >= IN_PROCESS_WHEN_DECODED:
+        decoded = isinstance(dataset, FrameDataset) and dataset.decoded_share() >= IN_PROCESS_WHEN_DECODED
+        if self.num_workers > 0 and decoded:
             return _prefetched_batches(self)
         return super().__iter__()
 

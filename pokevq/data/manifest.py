@@ -163,7 +163,8 @@ class _Builder:
         else:  # a key the byte encoding cannot order exactly: the exact (slow) sort
             keys = table.column("key").to_pylist()
             if tiebreak_by_key:
-                ranked = sorted(range(len(keys)), key=lambda i: (natural_key(keys[i]), keys[i].encode("utf-8", "surrogatepass")))
+                ranked = sorted(range(len(keys)),
+                                key=lambda i: (natural_key(keys[i]), keys[i].encode("utf-8", "surrogatepass")))
             else:
                 ranked = sorted(range(len(keys)), key=lambda i: natural_key(keys[i]))
             del keys

@@ -44,7 +44,8 @@ class PackResult:
     indexed: int = 0  # frames the index lists after this pack
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("frames", "shards", "bytes", "seconds", "index_key", "removed", "indexed")}
+        names = ("frames", "shards", "bytes", "seconds", "index_key", "removed", "indexed")
+        return {k: getattr(self, k) for k in names}
 
 
 class _ShardWriter:

@@ -127,7 +127,9 @@ def rank_frames(
     return mine
 
 
-def worker_streams(frames: np.ndarray, batch_size: int, workers: int, position: Position | None = None) -> list[np.ndarray]:
+def worker_streams(
+    frames: np.ndarray, batch_size: int, workers: int, position: Position | None = None
+) -> list[np.ndarray]:
     """Each worker's frames for the rest of the epoch, after `position` when resuming."""
     workers = max(1, workers)
     segments = position.segments if position is not None else []

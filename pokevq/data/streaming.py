@@ -161,7 +161,8 @@ class _WorkerReader:
         rank_of_unit = np.zeros(len(dataset.units), dtype=np.int64)
         rank_of_unit[self.unit_order] = np.arange(len(self.unit_order))
         self.frame_rank = rank_of_unit[units]
-        self.left = dict(zip(unique.tolist(), np.bincount(np.searchsorted(unique, units), minlength=len(unique)).tolist()))
+        counts = np.bincount(np.searchsorted(unique, units), minlength=len(unique))
+        self.left = dict(zip(unique.tolist(), counts.tolist()))
         self.mine_in_unit: dict[int, list[int]] = {}
         for index, unit in zip(frames.tolist(), units.tolist()):
             self.mine_in_unit.setdefault(unit, []).append(index)
@@ -243,7 +244,10 @@ class _WorkerReader:
         for index in indices.tolist():
             unit = loaded[int(self.d.unit_of[index])]
             shard = unit.get("_shard")
-            data = shard.view(int(self.d.offset[index]), int(self.d.length[index])) if shard is not None else unit[index]
+            if shard is not None:
+                data = shard.view(int(self.d.offset[index]), int(self.d.length[index]))
+            else:
+                data = unit[index]
             key = str(self.d.keys[index])
             if isinstance(data, FrameUnreadable):
                 skipped.append((key, data.reason))
@@ -291,7 +295,8 @@ class StreamingLoader(DataLoader):
         return max(0, total - (position.batches if position is not None else 0))
 
     def tracker(self, epoch: int) -> StreamingTracker:
-        return StreamingTracker(epoch, self.dataset.options, max(1, self.num_workers), getattr(self, "epoch_position", None))
+        position = getattr(self, "epoch_position", None)
+        return StreamingTracker(epoch, self.dataset.options, max(1, self.num_workers), position)
 
 
 class StreamingTracker:

@@ -32,6 +32,7 @@ from pokevq.errors import (
     StorageError,
 )
 from pokevq.model.vqvae import VQVAE, ModelConfig
+from pokevq.run.logs import CONSOLE
 from pokevq.train.checkpoint import (
     build_checkpoint,
     check_model_shape,
@@ -40,7 +41,6 @@ from pokevq.train.checkpoint import (
     save_checkpoint,
 )
 from pokevq.train.metrics import EpochMetrics, QualityMetrics
-from pokevq.run.logs import CONSOLE
 from pokevq.train.preview import image_grid
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,8 @@ class Trainer:
         # What the validation metrics need per frame: its episode (token stability) and, where the
         # frames came with annotations (pokevq synth), the game's palette and the dialog box.
         self.annotations = annotations or {}
-        self.val_episodes = dict(zip(val_rows["key"], val_rows["game"].astype(str) + "/" + val_rows["episode"].astype(str)))
+        episodes = val_rows["game"].astype(str) + "/" + val_rows["episode"].astype(str)
+        self.val_episodes = dict(zip(val_rows["key"], episodes))
 
         self.epoch = 0
         self.global_step = 0
@@ -312,7 +313,8 @@ class Trainer:
                 self.writer.add_scalar("train/commit_loss", float(out.commit_loss.detach()), self.global_step)
                 self.writer.add_scalar("train/batch_perplexity", float(out.perplexity), self.global_step)
                 self.writer.add_scalar("train/learning_rate", self.optimizer.param_groups[0]["lr"], self.global_step)
-                self.writer.add_scalar("train/frames_per_second", train_frames / max(train_seconds, 1e-9), self.global_step)
+                speed = train_frames / max(train_seconds, 1e-9)
+                self.writer.add_scalar("train/frames_per_second", speed, self.global_step)
                 progress.set_postfix(loss=f"{loss:.4f}")
             stopped_by = self._budget_spent()
             if stopped_by is not None:
