@@ -157,13 +157,15 @@ class S3Storage(Storage):
         self._lock = threading.Lock()
         self._local = threading.local()
 
+    def _session_keys(self) -> dict[str, str | None]:
+        return self.credentials.session_arguments() if self.credentials else {}
+
     @property
     def session(self) -> Any:
         if self._session_obj is None:
             import boto3
 
-            keys = self.credentials.session_arguments() if self.credentials else {}
-            self._session_obj = boto3.session.Session(region_name=self.region, **keys)
+            self._session_obj = boto3.session.Session(region_name=self.region, **self._session_keys())
         return self._session_obj
 
     @property
@@ -343,7 +345,7 @@ class S3Storage(Storage):
             if listing is None:
                 import boto3
 
-                session = boto3.session.Session(region_name=self.region)
+                session = boto3.session.Session(region_name=self.region, **self._session_keys())
                 session._session.register_component("response_parser_factory", listing_parser_factory())
                 listing = session.client("s3", endpoint_url=self.endpoint_url, config=config)
                 _LISTING_CLIENTS[self] = listing
