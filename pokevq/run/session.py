@@ -30,7 +30,7 @@ from pokevq.errors import (
     PokevqError,
 )
 from pokevq.layout import Layout
-from pokevq.run.lease import LeaseLostError
+from pokevq.run.lease import Lease, LeaseLostError
 from pokevq.run.logs import attach_training_log, detach_training_log
 from pokevq.run.resume import fetch_checkpoint, resolve_resume
 from pokevq.run.validate import StoragePlan
@@ -67,10 +67,10 @@ class RunSession:
         self._cache: FrameCache | None = None
         self._manifest: pd.DataFrame | None = None
         self._annotations: dict[str, Any] | None = None
-        self._trainer: Any = None
+        self._trainer: Trainer | None = None
         self._data_path: DataPath | None = None
         self.step_publisher = StepCheckpointPublisher(self.storage, self.layout)
-        self.lease: Any = None
+        self.lease: Lease | None = None
         log.info("Run %s: outputs to %s, work directory %s", config.experiment_name, plan.describe(), self.workdir)
 
     # -------------------------------------------------------------- pieces
@@ -122,7 +122,7 @@ class RunSession:
         return self._annotations
 
     @property
-    def trainer(self) -> Any:
+    def trainer(self) -> Trainer:
         """The trainer as the run starts: fresh, resumed from --resume, or warm-started (nightly)."""
         if self._trainer is None:
             state, name, weights_only = None, "", False
@@ -138,7 +138,7 @@ class RunSession:
             self._trainer = self._build_trainer(state, name, weights_only)
         return self._trainer
 
-    def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Any:
+    def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Trainer:
         common = dict(annotations=self.annotations, data_path=self.data_path, on_step_checkpoint=self.step_publisher,
                       run_id=self.run_id)
         if weights_only and state is not None:
@@ -146,7 +146,7 @@ class RunSession:
                            **common)
         return Trainer(self.config, self.manifest, self.source, self.workdir, state, name, **common)
 
-    def trainer_after(self, epoch: int) -> Any:
+    def trainer_after(self, epoch: int) -> Trainer:
         """The trainer positioned right after `epoch`, catching up from that epoch's checkpoint if needed.
 
         A retried flow run skips epochs whose results are cached; the first epoch it trains
@@ -233,8 +233,8 @@ class RunSession:
         return state, uri
 
     # ---------------------------------------------------------------- lease
-    def hold_lease(self, lease: Any) -> None:
-        """Keep the experiment's lease (pokevq.lease.Lease) renewed while this run lives; released by close()."""
+    def hold_lease(self, lease: Lease) -> None:
+        """Keep the experiment's lease renewed while this run lives; released by close()."""
         self.lease = lease
         if lease.taken_over:
             log.warning("Took over the lease of experiment %s: %s", self.config.experiment_name, lease.taken_over)
