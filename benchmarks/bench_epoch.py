@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from common import Row, S3Stack, ratio_row
+from benchmarks.common import Row, S3Stack, ratio_row
 
 SECTION = "1b warm epoch"
 
@@ -73,8 +73,8 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
+    from pokevq.data import FrameDataset, FrameSource, make_loader, warm_frames
     from pokevq.data.cache import FrameCache
-    from pokevq.data import FrameDataset, FrameSource, make_loader, warm_cache
 
     frames = len(manifest)
     rounds = 1 if quick else 3
@@ -89,7 +89,7 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
             cache = FrameCache(directory, max_items=frames + 16)
             source = FrameSource(stack.storage(), cache, shards=False)
             log("  pokevq: warm the byte cache (not timed)")
-            warm_cache(source, manifest, limit=frames, progress=False)
+            warm_frames(source, manifest, limit=frames, progress=False)
             log(f"  baseline: DataLoader + Pillow over {len(files)} local PNGs ({workers} workers): first epoch")
             epoch_rate(base_loader, len(files))  # workers started, files in the page cache
             dataset = FrameDataset(manifest, source, image_size)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import BUCKET, HERE, PREFIX, ROOT, Row, S3Stack, ratio_row, run_json
+from benchmarks.common import BUCKET, HERE, PREFIX, Row, S3Stack, ratio_row, run_json
 
 SECTION = "1a cold fetch"
 SHARD_SECTION = "2 shards"
@@ -82,8 +82,8 @@ def dataloader_rate(stack: S3Stack, keys: list[str], workers: int, batch: int) -
 def warm_rate(stack: S3Stack, manifest: Any, threads: int, *, shards: Any = False,
               image_size: tuple[int, int] | None = None) -> tuple[float, int, dict]:
     """(frames/s, requests, stats) of pokevq's warm_cache into an empty cache."""
-    from pokevq.data.cache import FrameCache
     from pokevq.data import FrameSource, warm_frames
+    from pokevq.data.cache import FrameCache
 
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-cache-") as directory:
         cache = FrameCache(directory, max_items=len(manifest) + 16)

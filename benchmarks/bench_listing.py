@@ -7,19 +7,18 @@ for 100,000 puts); the listing itself goes over HTTP, through the latency proxy,
 Memory: peak RSS of indexing N keys and of indexing N/10 keys, each in a fresh subprocess;
 the growth per extra frame is (peak_N - peak_N/10) / (0.9 N), the fixed costs cancelling out.
 
-    python benchmarks/bench_listing.py --rss ENDPOINT PREFIX   # the subprocess: prints one JSON line
+    python -m benchmarks.bench_listing --rss ENDPOINT PREFIX   # the subprocess: prints one JSON line
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import BUCKET, Row, S3Stack, ratio_row, run_json
+from benchmarks.common import BUCKET, Row, S3Stack, module_command, ratio_row, run_json
 
 SECTION = "1c listing"
 
@@ -107,9 +106,8 @@ def run(*, quick: bool, log: Any) -> tuple[list[Row], dict[str, Any]]:
         assert base_n == ours_n == one_n == big, (base_n, ours_n, one_n)
 
         log(f"  peak RSS of indexing {big} and {small} keys (subprocesses)")
-        me = str(Path(__file__).resolve())
-        mem_big = run_json([sys.executable, me, "--rss", stack.url, "big/"])
-        mem_small = run_json([sys.executable, me, "--rss", stack.url, "small/"])
+        mem_big = run_json(module_command("bench_listing", "--rss", stack.url, "big/"))
+        mem_small = run_json(module_command("bench_listing", "--rss", stack.url, "small/"))
 
     rows = [
         ratio_row(SECTION, f"pokevq index_frames ({LIST_THREADS} threads): {big} keys", ours_s, "s",
@@ -129,7 +127,8 @@ def run(*, quick: bool, log: Any) -> tuple[list[Row], dict[str, Any]]:
         info["bytes_per_frame"] = round(per_frame, 1)
         rows.append(Row(SECTION, "peak RSS growth per extra frame", per_frame, "bytes/frame",
                         f"indexing {small} keys", None, None, "≤300 B/frame", per_frame <= 300,
-                        f"peak−before: {grow_big / 2**20:.1f} MiB for {big} keys, {grow_small / 2**20:.1f} MiB for {small}"))
+                        f"peak−before: {grow_big / 2**20:.1f} MiB for {big} keys, "
+                        f"{grow_small / 2**20:.1f} MiB for {small}"))
     else:
         rows.append(Row(SECTION, "peak RSS growth per extra frame", float("nan"), "bytes/frame", "", None, None,
                         "≤300 B/frame", None, str(mem_big.get("error") or mem_small.get("error"))))

@@ -1,7 +1,7 @@
 """3 streaming: training from a bucket far larger than the local cache, against the all-cached speed.
 
-    python benchmarks/bench_streaming.py            # 4,000 frames (about 8 minutes on 2 cores)
-    python benchmarks/bench_streaming.py --quick    # 400 frames: a smoke run, not evidence
+    python -m benchmarks.bench_streaming            # 4,000 frames (about 8 minutes on 2 cores)
+    python -m benchmarks.bench_streaming --quick    # 400 frames: a smoke run, not evidence
 
 Everything below is measured in one run, on the same frames, with S3 = moto's server behind the
 20 ms latency proxy, the tiny model of the issue (72x80, 16 channels, batch 32), 2 DataLoader
@@ -32,10 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import PREFIX, S3Stack, machine_info, make_frames, upload_frames  # noqa: E402
+from benchmarks.common import HERE, PREFIX, S3Stack, machine_info, make_frames, upload_frames
 
 TINY = dict(image_size="72x80", hidden_channels=16, batch_size=32, num_workers=2, device="cpu", seed=0,
             val_fraction=0.0, learning_rate=1e-3)
@@ -70,7 +67,7 @@ class DiskSampler:
         self.out = directory.parent / f".{directory.name}.peak"
         self.peak = 0
 
-    def __enter__(self) -> "DiskSampler":
+    def __enter__(self) -> DiskSampler:
         import subprocess
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -114,7 +111,8 @@ def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_
             with DiskSampler(cache_dir) as sampler:
                 result = trainer.train_epoch(epoch)
             gets = stack.proxy.stats()["by_method"].get("GET", 0)
-            log(f"  {name}: epoch {epoch} {result.frames_per_second:.0f} frames/s, stall {100 * result.data_stall:.0f}%, "
+            log(f"  {name}: epoch {epoch} {result.frames_per_second:.0f} frames/s, "
+                f"stall {100 * result.data_stall:.0f}%, "
                 f"{gets} GETs, disk max {sampler.peak / 1e6:.2f} MB")
             if epoch >= 2:
                 rates.append(result.frames_per_second)

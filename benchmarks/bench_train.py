@@ -14,24 +14,22 @@ orchestrator (Prefect tasks on the ephemeral API) against calling the same funct
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import HERE, ROOT, Row, S3Stack, ratio_row, run_json
+from benchmarks.common import Row, S3Stack, module_command, ratio_row, run_json
 
 TRAIN_SECTION = "1d training step"
 UPLOAD_SECTION = "1e uploads and orchestration"
 
 
 def _trainer(config: Any, manifest: Any, frames_root: Path, workdir: Path, cache_dir: Path) -> Any:
-    from pokevq.data.cache import FrameCache
     from pokevq.data import FrameSource
+    from pokevq.data.cache import FrameCache
     from pokevq.storage import LocalStorage
     from pokevq.train.trainer import Trainer
 
@@ -94,8 +92,9 @@ def run_train(frames_root: Path, manifest: Any, *, quick: bool, log: Any) -> tup
         plain_rates = [plain_epoch(), plain_epoch()]
     pipeline = max(pipeline_rates)
     plain = max(plain_rates)
-    row = ratio_row(TRAIN_SECTION, "pokevq Trainer step (fp32 on CPU)", pipeline, "images/s", "plain fp32 eager PyTorch",
-                    plain, note="about 1× expected on CPU: both are fp32 eager; GPU rows need a lent GPU")
+    row = ratio_row(TRAIN_SECTION, "pokevq Trainer step (fp32 on CPU)", pipeline, "images/s",
+                    "plain fp32 eager PyTorch", plain,
+                    note="about 1× expected on CPU: both are fp32 eager; GPU rows need a lent GPU")
     info = {"model": model_options or "default (144x160, hidden 128, codebook 512x64, downsample 8)", "batch": batch,
             "steps_per_epoch": steps, "pipeline_rates": [round(r, 2) for r in pipeline_rates],
             "plain_rates": [round(r, 2) for r in plain_rates], "data_wait_last_epoch_s": data_wait,
@@ -139,7 +138,7 @@ def run_uploads(stack: S3Stack, frames_root: Path, manifest: Any, *, quick: bool
         for variant in order:
             busy = [0.0, 0.0]
 
-            def publish(result: Any) -> None:
+            def publish(result: Any, busy: list[float] = busy) -> None:
                 started, cpu = time.perf_counter(), time.thread_time()
                 publish_checkpoint(storage, layout, result.checkpoint_path, result.epoch, result.checkpoint_sha256,
                                    result.is_best)
@@ -170,19 +169,21 @@ def run_uploads(stack: S3Stack, frames_root: Path, manifest: Any, *, quick: bool
     row = ratio_row(UPLOAD_SECTION, f"{epochs} epochs with uploads (background thread)", with_uploads, "s",
                     "the same epochs without uploads", without, higher_is_better=False,
                     note=f"uploads busy {statistics.median(upload_seconds):.2f}s per run (upload thread CPU "
-                         f"{1000 * statistics.median(upload_cpu):.0f} ms), overlapped; moto and the proxy share the cores")
+                         f"{1000 * statistics.median(upload_cpu):.0f} ms), overlapped; "
+                         "moto and the proxy share the cores")
     row.ratio = with_uploads / without  # a cost: time with / time without
     row.target = "≤1.05× time"
     row.met = row.ratio <= 1.05
     info = {"epochs": epochs, "frames_per_epoch": frames, "model": options, "wall_without_s": timings["without"],
-            "wall_with_s": timings["with"], "upload_busy_s": upload_seconds, "upload_thread_cpu_s": upload_cpu, "checkpoint_bytes": checkpoint_bytes,
+            "wall_with_s": timings["with"], "upload_busy_s": upload_seconds, "upload_thread_cpu_s": upload_cpu,
+            "checkpoint_bytes": checkpoint_bytes,
             "epoch_seconds": without / epochs, "order": order}
     return [row], info
 
 
 def run_orchestration(epoch_seconds: float, *, log: Any) -> tuple[list[Row], dict[str, Any]]:
     log("  Prefect tasks on the ephemeral API vs direct calls (subprocess)")
-    result = run_json([sys.executable, str(HERE / "orchestration_overhead.py"), "--tasks", "20"], timeout=300)
+    result = run_json(module_command("orchestration_overhead", "--tasks", "20"), timeout=300)
     if "error" in result:
         return [Row(UPLOAD_SECTION, "Prefect task overhead", float("nan"), "ms/task", "direct call", None, None, "",
                     None, result["error"][-300:])], result

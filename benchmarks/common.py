@@ -16,9 +16,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-for path in (str(ROOT), str(HERE)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
 # Fake credentials for moto; never real ones (the suite only talks to 127.0.0.1).
 BENCH_ENV = {
@@ -127,10 +124,10 @@ class S3Stack:
     """
 
     def __init__(self, latency_ms: float = 20.0, bulk: bool = False) -> None:
-        from latency_proxy import LatencyProxy
+        from benchmarks.latency_proxy import LatencyProxy
 
         if bulk:
-            from moto_bulk import BulkMotoServer
+            from benchmarks.moto_bulk import BulkMotoServer
 
             self.server: Any = BulkMotoServer()
         else:
@@ -141,7 +138,7 @@ class S3Stack:
         self.proxy: Any = None
         self._proxy_cls = LatencyProxy
 
-    def __enter__(self) -> "S3Stack":
+    def __enter__(self) -> S3Stack:
         self.server.start()
         self.proxy = self._proxy_cls(self.server.endpoint_url, self.latency_ms).start()
         return self
@@ -204,8 +201,13 @@ def upload_frames(stack: S3Stack, root: Path, files: list[Path], prefix: str = P
     return keys
 
 
+def module_command(module: str, *args: str) -> list[str]:
+    """`python -m benchmarks.<module> ARGS`, for a helper run as a subprocess (from the repository root)."""
+    return [sys.executable, "-m", f"benchmarks.{module}", *args]
+
+
 def run_json(command: list[str], *, env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:
-    """Run a helper that prints one JSON object on its last line of stdout."""
+    """Run a helper that prints one JSON object on its last line of stdout (in the repository root)."""
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, **(env or {})}, cwd=str(ROOT))
     lines = [line for line in result.stdout.splitlines() if line.strip().startswith("{")]

@@ -6,7 +6,7 @@ on every request and a concurrent client pays it once per wave: concurrency matt
 does against S3. The proxy itself is asyncio in its own process (so its work never competes
 for the benchmark's GIL) and keeps one upstream keep-alive connection per client connection.
 
-    python benchmarks/latency_proxy.py --upstream http://127.0.0.1:PORT [--latency-ms 20] [--port 0]
+    python -m benchmarks.latency_proxy --upstream http://127.0.0.1:PORT [--latency-ms 20] [--port 0]
 
 prints `PORT <n>` once it listens. Control endpoints (never delayed, never counted):
 
@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -121,7 +119,8 @@ class Proxy:
         if method == b"POST" and path.startswith(b"/__proxy__/reset"):
             self.stats.reset()
         body = json.dumps(self.stats.as_dict()).encode()
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        writer.write(head + body)
         await writer.drain()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -163,7 +162,7 @@ class Proxy:
                     out.append(b"Content-Length: %d" % len(body))
                 out.append(b"Connection: keep-alive")
                 payload = b"\r\n".join(out) + b"\r\n\r\n" + body
-                for attempt in (0, 1):
+                for _attempt in (0, 1):
                     if upstream is None:
                         upstream = await asyncio.open_connection(self.host, self.port, limit=_MAX_HEAD)
                     up_reader, up_writer = upstream
@@ -252,11 +251,12 @@ class LatencyProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> "LatencyProxy":
+    def start(self, timeout: float = 20.0) -> LatencyProxy:
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--upstream", self.upstream,
+            [sys.executable, "-m", "benchmarks.latency_proxy", "--upstream", self.upstream,
              "--latency-ms", str(self.latency_ms)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+            cwd=str(Path(__file__).resolve().parents[1]),
         )
         deadline = time.monotonic() + timeout
         assert self.process.stdout is not None
@@ -268,7 +268,8 @@ class LatencyProxy:
         return self
 
     def _control(self, action: str, method: str) -> dict:
-        request = urllib.request.Request(f"{self.url}/__proxy__/{action}", method=method, data=b"" if method == "POST" else None)
+        request = urllib.request.Request(f"{self.url}/__proxy__/{action}", method=method,
+                                         data=b"" if method == "POST" else None)
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
@@ -281,7 +282,7 @@ class LatencyProxy:
     def stop(self) -> None:
         stop_process_group(self.process)
 
-    def __enter__(self) -> "LatencyProxy":
+    def __enter__(self) -> LatencyProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

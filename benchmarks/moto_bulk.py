@@ -8,7 +8,7 @@ minutes on two cores), so the listing benchmark seeds its bucket in-process inst
 Everything else (the listing being measured included) is moto's own WSGI app under
 werkzeug's threaded server with moto's request handler, as in `moto.server.main`.
 
-    python benchmarks/moto_bulk.py --port PORT
+    python -m benchmarks.moto_bulk --port PORT
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pokevq.storage.local_server import stop_process_group
 
@@ -97,7 +98,8 @@ def _list_v2(backend: Any, index: dict, bucket_name: str, query: dict) -> bytes:
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
         f"<Name>{escape(bucket_name)}</Name><Prefix>{escape(prefix)}</Prefix><MaxKeys>{max_keys}</MaxKeys>",
-        f"<KeyCount>{len(contents) + len(folders)}</KeyCount><IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
+        f"<KeyCount>{len(contents) + len(folders)}</KeyCount>",
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
     ]
     if delimiter:
         parts.append(f"<Delimiter>{escape(delimiter)}</Delimiter>")
@@ -124,7 +126,8 @@ def _bulk_app(app: Callable) -> Callable:
     def wrapped(environ: dict, start_response: Callable) -> Any:
         path = environ.get("PATH_INFO", "")
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-        if environ.get("REQUEST_METHOD") == "GET" and query.get("list-type") == "2" and path.count("/") == 1 and len(path) > 1:
+        listing = environ.get("REQUEST_METHOD") == "GET" and query.get("list-type") == "2"
+        if listing and path.count("/") == 1 and len(path) > 1:
             backend = get_backend("s3")[DEFAULT_ACCOUNT_ID]["aws"]
             try:
                 payload = _list_v2(backend, index, path[1:], query)
@@ -154,9 +157,8 @@ def main() -> None:
     parser.add_argument("-p", "--port", type=int, required=True)
     args = parser.parse_args()
     os.environ.setdefault("MOTO_PORT", str(args.port))
-    from werkzeug.serving import run_simple
-
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import run_simple
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = DomainDispatcherApplication(create_backend_app)
@@ -168,7 +170,6 @@ class BulkMotoServer:
     """The server above as a subprocess, like `pokevq.local_s3.LocalS3Server`."""
 
     def __init__(self) -> None:
-        sys.path.insert(0, str(ROOT))
         from pokevq.storage.local_server import free_port
 
         self.port = free_port()
@@ -178,9 +179,9 @@ class BulkMotoServer:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "BulkMotoServer":
+    def start(self, timeout: float = 30.0) -> BulkMotoServer:
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port)],
+            [sys.executable, "-m", "benchmarks.moto_bulk", "--port", str(self.port)], cwd=str(ROOT),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -226,7 +227,7 @@ class BulkMotoServer:
     def stop(self) -> None:
         stop_process_group(self.process)
 
-    def __enter__(self) -> "BulkMotoServer":
+    def __enter__(self) -> BulkMotoServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

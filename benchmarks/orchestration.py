@@ -6,7 +6,7 @@ tiny model, and reads from the API:
   - per-epoch orchestration overhead: the gap between consecutive train_epoch task runs
     plus each train_epoch run's time outside the training loop.
 
-    python benchmarks/orchestration.py [--epochs 4]
+    python -m benchmarks.orchestration [--epochs 4]
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from deployments.stack import api_request
+from pokevq.storage.local_server import free_port
 
-from deployments.stack import api_request  # noqa: E402
-from pokevq.storage.local_server import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ts(value: str) -> float:

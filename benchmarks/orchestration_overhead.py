@@ -3,7 +3,7 @@
 Runs in its own process with a temporary PREFECT_HOME; prints one JSON line. The numbers with a
 real server, worker and deployment come from benchmarks/orchestration.py.
 
-    python benchmarks/orchestration_overhead.py [--tasks 20]
+    python -m benchmarks.orchestration_overhead [--tasks 20]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """pokevq's benchmark suite: one command, every figure a ratio to a baseline measured in the same run.
 
-    python benchmarks/run.py            # full size (under 10 minutes on 2 cores); writes benchmarks/RESULTS.md
-    python benchmarks/run.py --quick    # CI smoke size (under a minute); writes benchmarks/RESULTS-quick.md
+    python -m benchmarks.run            # full size (under 10 minutes on 2 cores); writes benchmarks/RESULTS.md
+    python -m benchmarks.run --quick    # CI smoke size (under a minute); writes benchmarks/RESULTS-quick.md
 
 S3 is moto's server (a subprocess) behind benchmarks/latency_proxy.py, which holds every request
 `--latency-ms` (default 20 ms, like S3's first byte) and counts requests. Frames are synthetic
@@ -28,14 +28,11 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import common  # noqa: E402  (sets the fake AWS environment and sys.path)
-from common import PREFIX, Row, S3Stack, machine_info, make_frames, upload_frames  # noqa: E402
+from benchmarks.common import HERE, PREFIX, Row, S3Stack, machine_info, make_frames, upload_frames
 
 SECTIONS = ("fetch", "shards", "epoch", "listing", "train", "uploads", "orchestration")
 
@@ -84,13 +81,13 @@ def console_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_results(path: Path, rows: list[Row], details: dict[str, Any], machine: dict[str, Any], settings: dict[str, Any],
-                  seconds: float, errors: dict[str, str]) -> None:
+def write_results(path: Path, rows: list[Row], details: dict[str, Any], machine: dict[str, Any],
+                  settings: dict[str, Any], seconds: float, errors: dict[str, str]) -> None:
     mode = "quick (CI smoke size: sanity only, not evidence for the targets)" if settings["quick"] else "full"
     lines = [
         "# pokevq benchmark results",
         "",
-        f"Written by `python benchmarks/run.py{' --quick' if settings['quick'] else ''}` "
+        f"Written by `python -m benchmarks.run{' --quick' if settings['quick'] else ''}` "
         f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {seconds:.0f} s. Mode: **{mode}**.",
         "",
         "Every figure is a ratio against a baseline measured in the same run on the same data: the machine",
@@ -222,11 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         details[name] = info
         return info
 
-    import bench_epoch
-    import bench_fetch
-    import bench_listing
-    import bench_train
-
+    from benchmarks import bench_epoch, bench_fetch, bench_listing, bench_train
     from pokevq.data.manifest import index_frames
     from pokevq.storage import LocalStorage
 

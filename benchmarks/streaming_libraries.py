@@ -18,7 +18,7 @@ packages (and MosaicML Streaming downgrades numpy):
                                                           # and fails to import next to torch+cpu
     /tmp/libvenv/bin/pip uninstall -y obstore             # litdata's obstore path refuses http://
                                                           # endpoints; without it litdata uses boto3
-    /tmp/libvenv/bin/python benchmarks/streaming_libraries.py [--only litdata,mosaic,wds,wds-pipe,baseline]
+    /tmp/libvenv/bin/python -m benchmarks.streaming_libraries [--only litdata,mosaic,wds,wds-pipe,baseline]
                                                           [--json out.json]
 
 It also needs pokevq's own venv (default /work/main/.venv, `--pokevq-python`), which supplies
@@ -110,7 +110,7 @@ class PeakSize:
             self.peak = max(self.peak, dir_bytes(self.path))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakSize":
+    def __enter__(self) -> PeakSize:
         self._thread.start()
         return self
 
@@ -236,8 +236,8 @@ def child_wds(ctx: dict, pipe: bool = False) -> dict:
 
 
 def child_litdata(ctx: dict) -> dict:
-    import torch
     import litdata
+    import torch
     from litdata import StreamingDataLoader, StreamingDataset
 
     remote = f"s3://{BUCKET}/litdata"
@@ -329,8 +329,8 @@ def child_mosaic(ctx: dict) -> dict:
             del sys.modules[name]
         sys.path.insert(0, _torchvision_stub(ctx["workdir"]))
     os.environ["S3_ENDPOINT_URL"] = ctx["endpoint"]
-    import torch
     import streaming
+    import torch
     from streaming import StreamingDataLoader, StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
@@ -450,12 +450,12 @@ def convert(ctx: dict, moto: str, synth_dir: str, keys: list[str], only: set[str
         timings["litdata_optimize_s"] = round(time.perf_counter() - started, 2)
     if "mosaic" in only:
         env = dict(os.environ, S3_ENDPOINT_URL=moto)
-        code = (f"import sys; sys.path.insert(0, {str(HERE)!r});"
-                "import streaming_libraries as s; s.write_mds(sys.argv[1], int(sys.argv[2]), sys.argv[3:])")
+        code = ("import sys; from benchmarks import streaming_libraries as s; "
+                "s.write_mds(sys.argv[1], int(sys.argv[2]), sys.argv[3:])")
         # MDSWriter runs in a child: `import streaming` may need the torchvision stub (see child_mosaic).
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", code, synth_dir, str(ctx["shard_bytes"]), ctx["workdir"], *keys],
-                       env=env, check=True)
+                       env=env, check=True, cwd=str(HERE.parent))
         timings["mds_write_s"] = round(time.perf_counter() - started, 2)
     return timings
 
@@ -481,8 +481,8 @@ def parent(args: argparse.Namespace) -> int:
     only = set(args.only.split(",")) if args.only else set(LIBRARIES)
     # AWS_ALLOW_HTTP: litdata uploads and prefetches through obstore, which refuses a plain-http endpoint
     # ("HTTP error: builder error") unless this is set (see STREAMING-LIBRARIES.md).
-    os.environ.update(AWS_ALLOW_HTTP="true", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_REGION="us-east-1")
+    os.environ.update(AWS_ALLOW_HTTP="true", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
     workdir = tempfile.mkdtemp(prefix="streaming-libs-")
     pokevq_bin = Path(args.pokevq_python).parent
     moto_port = free_port()
@@ -522,9 +522,10 @@ def parent(args: argparse.Namespace) -> int:
             ctx_path = Path(workdir) / f"ctx-{name}.json"
             ctx_path.write_text(json.dumps(ctx))
             started = time.perf_counter()
-            run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", name, "--ctx",
-                                  str(ctx_path)], capture_output=True, text=True, timeout=args.child_timeout)
-            lines = [l for l in run.stdout.splitlines() if l.startswith("RESULT ")]
+            run = subprocess.run([sys.executable, "-m", "benchmarks.streaming_libraries", "--child", name, "--ctx",
+                                  str(ctx_path)], capture_output=True, text=True, timeout=args.child_timeout,
+                                 cwd=str(HERE.parent))
+            lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
             if run.returncode == 0 and lines:
                 results[name] = json.loads(lines[-1][len("RESULT "):])
             else:

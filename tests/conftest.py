@@ -32,7 +32,6 @@ os.environ["AWS_SHARED_CREDENTIALS_FILE"] = "/nonexistent/pokevq-tests/credentia
 os.environ["AWS_CONFIG_FILE"] = "/nonexistent/pokevq-tests/config"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     """moto's S3 server on 127.0.0.1 with an OS-chosen port, for the whole session."""
@@ -44,7 +43,6 @@ def moto_endpoint() -> str:
     yield f"http://{host}:{port}"
     server.stop()
 
-
 @pytest.fixture
 def bucket(moto_endpoint: str) -> str:
     """A fresh, empty bucket per test."""
@@ -54,13 +52,11 @@ def bucket(moto_endpoint: str) -> str:
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
 
-
 @pytest.fixture
 def s3_client(moto_endpoint: str):
     import boto3
 
     return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-
 
 @pytest.fixture(scope="session")
 def synth_frames(tmp_path_factory) -> Path:
@@ -72,7 +68,6 @@ def synth_frames(tmp_path_factory) -> Path:
     (out / "synth_index.json").unlink(missing_ok=True)
     return out
 
-
 @pytest.fixture(scope="session")
 def episode_frames(tmp_path_factory) -> Path:
     """2 games × 3 episodes × 16 frames (96 frames of a few KB): enough for several shards and batches."""
@@ -83,26 +78,14 @@ def episode_frames(tmp_path_factory) -> Path:
     (out / "synth_index.json").unlink(missing_ok=True)
     return out
 
-
 @pytest.fixture
 def fault_proxy(moto_endpoint: str):
-    """tests/s3_proxy.py's fault-injecting proxy in front of moto, for one test."""
-    from s3_proxy import FaultProxy
+    """The fault-injecting proxy (tests/helpers/s3_proxy.py) in front of moto, for one test."""
+    from tests.helpers.s3_proxy import FaultProxy
 
     proxy = FaultProxy(moto_endpoint).start()
     yield proxy
     proxy.stop()
-
-
-def upload_tree(client, bucket: str, root: Path, prefix: str = "pokemon_frames/") -> list[str]:
-    keys = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            key = prefix + path.relative_to(root).as_posix()
-            client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
-            keys.append(key)
-    return keys
-
 
 @pytest.fixture
 def one_thread_seeded():
@@ -115,7 +98,6 @@ def one_thread_seeded():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="session")
 def prefect_harness():

@@ -9,5 +9,5 @@ from pokevq.storage.local import LocalStorage
 from pokevq.storage.s3 import FAST_FAIL, S3Credentials, S3Storage, parse_s3_uri
 from pokevq.storage.uri import storage_for_uri
 
-__all__ = ["FAST_FAIL", "ListingPage", "LocalStorage", "ObjectInfo", "S3Credentials", "S3Storage", "Storage", "parse_s3_uri",
-           "storage_for_uri"]
+__all__ = ["FAST_FAIL", "ListingPage", "LocalStorage", "ObjectInfo", "S3Credentials", "S3Storage", "Storage",
+           "parse_s3_uri", "storage_for_uri"]

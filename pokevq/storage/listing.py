@@ -37,7 +37,8 @@ def listing_parser_factory() -> Any:
                             item[name] = field.text or ""
                     final_parsed.setdefault("Contents", []).append(item)
                 elif tag == "CommonPrefixes":
-                    final_parsed.setdefault("CommonPrefixes", []).append({"Prefix": child.findtext(f"{ns}Prefix") or ""})
+                    prefix = child.findtext(f"{ns}Prefix") or ""
+                    final_parsed.setdefault("CommonPrefixes", []).append({"Prefix": prefix})
                 elif tag == "IsTruncated":
                     final_parsed[tag] = (child.text or "").strip().lower() == "true"
                 elif tag in ("MaxKeys", "KeyCount"):

@@ -25,6 +25,10 @@ def _safe_relative(key: str) -> PurePosixPath:
     return path
 
 
+def _write_error(target: Path, exc: OSError) -> StorageError:
+    return StorageError(f"Cannot write {target}: {exc.strerror or exc}. Check free space and permissions.")
+
+
 class LocalStorage(Storage):
     """A directory that mirrors the S3 layout: the fallback and the non-S3 mode."""
 
@@ -48,14 +52,14 @@ class LocalStorage(Storage):
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         except OSError as exc:
-            raise StorageError(f"Cannot write {target}: {exc.strerror or exc}. Check free space and permissions.") from exc
+            raise _write_error(target, exc) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
             os.replace(tmp, target)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise StorageError(f"Cannot write {target}: {exc.strerror or exc}. Check free space and permissions.") from exc
+            raise _write_error(target, exc) from exc
 
     def put_bytes(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         self._write_atomic(self.path(key), lambda handle: handle.write(data))

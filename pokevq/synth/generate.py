@@ -478,11 +478,11 @@ TREE_TL, TREE_TR, TREE_BL, TREE_BR = (_ID[f"tree_{p}"] for p in ("tl", "tr", "bl
 def _free(tiles: np.ndarray, top: int, left: int, height: int, width: int, margin: int = 0) -> bool:
     """True if the box (plus `margin` tiles around it) is inside the map and all plain grass."""
     rows, cols = tiles.shape
-    t, l = top - margin, left - margin
-    b, r = top + height + margin, left + width + margin
-    if t < 0 or l < 0 or b > rows or r > cols:
+    first_row, first_col = top - margin, left - margin
+    end_row, end_col = top + height + margin, left + width + margin
+    if first_row < 0 or first_col < 0 or end_row > rows or end_col > cols:
         return False
-    return bool((tiles[t:b, l:r] == GRASS).all())
+    return bool((tiles[first_row:end_row, first_col:end_col] == GRASS).all())
 
 
 def _find_spot(
@@ -838,7 +838,8 @@ _PHRASES = (
     "WE HOPE TO SEE YOU AGAIN!",
     "I'M TOO TIRED TO WALK.",
 )
-_MONS = ("PIDGEY", "RATTATA", "CATERPIE", "WEEDLE", "ODDISH", "PIKACHU", "SPEAROW", "ZUBAT", "MAGIKARP", "EEVEE", "ABRA")
+_MONS = ("PIDGEY", "RATTATA", "CATERPIE", "WEEDLE", "ODDISH", "PIKACHU", "SPEAROW", "ZUBAT", "MAGIKARP", "EEVEE",
+         "ABRA")
 _ITEMS = ("POTION", "POKE BALL", "ANTIDOTE", "ESCAPE ROPE", "TM01", "OAK'S PARCEL", "RARE CANDY", "REPEL")
 _MOVES = ("TACKLE", "GROWL", "EMBER", "THUNDERSHOCK", "QUICK ATTACK", "GUST", "STRING SHOT", "SPLASH")
 _PLACES = ("PALLET TOWN", "ROUTE 1", "VIRIDIAN CITY", "PEWTER CITY", "ROUTE 22", "CERULEAN CITY")

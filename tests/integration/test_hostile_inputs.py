@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import subprocess
 import sys
 import uuid
@@ -24,13 +23,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import upload_tree
 from flows import train
 from pokevq import TrainConfig
-from pokevq.data.cache import FrameCache, _cache_name
 from pokevq.data import FrameDataset, FrameSource
+from pokevq.data.cache import FrameCache, _cache_name
 from pokevq.data.manifest import index_frames
 from pokevq.storage import S3Storage
+from tests.helpers.frames import upload_tree
 
 pytestmark = pytest.mark.hostile
 
@@ -245,8 +244,8 @@ class _Payload:
 
 
 def _checkpoint(hidden_channels: int = 8, format_version: int | None = None, extra=None) -> bytes:
+    from pokevq.model.vqvae import VQVAE, ModelConfig
     from pokevq.train.checkpoint import build_checkpoint
-    from pokevq.model.vqvae import ModelConfig, VQVAE
 
     config = ModelConfig(image_size=(72, 80), hidden_channels=hidden_channels, embedding_dim=4, codebook_size=16)
     model = VQVAE(config)
@@ -286,7 +285,8 @@ def test_resume_with_malformed_uris_and_unusable_checkpoints_is_one_line_each(
         "checkpoint_epoch_7.pt": (bytes(flipped), hashlib.sha256(good).hexdigest()),  # altered after upload
     }
     for name, (body, sha) in uploads.items():
-        s3.put_object(Bucket=bucket, Key=prefix + name, Body=body, Metadata={"sha256": sha or hashlib.sha256(body).hexdigest()})
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=body,
+                      Metadata={"sha256": sha or hashlib.sha256(body).hexdigest()})
 
     base = ["train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint, "--no-fallback",
             "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "outputs"), *TINY_FLAGS]
@@ -298,7 +298,8 @@ def test_resume_with_malformed_uris_and_unusable_checkpoints_is_one_line_each(
         (["--resume", uri + "future.pt"],
          f"Error: Checkpoint {uri}future.pt has format version 99, newer than this pokevq supports (1)"),
         (["--resume", uri + "other_shape.pt"],
-         f"Error: Checkpoint {uri}other_shape.pt does not match the configured model: hidden_channels=16 (configured 8)"),
+         f"Error: Checkpoint {uri}other_shape.pt does not match the configured model: "
+         "hidden_channels=16 (configured 8)"),
         (["--resume", uri + "random.pt"], f"Error: Checkpoint {uri}random.pt is not a valid pokevq checkpoint: "),
         (["--resume", uri + "evil.pt"],
          f"Error: Checkpoint {uri}evil.pt is not a valid pokevq checkpoint: it contains Python objects that are not "
@@ -323,7 +324,7 @@ def test_resume_with_malformed_uris_and_unusable_checkpoints_is_one_line_each(
     assert done.returncode == 0, done.stderr[-3000:]
     outputs = done.stderr.split("@@case ")[1:]
     assert len(outputs) == len(cases), done.stderr[-3000:]
-    for (extra, expected), output in zip(cases, outputs):
+    for (_, expected), output in zip(cases, outputs):
         assert "@@rc 1" in output, output[-2000:]
         errors = [line for line in output.splitlines() if line.startswith("Error: ")]
         assert len(errors) == 1 and errors[0].startswith(expected), (expected, errors, output[-2000:])

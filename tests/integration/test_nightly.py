@@ -8,9 +8,9 @@ from datetime import datetime
 import pytest
 import torch
 
-from conftest import upload_tree
 from flows import pokevq
 from pokevq.errors import ConnectError
+from tests.helpers.frames import upload_tree
 
 pytestmark = pytest.mark.e2e
 

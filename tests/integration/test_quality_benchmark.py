@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quality_benchmark_quick_run(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--variants", "vq,default,fsq",
+        [sys.executable, "-m", "benchmarks.quality", "--quick", "--variants", "vq,default,fsq",
          "--results", str(tmp_path / "QUALITY.md"), "--json", str(tmp_path / "quality.json"),
          "--workdir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=600, cwd=str(ROOT),
@@ -41,7 +41,7 @@ def test_quality_benchmark_quick_run(tmp_path):
 
 def test_unknown_variant_is_refused_in_one_line():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--variants", "default,nope"],
+        [sys.executable, "-m", "benchmarks.quality", "--quick", "--variants", "default,nope"],
         capture_output=True, text=True, timeout=120, cwd=str(ROOT),
     )
     assert result.returncode == 2

@@ -16,8 +16,8 @@ from pokevq.errors import (
     ObjectNotFoundError,
     StorageError,
 )
-from pokevq.storage.local_server import free_port
 from pokevq.storage import LocalStorage, S3Storage, parse_s3_uri, storage_for_uri
+from pokevq.storage.local_server import free_port
 
 
 @pytest.fixture(params=["s3", "local"])

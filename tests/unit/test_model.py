@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 
+from pokevq.model.vqvae import VQVAE, ModelConfig, VectorQuantizerEMA, count_codes
 from pokevq.train.metrics import EpochMetrics, codebook_usage, perplexity_from_counts, psnr
-from pokevq.model.vqvae import ModelConfig, VQVAE, VectorQuantizerEMA, count_codes
-
 
 pytestmark = pytest.mark.usefixtures("one_thread_seeded")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import upload_tree
-from pokevq.data.cache import FrameCache
 from pokevq.data import Batch, EpochSampler, FrameDataset, FrameSource, collate_frames, make_loader, warm_frames
-from pokevq.errors import ConnectError
-from pokevq.storage.local_server import free_port
+from pokevq.data.cache import FrameCache
 from pokevq.data.manifest import index_frames
+from pokevq.errors import ConnectError
 from pokevq.storage import S3Storage
+from pokevq.storage.local_server import free_port
+from tests.helpers.frames import upload_tree
 
 IMAGE_SIZE = (72, 80)
 CORRUPT = {
@@ -110,7 +110,8 @@ def test_vanished_object_is_skipped(storage, source, s3_client):
     manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
     gone = "pokemon_frames/game1/episode1/frame_004.png"
     s3_client.delete_object(Bucket=storage.bucket, Key=gone)
-    dataset = FrameDataset(manifest[manifest["key"].isin([gone, "pokemon_frames/game1/episode1/frame_005.png"])], source, IMAGE_SIZE)
+    kept = "pokemon_frames/game1/episode1/frame_005.png"
+    dataset = FrameDataset(manifest[manifest["key"].isin([gone, kept])], source, IMAGE_SIZE)
     batch = collate_frames([dataset[0], dataset[1]])
     assert batch.keys == ["pokemon_frames/game1/episode1/frame_005.png"]
     assert batch.skipped == [(gone, "object disappeared from storage")]
@@ -158,7 +159,8 @@ def test_warm_cache_downloads_training_frames_first(storage, source):
     assert stats["requested"] == 5
     assert stats["misses"] == 5
     assert stats["hits"] == 0
-    cached = [k for k, e in zip(manifest["key"], manifest["etag"]) if source.cache.contains(source.storage.namespace, k, e)]
+    namespace = source.storage.namespace
+    cached = [k for k, e in zip(manifest["key"], manifest["etag"]) if source.cache.contains(namespace, k, e)]
     assert len(cached) == 5
     assert set(cached) <= set(train["key"])
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import upload_tree
 from pokevq.config import TrainConfig
 from pokevq.errors import (
     BucketNotFoundError,
@@ -16,9 +15,10 @@ from pokevq.errors import (
     CredentialsNotFoundError,
     NoFramesError,
 )
-from pokevq.storage.local_server import free_port
-from pokevq.storage import LocalStorage, S3Storage
 from pokevq.run.validate import StoragePlan, validate_setup
+from pokevq.storage import LocalStorage, S3Storage
+from pokevq.storage.local_server import free_port
+from tests.helpers.frames import upload_tree
 
 
 def s3_config(tmp_path: Path, bucket: str, endpoint: str, **changes) -> TrainConfig:
@@ -191,8 +191,8 @@ def test_resume_from_a_missing_key_says_checkpoint_not_found(moto_endpoint, buck
 
 def test_resume_check_against_a_dead_endpoint_fails_in_seconds():
     from pokevq.errors import ConnectError
-    from pokevq.storage.local_server import free_port
     from pokevq.run.resume import check_resume_exists
+    from pokevq.storage.local_server import free_port
 
     config = TrainConfig(resume="s3://b/checkpoints/e/checkpoint_latest.pt",
                          s3_endpoint_url=f"http://127.0.0.1:{free_port()}")

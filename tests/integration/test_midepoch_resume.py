@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import upload_tree
 from pokevq.config import TrainConfig
 from pokevq.data.pack import pack
 from pokevq.storage import S3Storage
+from tests.helpers.frames import upload_tree
 
 TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16)
 TINY_FLAGS = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16"]
@@ -166,7 +166,6 @@ def test_retried_flow_run_continues_the_interrupted_epoch_from_its_step_checkpoi
 
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
-
     from test_faults import retry_flow_run, task_states
 
     upload_tree(s3_client, bucket, frames, "pokemon_frames/")

@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import upload_tree
 from flows import train
 from pokevq import TrainConfig
-from pokevq.storage import S3Storage
+from tests.helpers.frames import upload_tree
 
 pytestmark = pytest.mark.e2e
 
@@ -186,8 +185,8 @@ def test_quality_metrics_reach_tensorboard_report_and_artifacts(
     """Frames uploaded with `pokevq upload` carry their annotations; the validation metrics use them."""
     from prefect.client.orchestration import get_client
 
-    from pokevq.synth.generate import generate_dataset
     from pokevq.data.upload_frames import upload_directory
+    from pokevq.synth.generate import generate_dataset
 
     frames = tmp_path / "frames"
     generate_dataset(frames, games=1, episodes=2, frames=45, seed=0)  # a dialog in every episode

@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from pokevq.errors import FrameDecodeError
 from pokevq.data.frames import (
     IMAGE_EXTENSIONS,
     MAX_IMAGE_PIXELS,
@@ -20,6 +19,7 @@ from pokevq.data.frames import (
     decode_frame_uint8,
     is_image_key,
 )
+from pokevq.errors import FrameDecodeError
 
 H, W = 144, 160
 SIZE = (H, W)

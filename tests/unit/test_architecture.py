@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pokevq", "flows", "tasks", "deployments")
 # The command-line face runs the flows and the stack: the one part of `pokevq` allowed to reach up.
 FACE = "pokevq.cli"

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import upload_tree
 from pokevq.data.cache import FrameCache
 from pokevq.data.choose import DataPath
 from pokevq.data.manifest import index_frames
@@ -22,7 +21,8 @@ from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, ShardIndexError, index
 from pokevq.data.source import FrameSource
 from pokevq.errors import ConfigError
 from pokevq.storage import S3Storage
-from s3_proxy import FaultProxy  # noqa: F401 - the type of the proxy fixture
+from tests.helpers.frames import upload_tree
+from tests.helpers.s3_proxy import FaultProxy  # noqa: F401 - the type of the proxy fixture
 
 IMAGE = (72, 80)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[2]
 
-SECTIONS = {"1a cold fetch", "2 shards", "1b warm epoch", "1c listing", "1d training step", "1e uploads and orchestration"}
+SECTIONS = {"1a cold fetch", "2 shards", "1b warm epoch", "1c listing", "1d training step",
+            "1e uploads and orchestration"}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--results", str(out / "RESULTS.md"),
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--results", str(out / "RESULTS.md"),
          "--json", str(out / "results.json")],
         capture_output=True, text=True, timeout=600, cwd=str(ROOT),
     )
@@ -63,7 +63,8 @@ def test_every_figure_is_sane(quick_run):
         assert math.isfinite(row["value"]) and row["value"] > 0, row
         if row["ratio"] is not None:
             assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
-            assert row["baseline_value"] is not None and math.isfinite(row["baseline_value"]) and row["baseline_value"] > 0
+            baseline = row["baseline_value"]
+            assert baseline is not None and math.isfinite(baseline) and baseline > 0
     by_name = {(row["section"], row["name"]): row for row in rows}
     shard_requests = by_name[("2 shards", "warm_cache from shards: requests")]
     assert shard_requests["value"] < shard_requests["baseline_value"]  # fewer requests than one per frame
@@ -76,7 +77,8 @@ def test_every_figure_is_sane(quick_run):
 
 def test_latency_proxy_delays_counts_and_passes_bodies(moto_endpoint):
     import boto3
-    from latency_proxy import LatencyProxy
+
+    from benchmarks.latency_proxy import LatencyProxy
 
     bucket = f"bench-proxy-{uuid.uuid4().hex[:8]}"
     with LatencyProxy(moto_endpoint, latency_ms=60) as proxy:
@@ -97,9 +99,11 @@ def test_latency_proxy_delays_counts_and_passes_bodies(moto_endpoint):
 
 def test_bulk_server_lists_exactly_like_moto(moto_endpoint):
     import boto3
-    from moto_bulk import BulkMotoServer
 
-    keys = sorted({f"p/{g}/{e}/{n}.png" for g in ("a", "b", "a-b", "a b") for e in ("x", "x.y", "z/w") for n in range(9)}
+    from benchmarks.moto_bulk import BulkMotoServer
+
+    keys = sorted({f"p/{g}/{e}/{n}.png" for g in ("a", "b", "a-b", "a b") for e in ("x", "x.y", "z/w")
+                   for n in range(9)}
                   | {"p/top.png", "p/a/", "q/x.png", "p/é/ü&1.png"})
     reference = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     bucket = f"bench-bulk-{uuid.uuid4().hex[:8]}"
@@ -126,7 +130,7 @@ def test_bulk_server_lists_exactly_like_moto(moto_endpoint):
 
 
 def test_streaming_benchmark_quick_run_holds_the_disk_limit_and_reads_each_shard_once():
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_streaming.py"), "--quick"],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench_streaming", "--quick"],
                             capture_output=True, text=True, timeout=600, cwd=str(ROOT))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((ROOT / "benchmarks" / "STREAMING-quick.json").read_text())["results"]

@@ -70,7 +70,8 @@ class FaultProxy:
                 proxy.requests += 1
                 proxy.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
                 owner = proxy.bucket_owner
-                claimed = {self.headers.get(h) for h in ("x-amz-expected-bucket-owner", "x-amz-source-expected-bucket-owner")}
+                owner_headers = ("x-amz-expected-bucket-owner", "x-amz-source-expected-bucket-owner")
+                claimed = {self.headers.get(h) for h in owner_headers}
                 if owner is not None and claimed - {None, owner}:
                     proxy.denied.append(self.path)
                     self.send_response(403)
@@ -121,7 +122,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         self.thread.start()
         return self
 
@@ -169,7 +170,7 @@ class FaultProxy:
         times: int | None = None,
         delay: float = 0.0,
         seed: int | None = None,
-    ) -> "Fault":
+    ) -> Fault:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}: one of {', '.join(FAULT_KINDS)}")
         fault = Fault(kind, re.compile(match), rate=rate, every=max(1, every), after=after, times=times, delay=delay)

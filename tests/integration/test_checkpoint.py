@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import random
@@ -12,6 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pokevq.errors import CheckpointError
+from pokevq.layout import Layout
+from pokevq.model.vqvae import VQVAE, ModelConfig
+from pokevq.storage import S3Storage
 from pokevq.train.checkpoint import (
     FORMAT_VERSION,
     build_checkpoint,
@@ -22,10 +25,6 @@ from pokevq.train.checkpoint import (
     save_checkpoint,
     sha256_file,
 )
-from pokevq.errors import CheckpointError
-from pokevq.layout import Layout
-from pokevq.model.vqvae import ModelConfig, VQVAE
-from pokevq.storage import S3Storage
 from pokevq.train.publish import TensorBoardSync, publish_checkpoint, upload_log
 
 MODEL_CONFIG = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16)
@@ -99,7 +98,8 @@ def test_round_trip_restores_identical_outputs(saved):
         expected, got = model(x), restored(x)
     assert torch.equal(expected.recon, got.recon)
     assert torch.equal(expected.codes, got.codes)
-    for group_a, group_b in zip(optimizer.state_dict()["state"].values(), restored_optimizer.state_dict()["state"].values()):
+    restored_state = restored_optimizer.state_dict()["state"].values()
+    for group_a, group_b in zip(optimizer.state_dict()["state"].values(), restored_state):
         assert torch.equal(group_a["exp_avg"], group_b["exp_avg"])
         assert torch.equal(group_a["exp_avg_sq"], group_b["exp_avg_sq"])
 
@@ -249,7 +249,8 @@ def test_publish_latest_and_best(s3, s3_client, bucket, tmp_path, saved):
         "best": f"s3://{bucket}/checkpoints/exp1/checkpoint_best.pt",
     }
     epoch1 = first.read_bytes()
-    for key in ("checkpoints/exp1/checkpoint_epoch_1.pt", "checkpoints/exp1/checkpoint_latest.pt", "checkpoints/exp1/checkpoint_best.pt"):
+    for key in ("checkpoints/exp1/checkpoint_epoch_1.pt", "checkpoints/exp1/checkpoint_latest.pt",
+                "checkpoints/exp1/checkpoint_best.pt"):
         assert s3.get_bytes(key) == epoch1
 
     second = tmp_path / "e2.pt"
@@ -262,8 +263,11 @@ def test_publish_latest_and_best(s3, s3_client, bucket, tmp_path, saved):
     assert s3.get_bytes("checkpoints/exp1/checkpoint_best.pt") == epoch1
     assert s3.get_bytes("checkpoints/exp1/checkpoint_epoch_1.pt") == epoch1
 
-    assert s3_client.head_object(Bucket=bucket, Key="checkpoints/exp1/checkpoint_epoch_1.pt")["Metadata"] == {"sha256": sha1}
-    assert s3_client.head_object(Bucket=bucket, Key="checkpoints/exp1/checkpoint_epoch_2.pt")["Metadata"] == {"sha256": sha2}
+    def metadata(key: str) -> dict:
+        return s3_client.head_object(Bucket=bucket, Key=key)["Metadata"]
+
+    assert metadata("checkpoints/exp1/checkpoint_epoch_1.pt") == {"sha256": sha1}
+    assert metadata("checkpoints/exp1/checkpoint_epoch_2.pt") == {"sha256": sha2}
     # What was published loads back as the checkpoint it was.
     assert load_checkpoint(s3.get_bytes("checkpoints/exp1/checkpoint_latest.pt"))["epoch"] == 2
     assert load_checkpoint(s3.get_bytes("checkpoints/exp1/checkpoint_best.pt"))["epoch"] == 1
@@ -279,7 +283,8 @@ def test_tensorboard_sync_uploads_only_changes(s3, tmp_path):
     (local / "train" / "events.out.tfevents.2").write_bytes(b"event-b")
     sync = TensorBoardSync(local, s3, "tensorboard/exp1/")
 
-    assert sorted(sync.sync()) == ["tensorboard/exp1/events.out.tfevents.1", "tensorboard/exp1/train/events.out.tfevents.2"]
+    assert sorted(sync.sync()) == ["tensorboard/exp1/events.out.tfevents.1",
+                                   "tensorboard/exp1/train/events.out.tfevents.2"]
     assert s3.get_bytes("tensorboard/exp1/train/events.out.tfevents.2") == b"event-b"
     assert sync.sync() == []
 

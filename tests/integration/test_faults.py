@@ -28,16 +28,16 @@ import boto3
 import pytest
 import torch
 
-from conftest import upload_tree
 from flows import pokevq, train
 from pokevq import TrainConfig
-from pokevq.train.checkpoint import CheckpointCorruptError, build_checkpoint, save_checkpoint
 from pokevq.errors import StorageError
+from pokevq.model.vqvae import VQVAE, ModelConfig
 from pokevq.run.lease import Lease, LeaseHeldError, LeaseLostError, LeaseOwner
-from pokevq.model.vqvae import ModelConfig, VQVAE
 from pokevq.run.resume import resolve_resume
 from pokevq.storage import LocalStorage, S3Storage
-from s3_proxy import FaultProxy
+from pokevq.train.checkpoint import CheckpointCorruptError, build_checkpoint
+from tests.helpers.frames import upload_tree
+from tests.helpers.s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.faults
 
@@ -364,7 +364,8 @@ def test_endpoint_down_fails_clearly_keeps_uploads_and_a_retry_resumes(
     after = objects(s3, frames_bucket, "down")
     assert after["checkpoints/down/checkpoint_epoch_1.pt"] == before["checkpoints/down/checkpoint_epoch_1.pt"]
     final = torch.load(io.BytesIO(_get(s3, frames_bucket, "checkpoints/down/checkpoint_latest.pt")), weights_only=True)
-    epoch1 = torch.load(io.BytesIO(_get(s3, frames_bucket, "checkpoints/down/checkpoint_epoch_1.pt")), weights_only=True)
+    epoch1 = torch.load(io.BytesIO(_get(s3, frames_bucket, "checkpoints/down/checkpoint_epoch_1.pt")),
+                        weights_only=True)
     assert [h["epoch"] for h in final["history"]] == [1, 2]
     assert final["history"][0] == epoch1["history"][0]
 

@@ -24,18 +24,18 @@ import boto3
 import pytest
 import torch
 
-from conftest import upload_tree
 from flows import pokevq, train
 from pokevq import cli
 from pokevq.config import TrainConfig
 from pokevq.errors import AccessDeniedError, ConfigError, InvalidCredentialsError
-from pokevq.storage.local_server import LocalS3Server
 from pokevq.run.validate import validate_setup
-from s3_proxy import FaultProxy
+from pokevq.storage.local_server import LocalS3Server
+from tests.helpers.frames import upload_tree
+from tests.helpers.s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.security
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16, downsample=8)
 EXPERIMENT = "sec"
 # What one epoch of the flow writes (the README's layout).

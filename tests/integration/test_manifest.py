@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
-from pokevq.errors import NoFramesError
 from pokevq.data.manifest import (
     COLUMNS,
     build_manifest,
@@ -21,6 +20,7 @@ from pokevq.data.manifest import (
     summarize,
     to_parquet_bytes,
 )
+from pokevq.errors import NoFramesError
 from pokevq.storage import LocalStorage, ObjectInfo, S3Storage
 
 GAMES = ["game1", "game2", "game10"]
@@ -96,7 +96,7 @@ def test_row_values(manifest):
     assert row["size"] == len(frame_bytes(row["key"]))
     assert row["etag"] and '"' not in row["etag"]
     assert row["last_modified"].tzinfo is not None
-    assert abs((datetime.now(timezone.utc) - row["last_modified"].to_pydatetime()).total_seconds()) < 3600
+    assert abs((datetime.now(UTC) - row["last_modified"].to_pydatetime()).total_seconds()) < 3600
 
 
 def test_split_keeps_episodes_whole(manifest):
@@ -149,7 +149,7 @@ def test_parquet_round_trip(manifest):
 
 
 def objects(*keys: str) -> list[ObjectInfo]:
-    now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, tzinfo=UTC)
     return [ObjectInfo(key=k, size=10, etag=f"e{i}", last_modified=now) for i, k in enumerate(keys)]
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "example_s3_training.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "example_s3_training.py"
 
 
 def _run(args, env_extra=None, drop=(), stdin=""):

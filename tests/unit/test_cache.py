@@ -9,8 +9,8 @@ import os
 import pickle
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

@@ -11,11 +11,10 @@ import io
 import pytest
 import torch
 
-from pokevq.train.checkpoint import check_model_shape
 from pokevq.errors import CheckpointError, ConfigError
-from pokevq.model.vqvae import LEGACY_MODEL_FIELDS, ModelConfig, VQVAE
 from pokevq.model.quantizers import FSQ, VectorQuantizer, VectorQuantizerEMA, fsq_levels, kmeans
-
+from pokevq.model.vqvae import LEGACY_MODEL_FIELDS, VQVAE, ModelConfig
+from pokevq.train.checkpoint import check_model_shape
 
 pytestmark = pytest.mark.usefixtures("one_thread_seeded")
 

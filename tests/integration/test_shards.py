@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import io
 import tarfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from conftest import upload_tree
-from pokevq.data.cache import FrameCache
 from pokevq.data import FrameDataset, FrameSource, collate_frames, make_loader, warm_frames
+from pokevq.data.cache import FrameCache
 from pokevq.data.frames import decode_frame
 from pokevq.data.manifest import build_manifest, index_frames, split_by_episode
 from pokevq.data.pack import pack, parse_size
 from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, index_key, shards_prefix
 from pokevq.storage import LocalStorage, ObjectInfo, S3Storage
-from s3_proxy import FaultProxy
+from tests.helpers.frames import upload_tree
+from tests.helpers.s3_proxy import FaultProxy
 
 IMAGE_SIZE = (72, 80)
 
@@ -198,7 +198,8 @@ def test_no_shards_means_per_frame_reads(storage, tmp_path):
 TRICKY = [
     "f/top.png", "f/g1/direct_3.png", "f/g1/ep/frame_1.png", "f/g1/ep/frame_10.png", "f/g1/ep/frame_2.png",
     "f/g1/ep/deeper/frame_4.png", "f/G1/Ep/frame_1.png", "f/g10/ep01/frame_1.png", "f/g10/ep1/frame_1.png",
-    "f/g2/a b/x&y_1.png", "f/g2/é/ü+2.png", "f/g2/ep/.DS_Store", "f/g2/ep/notes.txt", "f/g1/", "f/_shards/index.parquet",
+    "f/g2/a b/x&y_1.png", "f/g2/é/ü+2.png", "f/g2/ep/.DS_Store", "f/g2/ep/notes.txt", "f/g1/",
+    "f/_shards/index.parquet",
     "f-other/g1/ep/frame_1.png",
 ] + [f"f/g3/ep1/frame_{n}.png" for n in range(1, 1101)]  # more than one page of 1,000 in an episode
 
@@ -230,7 +231,8 @@ def test_listing_pages_parse_like_botocore(bucket, moto_endpoint):
         expected_keys, expected_prefixes = [], []
         extra = {"Delimiter": delimiter} if delimiter else {}
         for page in storage.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **extra):
-            expected_keys += [(o["Key"], o["Size"], o["ETag"].strip('"'), o["LastModified"]) for o in page.get("Contents", [])]
+            expected_keys += [(o["Key"], o["Size"], o["ETag"].strip('"'), o["LastModified"])
+                              for o in page.get("Contents", [])]
             expected_prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
         got_keys, got_prefixes = [], []
         for page in storage.list_pages(prefix, delimiter):
@@ -242,7 +244,7 @@ def test_listing_pages_parse_like_botocore(bucket, moto_endpoint):
 
 
 def test_build_manifest_keeps_natural_order_and_listing_order_for_ties():
-    now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, tzinfo=UTC)
     keys = ["p/g/e/frame_10.png", "p/g/e/frame_9.png", "p/g/e/Frame_09.png", "p/g/e/frame_9b.png", "p/g/e/frame_2.png"]
     frame = build_manifest([ObjectInfo(k, 1, "x", now) for k in keys], "p")
     assert frame["key"].tolist() == ["p/g/e/frame_2.png", "p/g/e/frame_9.png", "p/g/e/Frame_09.png",
@@ -326,7 +328,7 @@ def test_loader_reads_decoded_epochs_in_process(storage, tmp_path, monkeypatch):
         assert loader.dataset.decoded_share() == 1.0
         calls = []
         real = data._prefetched_batches
-        monkeypatch.setattr(data, "_prefetched_batches", lambda l: calls.append(1) or real(l))
+        monkeypatch.setattr(data, "_prefetched_batches", lambda loader: calls.append(1) or real(loader))
         loader.sampler.set_epoch(1)
         second = list(loader)
         assert calls == [1]

@@ -19,7 +19,7 @@ import pytest
 
 from deployments.stack import api_request
 from pokevq.storage.local_server import LocalS3Server, free_port
-from s3_proxy import FaultProxy
+from tests.helpers.s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.deployment
 
@@ -27,7 +27,7 @@ BUCKET = "pokevq-deploy"
 TINY = ["-p", "image_size=72x80", "-p", "hidden_channels=8", "-p", "embedding_dim=4", "-p", "codebook_size=16",
         "-p", "num_workers=0", "-p", "batch_size=4"]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 class Stack:

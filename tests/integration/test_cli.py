@@ -190,6 +190,6 @@ def test_quickstart_demo_runs_the_default_model_end_to_end(tmp_path, prefect_ser
     assert "### Tokenizer quality (validation episodes, epoch 2)" in report
     assert "| dialog-box accuracy | –" not in report  # the demo uploads the frames' annotations
     assert (reports[0].parent / "reconstructions.png").is_file()
-    checkpoint = torch.load(next((tmp_path / "demo_outputs" / "s3" / "checkpoints").glob("demo-*/checkpoint_latest.pt")),
-                            weights_only=True)
+    checkpoints = tmp_path / "demo_outputs" / "s3" / "checkpoints"
+    checkpoint = torch.load(next(checkpoints.glob("demo-*/checkpoint_latest.pt")), weights_only=True)
     assert checkpoint["model_config"]["architecture"] == "tile" and checkpoint["model_config"]["codebook_size"] == 512

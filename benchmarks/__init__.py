@@ -1,0 +1,1 @@
+"""pokevq's benchmarks: `python -m benchmarks.run` from the repository root (see benchmarks/run.py)."""
