@@ -19,6 +19,10 @@ class StorageError(PokevqError):
     """S3 or local storage could not be used."""
 
 
+class PreconditionFailedError(StorageError):
+    """A conditional write found the object other than expected: another writer got there first."""
+
+
 class CredentialsNotFoundError(StorageError):
     """No AWS credentials anywhere in boto3's chain."""
 

@@ -10,33 +10,31 @@ lease is held and unexpired. A lease is taken over when:
 - its owner is this same owner (a retry of the same flow run may always take its own lease);
 - it was written by a process on this host that no longer runs (killed with SIGKILL, say).
 
-Writes are conditional where the store supports it, so two runs racing for one lease cannot both
-win: S3 `If-None-Match: *` to create and `If-Match: <etag>` to replace (plus a short re-read, for
-S3-compatible stores that ignore the conditions, and moto, whose check is not atomic); a lock on the
-directory for local storage; elsewhere read-check-write with the same re-read to detect a race.
+Every write goes through the storage interface's conditional operations (`put_if_absent`,
+`put_if_match`, `delete_if_match` on the token `get_with_token` read), so two runs racing for one
+lease cannot both win: on S3 they are `If-None-Match: *` and `If-Match: <etag>`, on local storage a
+lock on the directory. Where a backend's conditions are not atomic (S3-compatible stores that ignore
+them, and moto, whose check races) a short re-read after writing settles the race.
 
-This module is storage-agnostic and never imports the orchestrator.
+This module works on any `Storage` and never imports the orchestrator.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pokevq import settings
-from pokevq.errors import ObjectNotFoundError, PokevqError, StorageError
-from pokevq.storage import LocalStorage, S3Storage, Storage
+from pokevq.errors import ObjectNotFoundError, PokevqError, PreconditionFailedError, StorageError
+from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -281,13 +279,12 @@ class Lease:
         self._acquired_at = record.acquired_at
 
     def _confirm(self, record: LeaseRecord) -> bool:
-        """Re-read after a moment; the last writer wins a race.
+        """Re-read after a moment where conditional writes are not atomic; the last writer wins a race.
 
-        Local storage writes under a lock and needs none of this. On S3 a conditional write already
-        settles it, but S3-compatible stores (and moto) that ignore or race on `If-None-Match` exist:
-        one extra read at the start of a run is cheap insurance.
+        S3 settles a race with its conditions, but S3-compatible stores (and moto) that ignore or race
+        on `If-None-Match` exist: one extra read at the start of a run is cheap insurance.
         """
-        if isinstance(self.storage, LocalStorage):
+        if self.storage.atomic_conditions:
             return True
         time.sleep(self.race_delay)
         current, _ = self._read()
@@ -296,30 +293,10 @@ class Lease:
     # ------------------------------------------------------------------ storage operations
     def _read(self) -> tuple[LeaseRecord | None, str | None]:
         """(record, token): token None when there is no lease; record None when it is unreadable."""
-        if isinstance(self.storage, S3Storage):
-            try:
-                response = self.storage._call("get_object", self.key, Key=self.key)
-                data = response["Body"].read()
-            except ObjectNotFoundError:
-                return None, None
-            except PokevqError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a body broken mid-read
-                raise self.storage.translate(exc, "get_object", self.key) from exc
-            token = str(response.get("ETag", ""))
-        elif isinstance(self.storage, LocalStorage):
-            with self._local_lock():
-                try:
-                    data = self.storage.path(self.key).read_bytes()
-                except FileNotFoundError:
-                    return None, None
-            token = hashlib.sha256(data).hexdigest()
-        else:
-            try:
-                data = self.storage.get_bytes(self.key)
-            except ObjectNotFoundError:
-                return None, None
-            token = hashlib.sha256(data).hexdigest()
+        try:
+            data, token = self.storage.get_with_token(self.key)
+        except ObjectNotFoundError:
+            return None, None
         try:
             return LeaseRecord.from_bytes(data), token
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -327,97 +304,24 @@ class Lease:
             return None, token
 
     def _create(self, record: LeaseRecord) -> bool:
-        data = record.to_bytes()
-        if isinstance(self.storage, S3Storage):
-            return self._s3_put(data, IfNoneMatch="*")
-        if isinstance(self.storage, LocalStorage):
-            with self._local_lock():
-                if self.storage.path(self.key).exists():
-                    return False
-                self.storage.put_bytes(self.key, data)
-            self._token = hashlib.sha256(data).hexdigest()
-            return True
-        if self.storage.exists(self.key):
+        try:
+            self._token = self.storage.put_if_absent(self.key, record.to_bytes())
+        except PreconditionFailedError:
             return False
-        self.storage.put_bytes(self.key, data)
-        self._token = hashlib.sha256(data).hexdigest()
         return True
 
     def _replace(self, record: LeaseRecord, token: str | None) -> bool:
-        data = record.to_bytes()
-        if isinstance(self.storage, S3Storage):
-            return self._s3_put(data, IfMatch=token) if token else self._s3_put(data, IfNoneMatch="*")
-        if isinstance(self.storage, LocalStorage):
-            with self._local_lock():
-                path = self.storage.path(self.key)
-                try:
-                    now = hashlib.sha256(path.read_bytes()).hexdigest()
-                except FileNotFoundError:
-                    now = None
-                if now != token:
-                    return False
-                self.storage.put_bytes(self.key, data)
-            self._token = hashlib.sha256(data).hexdigest()
-            return True
-        _, now = self._read()
-        if now != token:
+        if token is None:
+            return self._create(record)
+        try:
+            self._token = self.storage.put_if_match(self.key, record.to_bytes(), token)
+        except PreconditionFailedError:
             return False
-        self.storage.put_bytes(self.key, data)
-        self._token = hashlib.sha256(data).hexdigest()
         return True
 
     def _delete(self, token: str | None) -> None:
-        if isinstance(self.storage, LocalStorage):
-            with self._local_lock():
-                path = self.storage.path(self.key)
-                try:
-                    if hashlib.sha256(path.read_bytes()).hexdigest() == token:
-                        path.unlink()
-                except FileNotFoundError:
-                    pass
-            return
-        self.storage.delete(self.key)
-
-    def _s3_put(self, data: bytes, **condition: str) -> bool:
-        storage = self.storage
-        assert isinstance(storage, S3Storage)
-        extra = dict(getattr(storage, "_write_args", {}) or {})
-        try:
-            response = storage._call("put_object", self.key, Key=self.key, Body=data,
-                                     ContentType="application/json", **condition, **extra)
-        except StorageError as exc:
-            if _precondition_failed(exc):
-                return False
-            raise
-        self._token = str(response.get("ETag", ""))
-        return True
-
-    @contextlib.contextmanager
-    def _local_lock(self) -> Iterator[None]:
-        """An exclusive lock on the lease's directory (flock), shared by every process on this host."""
-        assert isinstance(self.storage, LocalStorage)
-        directory = self.storage.path(self.key).parent
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(directory, os.O_RDONLY)
-        except OSError as exc:
-            raise StorageError(f"Cannot use the lease directory {directory}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-
-def _precondition_failed(exc: BaseException) -> bool:
-    """An S3 conditional write refused: 412 PreconditionFailed, 409 ConditionalRequestConflict, or the key gone."""
-    cause = exc.__cause__
-    response = getattr(cause, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"} or status in {409, 412} or (
-        isinstance(exc, ObjectNotFoundError)
-    )
+        if token is not None:
+            self.storage.delete_if_match(self.key, token)
 
 
 __all__ = ["Lease", "LeaseHeldError", "LeaseLostError", "LeaseOwner", "LeaseRecord"]

@@ -5,6 +5,7 @@ Both backends write the same layout, so falling back to local storage runs the s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -13,11 +14,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pokevq.errors import ObjectNotFoundError, PreconditionFailedError
+
 # Every single storage operation's outcome: recorded in training.log only (see pokevq.run.logs), never on the
 # console or in the orchestrator's UI, which would drown in one line per frame.
 operations = logging.getLogger("pokevq.operations")
 operations.propagate = False
 operations.setLevel(logging.DEBUG)
+
+
+def content_token(data: bytes) -> str:
+    """A version token from the bytes themselves (identical bytes are the same version)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,48 @@ class Storage(ABC):
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    # -- conditional writes: what lets two writers share one object (the experiment's lease) ----------
+    # A token names one version of an object; a write conditioned on it fails with
+    # `PreconditionFailedError` when another writer changed the object in between. These defaults
+    # read, compare and write, so they are not atomic (`atomic_conditions` is False): a backend that
+    # can do better overrides them.
+    atomic_conditions = False
+
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the token of that version; `ObjectNotFoundError` when absent."""
+        data = self.get_bytes(key)
+        return data, content_token(data)
+
+    def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
+        """Create `key` only if no object is there; returns the new version's token."""
+        if self.exists(key):
+            raise PreconditionFailedError(f"{self.uri(key)} already exists")
+        self.put_bytes(key, data, metadata)
+        return content_token(data)
+
+    def put_if_match(self, key: str, data: bytes, token: str, metadata: dict[str, str] | None = None) -> str:
+        """Replace `key` only if its current version is `token`; returns the new version's token."""
+        self._check_token(key, token)
+        self.put_bytes(key, data, metadata)
+        return content_token(data)
+
+    def delete_if_match(self, key: str, token: str) -> bool:
+        """Delete `key` if its current version is `token`; False when it changed or is gone."""
+        try:
+            self._check_token(key, token)
+        except PreconditionFailedError:
+            return False
+        self.delete(key)
+        return True
+
+    def _check_token(self, key: str, token: str) -> None:
+        try:
+            _, current = self.get_with_token(key)
+        except ObjectNotFoundError:
+            raise PreconditionFailedError(f"{self.uri(key)} is gone") from None
+        if current != token:
+            raise PreconditionFailedError(f"{self.uri(key)} changed since it was read")
 
     def describe(self) -> str:
         return self.namespace

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -36,6 +39,14 @@ class LocalStorage(Storage):
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
+        self._thread_lock = threading.Lock()  # flock is per open file: threads also take turns
+        self._held = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"])
 
     @property
     def namespace(self) -> str:
@@ -109,6 +120,53 @@ class LocalStorage(Storage):
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    # -- conditional writes: atomic on this host under a lock on the object's directory -------------
+    atomic_conditions = True
+
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        with self._directory_lock(key):
+            return super().get_with_token(key)
+
+    def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
+        with self._directory_lock(key):
+            return super().put_if_absent(key, data, metadata)
+
+    def put_if_match(self, key: str, data: bytes, token: str, metadata: dict[str, str] | None = None) -> str:
+        with self._directory_lock(key):
+            return super().put_if_match(key, data, token, metadata)
+
+    def delete_if_match(self, key: str, token: str) -> bool:
+        with self._directory_lock(key):
+            return super().delete_if_match(key, token)
+
+    @contextlib.contextmanager
+    def _directory_lock(self, key: str) -> Iterator[None]:
+        """flock on the object's directory: every process and thread of this host takes turns.
+
+        Reentrant within a thread, so the base class's read-compare-write runs under one lock.
+        """
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        directory = self.path(key).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory, os.O_RDONLY)
+        except OSError as exc:
+            raise StorageError(f"Cannot lock {directory}: {exc.strerror or exc}") from exc
+        with self._thread_lock:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._held.depth = 1
+                yield
+            finally:
+                self._held.depth = 0
+                os.close(fd)
 
     def upload_file(self, path: str | Path, key: str, metadata: dict[str, str] | None = None) -> None:
         target = self.path(key)

@@ -26,6 +26,7 @@ from pokevq.errors import (
     CredentialsNotFoundError,
     InvalidCredentialsError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageError,
 )
 from pokevq.storage.base import ListingPage, ObjectInfo, Storage, operations
@@ -40,6 +41,7 @@ _LISTING_CLIENTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionar
 _BAD_KEY_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
 _DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
 _MISSING_BUCKET_CODES = {"NoSuchBucket"}
+_CONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}  # a conditional write lost a race
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
 # What each client method needs in IAM terms, for "Access denied … s3:PutObject on key".
 _IAM_ACTION = {
@@ -263,6 +265,10 @@ class S3Storage(Storage):
                     f"Access denied to S3 bucket {self.bucket}: {action} on {target}. "
                     f"Check bucket permissions and AWS credentials (see the IAM policy in the README){owner}."
                 )
+            if code in _CONDITION_CODES or status in (409, 412):
+                return PreconditionFailedError(
+                    f"S3 {operation} of {self.uri(key)} refused: the object changed under this writer ({code})"
+                )
             if code in _MISSING_KEY_CODES or status == 404:
                 return ObjectNotFoundError(f"Object not found: {self.uri(key)}")
             return StorageError(f"S3 {operation} of {self.uri(key)} failed: {code}: {message}")
@@ -402,6 +408,29 @@ class S3Storage(Storage):
 
     def delete(self, key: str) -> None:
         self._call("delete_object", key, Key=key)
+
+    # -- conditional writes: S3's If-None-Match / If-Match on PutObject, the ETag as the token ------
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        response = self._call("get_object", key, Key=key)
+        try:
+            data = response["Body"].read()
+        except Exception as exc:  # a body broken mid-read
+            raise self.translate(exc, "get_object", key) from exc
+        return data, str(response.get("ETag", ""))
+
+    def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
+        return self._put_conditionally(key, data, metadata, IfNoneMatch="*")
+
+    def put_if_match(self, key: str, data: bytes, token: str, metadata: dict[str, str] | None = None) -> str:
+        return self._put_conditionally(key, data, metadata, IfMatch=token)
+
+    def _put_conditionally(self, key: str, data: bytes, metadata: dict[str, str] | None, **condition: str) -> str:
+        try:
+            response = self._call("put_object", key, Key=key, Body=data, Metadata=metadata or {},
+                                  ContentType="application/json", **condition, **self._write_args)
+        except ObjectNotFoundError as exc:  # If-Match on an object that is gone
+            raise PreconditionFailedError(f"{self.uri(key)} is gone") from exc
+        return str(response.get("ETag", ""))
 
     def _transfer_config(self) -> Any:
         from boto3.s3.transfer import TransferConfig

@@ -166,7 +166,8 @@ def test_retried_flow_run_continues_the_interrupted_epoch_from_its_step_checkpoi
 
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
-    from test_faults import retry_flow_run, task_states
+
+    from tests.helpers.flow_runs import retry_flow_run, task_states
 
     upload_tree(s3_client, bucket, frames, "pokemon_frames/")
     pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)

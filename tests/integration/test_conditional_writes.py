@@ -1,0 +1,118 @@
+"""Conditional writes on the storage interface, on S3 (moto over HTTP) and on a local directory.
+
+They are what lets two runs share one object safely: the experiment's lease is built on them alone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from pathlib import Path
+
+import pytest
+
+from pokevq.errors import ObjectNotFoundError, PreconditionFailedError
+from pokevq.run.lease import Lease, LeaseHeldError, LeaseOwner
+from pokevq.storage import LocalStorage, S3Storage, Storage
+
+
+@pytest.fixture(params=["s3", "local"])
+def storage(request, tmp_path) -> Storage:
+    if request.param == "s3":
+        return S3Storage(request.getfixturevalue("bucket"), "us-east-1", request.getfixturevalue("moto_endpoint"))
+    return LocalStorage(tmp_path / "store")
+
+
+def test_create_if_absent_wins_once(storage):
+    token = storage.put_if_absent("exp/.lease.json", b"first")
+    with pytest.raises(PreconditionFailedError):
+        storage.put_if_absent("exp/.lease.json", b"second")
+    assert storage.get_with_token("exp/.lease.json") == (b"first", token)
+
+
+def test_replace_needs_the_current_token(storage):
+    first = storage.put_if_absent("k", b"one")
+    second = storage.put_if_match("k", b"two", first)
+    assert second != first
+    with pytest.raises(PreconditionFailedError):
+        storage.put_if_match("k", b"three", first)  # stale: someone wrote since
+    data, token = storage.get_with_token("k")
+    assert (data, token) == (b"two", second)
+    assert storage.put_if_match("k", b"three", token) != token
+    assert storage.get_bytes("k") == b"three"
+
+
+def test_replace_or_delete_of_a_gone_object_is_refused(storage):
+    token = storage.put_if_absent("gone", b"x")
+    storage.delete("gone")
+    with pytest.raises(PreconditionFailedError):
+        storage.put_if_match("gone", b"y", token)
+    assert not storage.delete_if_match("gone", token)
+    with pytest.raises(ObjectNotFoundError):
+        storage.get_with_token("gone")
+
+
+def test_delete_if_match_keeps_another_writers_version(storage):
+    first = storage.put_if_absent("d", b"mine")
+    storage.put_if_match("d", b"theirs", first)
+    assert not storage.delete_if_match("d", first)
+    assert storage.get_bytes("d") == b"theirs"
+    _, current = storage.get_with_token("d")
+    assert storage.delete_if_match("d", current)
+    assert not storage.exists("d")
+
+
+def test_local_threads_racing_to_create_one_winner(tmp_path):
+    storage = LocalStorage(tmp_path / "store")
+    wins, start = [], threading.Barrier(8)
+
+    def claim(n: int) -> None:
+        start.wait()
+        try:
+            storage.put_if_absent("race/.lease.json", f"{n}".encode())
+            wins.append(n)
+        except PreconditionFailedError:
+            pass
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1 and storage.get_bytes("race/.lease.json") == str(wins[0]).encode()
+
+
+def _claim_in_process(root: str, n: int, barrier, results) -> None:
+    barrier.wait()
+    try:
+        LocalStorage(root).put_if_absent("race/.lease.json", f"{n}".encode())
+        results.put(n)
+    except PreconditionFailedError:
+        results.put(None)
+
+
+def test_local_processes_racing_to_create_one_winner(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    processes = [context.Process(target=_claim_in_process, args=(str(tmp_path / "store"), n, barrier, results))
+                 for n in range(2)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert sorted(outcomes, key=str) == sorted([None, next(o for o in outcomes if o is not None)], key=str)
+    assert Path(tmp_path / "store" / "race" / ".lease.json").is_file()
+
+
+def test_the_lease_uses_only_the_interface(storage):
+    """Two owners of one experiment on either backend: the second is refused, then takes it once released."""
+    first = Lease.for_experiment(storage, "checkpoints/exp/", "exp", LeaseOwner("run-a", "host", 1), race_delay=0)
+    second = Lease.for_experiment(storage, "checkpoints/exp/", "exp", LeaseOwner("run-b", "host", 1), race_delay=0)
+    assert first.acquire() is None
+    with pytest.raises(LeaseHeldError):
+        second.acquire()
+    first.renew()
+    assert first.release()
+    assert second.acquire() is None
+    assert not storage.exists("checkpoints/exp/.lease.json") or second.release()
