@@ -1,8 +1,8 @@
-"""The `pokevq` command: train, synth, upload, demo.
+"""The `pokevq` command: train, synth, upload, pack, demo, stack.
 
 This is the edge where user-facing errors are caught once and printed as one line
-(a traceback only with --debug). It is the only library module that reaches up to
-the Prefect flow.
+(a traceback only with --debug). With the rest of `pokevq.cli`, it is the only part of
+`pokevq` that reaches up to the Prefect flow and the stack.
 """
 
 from __future__ import annotations
