@@ -101,26 +101,37 @@ class Storage(ABC):
         return self.head(key) is not None
 
     # -- conditional writes: what lets two writers share one object (the experiment's lease) ----------
-    # A token names one version of an object; a write conditioned on it fails with
-    # `PreconditionFailedError` when another writer changed the object in between. These defaults
-    # read, compare and write, so they are not atomic (`atomic_conditions` is False): a backend that
-    # can do better overrides them.
+    # A token names one version of an object: the ETag on S3 (an MD5 of the bytes, opaque under
+    # SSE-KMS), a SHA-256 of the bytes elsewhere. Writing different bytes always changes the token;
+    # writing back identical bytes may give the same token again (callers that need every write to
+    # differ put a time or a counter in the bytes, as the lease does). A write conditioned on a
+    # token, or on absence, fails with `PreconditionFailedError` when another writer got there first
+    # (never worth a retry as such: read again, then decide). The defaults below read, compare and
+    # write, so they are not atomic; `atomic_conditions` says whether a backend's own versions settle
+    # races between writers by themselves (True), or whether a caller that must not lose one should
+    # re-read after writing (False).
     atomic_conditions = False
 
     def get_with_token(self, key: str) -> tuple[bytes, str]:
-        """The object's bytes and the token of that version; `ObjectNotFoundError` when absent."""
+        """The object's bytes and the token of that same version, read together; `ObjectNotFoundError` when absent."""
         data = self.get_bytes(key)
         return data, content_token(data)
 
     def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
-        """Create `key` only if no object is there; returns the new version's token."""
+        """Create `key` only if no object is there; returns the new version's token.
+
+        `PreconditionFailedError` when an object exists (whoever created it first wins).
+        """
         if self.exists(key):
             raise PreconditionFailedError(f"{self.uri(key)} already exists")
         self.put_bytes(key, data, metadata)
         return content_token(data)
 
     def put_if_match(self, key: str, data: bytes, token: str, metadata: dict[str, str] | None = None) -> str:
-        """Replace `key` only if its current version is `token`; returns the new version's token."""
+        """Replace `key` only if its current version is `token`; returns the new version's token.
+
+        `PreconditionFailedError` when the object changed since `token` was read, or is gone.
+        """
         self._check_token(key, token)
         self.put_bytes(key, data, metadata)
         return content_token(data)

@@ -122,6 +122,10 @@ class LocalStorage(Storage):
         self.path(key).unlink(missing_ok=True)
 
     # -- conditional writes: atomic on this host under a lock on the object's directory -------------
+    # Check and write (an atomic rename) happen under one flock of the directory, so every process
+    # and thread of this host takes turns; writers on other hosts sharing the directory over a network
+    # file system are not covered. The token is the SHA-256 of the bytes (the base class's), not
+    # the mtime, which two quick writes can share.
     atomic_conditions = True
 
     def get_with_token(self, key: str) -> tuple[bytes, str]:

@@ -265,7 +265,7 @@ class S3Storage(Storage):
                     f"Access denied to S3 bucket {self.bucket}: {action} on {target}. "
                     f"Check bucket permissions and AWS credentials (see the IAM policy in the README){owner}."
                 )
-            if code in _CONDITION_CODES or status in (409, 412):
+            if code in _CONDITION_CODES or status == 412:
                 return PreconditionFailedError(
                     f"S3 {operation} of {self.uri(key)} refused: the object changed under this writer ({code})"
                 )
@@ -289,10 +289,14 @@ class S3Storage(Storage):
         self._call("put_object", key, Key=key, Body=data, Metadata=metadata or {}, **self._write_args)
 
     def get_bytes(self, key: str) -> bytes:
+        return self._get_object(key)[0]
+
+    def _get_object(self, key: str) -> tuple[bytes, Any]:
+        """The whole body and the GetObject response (its ETag) of one request that read it all."""
         for attempt in range(1, 4):  # a connection broken mid-body is retried, as s3transfer does for downloads
             response = self._call("get_object", key, Key=key)
             try:
-                return response["Body"].read()
+                return response["Body"].read(), response
             except Exception as exc:
                 from botocore.exceptions import (
                     IncompleteReadError,
@@ -409,28 +413,52 @@ class S3Storage(Storage):
     def delete(self, key: str) -> None:
         self._call("delete_object", key, Key=key)
 
-    # -- conditional writes: S3's If-None-Match / If-Match on PutObject, the ETag as the token ------
+    # -- conditional writes: If-None-Match / If-Match on PutObject and DeleteObject, the ETag as the token ------
+    # AWS S3 evaluates these atomically, but S3-compatible stores may ignore them and moto checks them
+    # apart from the write, so `atomic_conditions` stays False: a caller that must not lose a race (the
+    # lease) re-reads after writing.
+    atomic_conditions = False
+
     def get_with_token(self, key: str) -> tuple[bytes, str]:
-        response = self._call("get_object", key, Key=key)
-        try:
-            data = response["Body"].read()
-        except Exception as exc:  # a body broken mid-read
-            raise self.translate(exc, "get_object", key) from exc
+        """One GetObject: the body and the ETag of that same version."""
+        data, response = self._get_object(key)
         return data, str(response.get("ETag", ""))
 
     def put_if_absent(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
-        return self._put_conditionally(key, data, metadata, IfNoneMatch="*")
+        """PutObject with `If-None-Match: *`; 412 (or 409, a concurrent write) is `PreconditionFailedError`."""
+        response = self._conditionally("put_object", key, Key=key, Body=data, Metadata=metadata or {},
+                                       IfNoneMatch="*", **self._write_args)
+        return str(response.get("ETag", ""))
 
     def put_if_match(self, key: str, data: bytes, token: str, metadata: dict[str, str] | None = None) -> str:
-        return self._put_conditionally(key, data, metadata, IfMatch=token)
-
-    def _put_conditionally(self, key: str, data: bytes, metadata: dict[str, str] | None, **condition: str) -> str:
-        try:
-            response = self._call("put_object", key, Key=key, Body=data, Metadata=metadata or {},
-                                  ContentType="application/json", **condition, **self._write_args)
-        except ObjectNotFoundError as exc:  # If-Match on an object that is gone
-            raise PreconditionFailedError(f"{self.uri(key)} is gone") from exc
+        """PutObject with `If-Match: <etag>`; a changed (412) or deleted (404) object is `PreconditionFailedError`."""
+        response = self._conditionally("put_object", key, Key=key, Body=data, Metadata=metadata or {},
+                                       IfMatch=token, **self._write_args)
         return str(response.get("ETag", ""))
+
+    def delete_if_match(self, key: str, token: str) -> bool:
+        """DeleteObject with `If-Match: <etag>` (needs s3:GetObject besides s3:DeleteObject)."""
+        try:
+            self._conditionally("delete_object", key, Key=key, IfMatch=token)
+        except PreconditionFailedError:
+            return False
+        return True
+
+    def _conditionally(self, operation: str, key: str, **kwargs: Any) -> Any:
+        """`_call` for a conditional request: every way of losing the condition is `PreconditionFailedError`."""
+        try:
+            return self._call(operation, key, **kwargs)
+        except ObjectNotFoundError as exc:  # If-Match on an object deleted in between
+            raise PreconditionFailedError(f"{self.uri(key)} is gone") from exc
+        except PreconditionFailedError:
+            raise
+        except StorageError as exc:
+            response = getattr(exc.__cause__, "response", None) or {}
+            if response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 409:  # a concurrent write won
+                raise PreconditionFailedError(
+                    f"S3 {operation} of {self.uri(key)} refused: another writer changed it at the same time"
+                ) from exc
+            raise
 
     def _transfer_config(self) -> Any:
         from boto3.s3.transfer import TransferConfig
