@@ -10,11 +10,14 @@ lease is held and unexpired. A lease is taken over when:
 - its owner is this same owner (a retry of the same flow run may always take its own lease);
 - it was written by a process on this host that no longer runs (killed with SIGKILL, say).
 
-Every write goes through the storage interface's conditional operations (`put_if_absent`,
-`put_if_match`, `delete_if_match` on the token `get_with_token` read), so two runs racing for one
-lease cannot both win: on S3 they are `If-None-Match: *` and `If-Match: <etag>`, on local storage a
-lock on the directory. Where a backend's conditions are not atomic (S3-compatible stores that ignore
-them, and moto, whose check races) a short re-read after writing settles the race.
+Every write goes through the storage interface's conditional operations, on the token that
+`get_with_token` read with the lease: acquiring is `put_if_absent`, or `put_if_match` to take over;
+renewing is `put_if_match`; releasing is `delete_if_match`. So two runs racing for one lease cannot
+both win, a run whose lease was taken over learns it at its next renewal, and it never deletes the
+newcomer's lease. On S3 they are `If-None-Match: *` and `If-Match: <etag>`, on local storage a lock
+on the directory. Where a backend's conditions are not atomic (`atomic_conditions` False: S3-compatible
+stores that ignore them, and moto, whose check races) a short re-read after acquiring settles the
+race: whoever's record is there after `race_delay` holds the lease.
 
 This module works on any `Storage` and never imports the orchestrator.
 """
@@ -137,7 +140,6 @@ class Lease:
         self.lost: LeaseLostError | None = None
         self.taken_over: str | None = None  # why an existing lease was taken over by acquire(), if it was
         self._acquired_at = 0.0
-        self._token: str | None = None  # ETag (S3) or content hash of what we wrote
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._io_lock = threading.Lock()
@@ -220,9 +222,10 @@ class Lease:
         with self._io_lock:
             current, token = self._read()
             self.held = False
-            if current is None or current.owner.id != self.owner.id:
+            if current is None or current.owner.id != self.owner.id or token is None:
                 return False
-            self._delete(token)
+            if not self.storage.delete_if_match(self.key, token):
+                return False  # taken over between the read and the delete: theirs now
         log.info("Lease on experiment %s released", self.experiment)
         return True
 
@@ -305,7 +308,7 @@ class Lease:
 
     def _create(self, record: LeaseRecord) -> bool:
         try:
-            self._token = self.storage.put_if_absent(self.key, record.to_bytes())
+            self.storage.put_if_absent(self.key, record.to_bytes())
         except PreconditionFailedError:
             return False
         return True
@@ -314,14 +317,10 @@ class Lease:
         if token is None:
             return self._create(record)
         try:
-            self._token = self.storage.put_if_match(self.key, record.to_bytes(), token)
+            self.storage.put_if_match(self.key, record.to_bytes(), token)
         except PreconditionFailedError:
             return False
         return True
-
-    def _delete(self, token: str | None) -> None:
-        if token is not None:
-            self.storage.delete_if_match(self.key, token)
 
 
 __all__ = ["Lease", "LeaseHeldError", "LeaseLostError", "LeaseOwner", "LeaseRecord"]
