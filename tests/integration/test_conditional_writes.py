@@ -5,7 +5,9 @@ They are what lets two runs share one object safely: the experiment's lease is b
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import threading
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from pokevq.errors import ObjectNotFoundError, PreconditionFailedError
 from pokevq.run.lease import Lease, LeaseHeldError, LeaseOwner
 from pokevq.storage import LocalStorage, S3Storage, Storage
+from pokevq.storage.base import operations
 
 
 @pytest.fixture(params=["s3", "local"])
@@ -62,11 +65,13 @@ def test_delete_if_match_keeps_another_writers_version(storage):
     assert not storage.exists("d")
 
 
-def test_local_threads_racing_to_create_one_winner(tmp_path):
-    storage = LocalStorage(tmp_path / "store")
+@pytest.mark.parametrize("instances", ["shared", "one per thread"])
+def test_local_threads_racing_to_create_one_winner(tmp_path, instances):
+    shared = LocalStorage(tmp_path / "store")
     wins, start = [], threading.Barrier(8)
 
     def claim(n: int) -> None:
+        storage = shared if instances == "shared" else LocalStorage(tmp_path / "store")
         start.wait()
         try:
             storage.put_if_absent("race/.lease.json", f"{n}".encode())
@@ -79,7 +84,29 @@ def test_local_threads_racing_to_create_one_winner(tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(wins) == 1 and storage.get_bytes("race/.lease.json") == str(wins[0]).encode()
+    assert len(wins) == 1 and shared.get_bytes("race/.lease.json") == str(wins[0]).encode()
+
+
+def test_local_threads_racing_to_replace_one_winner(tmp_path):
+    """Eight writers read the same token; only one replacement is accepted."""
+    storage = LocalStorage(tmp_path / "store")
+    token = storage.put_if_absent("k", b"start")
+    wins, start = [], threading.Barrier(8)
+
+    def replace(n: int) -> None:
+        start.wait()
+        try:
+            LocalStorage(tmp_path / "store").put_if_match("k", f"writer {n}".encode(), token)
+            wins.append(n)
+        except PreconditionFailedError:
+            pass
+
+    threads = [threading.Thread(target=replace, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1 and storage.get_bytes("k") == f"writer {wins[0]}".encode()
 
 
 def _claim_in_process(root: str, n: int, barrier, results) -> None:
@@ -116,3 +143,38 @@ def test_the_lease_uses_only_the_interface(storage):
     assert first.release()
     assert second.acquire() is None
     assert not storage.exists("checkpoints/exp/.lease.json") or second.release()
+
+
+def test_tokens_differ_after_two_quick_writes(storage):
+    first = storage.put_if_absent("quick", b'{"expires_at": 1.0}')
+    second = storage.put_if_match("quick", b'{"expires_at": 2.0}', first)
+    assert first != second
+    assert storage.get_with_token("quick")[1] == second
+    if isinstance(storage, LocalStorage):  # the same mtime and size (one clock tick): the token still moved
+        path = storage.path("quick")
+        stat = path.stat()
+        third = storage.put_if_match("quick", b'{"expires_at": 3.0}', second)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert path.stat().st_mtime_ns == stat.st_mtime_ns and path.stat().st_size == stat.st_size
+        assert third != second and storage.get_with_token("quick")[1] == third
+        with pytest.raises(PreconditionFailedError):
+            storage.put_if_match("quick", b"late", second)
+
+
+def test_s3_conditional_writes_carry_metadata_encryption_and_are_logged(bucket, moto_endpoint, s3_client):
+    storage = S3Storage(bucket, "us-east-1", moto_endpoint, sse="AES256")
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    operations.addHandler(handler)
+    try:
+        token = storage.put_if_absent("meta", b"x", metadata={"owner": "run-a"})
+        with pytest.raises(PreconditionFailedError):
+            storage.put_if_absent("meta", b"y")
+        storage.put_if_match("meta", b"z", token, metadata={"owner": "run-b"})
+    finally:
+        operations.removeHandler(handler)
+    head = s3_client.head_object(Bucket=bucket, Key="meta")
+    assert head["Metadata"] == {"owner": "run-b"} and head["ServerSideEncryption"] == "AES256"
+    assert [line.split(" s3://")[0] for line in lines] == ["S3 put_object"] * 3
+    assert lines[0].endswith("meta ok") and " failed: " in lines[1] and lines[2].endswith("meta ok")
