@@ -15,6 +15,7 @@ from pokevq.errors import (
     InvalidCredentialsError,
     ObjectNotFoundError,
     PokevqError,
+    PreconditionFailedError,
     StorageError,
 )
 
@@ -41,6 +42,7 @@ _PERMANENT = (
     CredentialsNotFoundError,
     InvalidCredentialsError,
     ObjectNotFoundError,
+    PreconditionFailedError,  # another writer won: retrying the same write cannot succeed
 )
 
 
