@@ -178,3 +178,12 @@ def test_s3_conditional_writes_carry_metadata_encryption_and_are_logged(bucket, 
     assert head["Metadata"] == {"owner": "run-b"} and head["ServerSideEncryption"] == "AES256"
     assert [line.split(" s3://")[0] for line in lines] == ["S3 put_object"] * 3
     assert lines[0].endswith("meta ok") and " failed: " in lines[1] and lines[2].endswith("meta ok")
+
+
+def test_a_lost_condition_is_not_retried_by_a_task():
+    """Another writer won: the same write cannot succeed on a second try, unlike a dropped connection."""
+    from pokevq.errors import StorageError
+    from tasks.common import is_transient
+
+    assert not is_transient(PreconditionFailedError("s3://b/k changed since it was read"))
+    assert is_transient(StorageError("S3 put_object of s3://b/k failed: SlowDown"))
