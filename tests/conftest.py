@@ -32,6 +32,7 @@ os.environ["AWS_SHARED_CREDENTIALS_FILE"] = "/nonexistent/pokevq-tests/credentia
 os.environ["AWS_CONFIG_FILE"] = "/nonexistent/pokevq-tests/config"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     """moto's S3 server on 127.0.0.1 with an OS-chosen port, for the whole session."""
@@ -43,6 +44,7 @@ def moto_endpoint() -> str:
     yield f"http://{host}:{port}"
     server.stop()
 
+
 @pytest.fixture
 def bucket(moto_endpoint: str) -> str:
     """A fresh, empty bucket per test."""
@@ -52,31 +54,35 @@ def bucket(moto_endpoint: str) -> str:
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
 
+
 @pytest.fixture
 def s3_client(moto_endpoint: str):
     import boto3
 
     return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
 
+
+def _synthetic_frames(tmp_path_factory, name: str, **sizes) -> Path:
+    """Synthetic Game Boy frames in a new temporary folder, without the generator's index file."""
+    from pokevq.synth.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp(name)
+    generate_dataset(out, **sizes)
+    (out / "synth_index.json").unlink(missing_ok=True)
+    return out
+
+
 @pytest.fixture(scope="session")
 def synth_frames(tmp_path_factory) -> Path:
     """2 games × 2 episodes × 6 frames of synthetic Game Boy frames, made once."""
-    from pokevq.synth.generate import generate_dataset
+    return _synthetic_frames(tmp_path_factory, "frames", games=2, episodes=2, frames=6, seed=0)
 
-    out = tmp_path_factory.mktemp("frames")
-    generate_dataset(out, games=2, episodes=2, frames=6, seed=0)
-    (out / "synth_index.json").unlink(missing_ok=True)
-    return out
 
 @pytest.fixture(scope="session")
 def episode_frames(tmp_path_factory) -> Path:
     """2 games × 3 episodes × 16 frames (96 frames of a few KB): enough for several shards and batches."""
-    from pokevq.synth.generate import generate_dataset
+    return _synthetic_frames(tmp_path_factory, "episode-frames", games=2, episodes=3, frames=16, seed=1)
 
-    out = tmp_path_factory.mktemp("episode-frames")
-    generate_dataset(out, games=2, episodes=3, frames=16, seed=1)
-    (out / "synth_index.json").unlink(missing_ok=True)
-    return out
 
 @pytest.fixture
 def fault_proxy(moto_endpoint: str):
@@ -86,6 +92,7 @@ def fault_proxy(moto_endpoint: str):
     proxy = FaultProxy(moto_endpoint).start()
     yield proxy
     proxy.stop()
+
 
 @pytest.fixture
 def one_thread_seeded():
@@ -98,6 +105,7 @@ def one_thread_seeded():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
 
 @pytest.fixture(scope="session")
 def prefect_harness():

@@ -13,9 +13,9 @@ import torch
 
 from pokevq import cli
 from pokevq.config import TrainConfig
+from tests.helpers.runs import TINY_FLAGS
 
-TINY = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16",
-        "--num-workers", "0", "--epochs", "1", "--batch-size", "4"]
+TINY = [*TINY_FLAGS, "--num-workers", "0", "--epochs", "1", "--batch-size", "4"]
 
 
 def test_help_documents_every_option():

@@ -12,10 +12,9 @@ from PIL import Image
 from flows import train
 from pokevq import TrainConfig
 from tests.helpers.frames import upload_tree
+from tests.helpers.runs import TINY, list_keys, s3_train_config, tensorboard_scalars
 
 pytestmark = pytest.mark.e2e
-
-TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16, downsample=8)
 
 
 def _corrupt_objects(client, bucket: str) -> None:
@@ -37,38 +36,18 @@ def e2e_bucket(bucket, s3_client, synth_frames):
 
 
 def _config(tmp_path: Path, bucket: str, endpoint: str, **overrides) -> TrainConfig:
-    values = dict(
-        use_s3=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=endpoint,
-        experiment_name="e2e",
-        num_epochs=2,
-        batch_size=4,
-        learning_rate=1e-3,
-        num_workers=0,
-        local_cache_dir=str(tmp_path / "cache"),
-        output_dir=str(tmp_path / "outputs"),
-        no_fallback=True,
-        **TINY,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def _keys(client, bucket: str, prefix: str) -> list[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+    return s3_train_config(tmp_path, bucket, endpoint, **{"experiment_name": "e2e", **overrides})
 
 
 def _scalars(client, bucket: str, target: Path) -> dict[str, list]:
-    return _scalars_of(client, bucket, "e2e", target)
+    return tensorboard_scalars(client, bucket, "e2e", target)
 
 
 def test_flow_trains_uploads_reports_and_resumes(prefect_harness, tmp_path, moto_endpoint, e2e_bucket, s3_client):
     summary = train(_config(tmp_path, e2e_bucket, moto_endpoint))
 
     # The guide's layout, every object present.
-    keys = set(_keys(s3_client, e2e_bucket, ""))
+    keys = set(list_keys(s3_client, e2e_bucket, ""))
     for expected in (
         "checkpoints/e2e/checkpoint_epoch_1.pt",
         "checkpoints/e2e/checkpoint_epoch_2.pt",
@@ -126,7 +105,7 @@ def test_flow_trains_uploads_reports_and_resumes(prefect_harness, tmp_path, moto
     assert state["global_step"] < state3["global_step"] <= state["global_step"] + batches
     assert [h["epoch"] for h in state3["history"]] == [1, 2, 3]
     assert state3["history"][:2] == state["history"]  # completed epochs' metrics unchanged
-    assert "checkpoints/e2e/checkpoint_epoch_3.pt" in _keys(s3_client, e2e_bucket, "checkpoints/e2e/")
+    assert "checkpoints/e2e/checkpoint_epoch_3.pt" in list_keys(s3_client, e2e_bucket, "checkpoints/e2e/")
     scalars = _scalars(s3_client, e2e_bucket, tmp_path / "tb2")
     assert [e.step for e in scalars["epoch/val_loss"]] == [1, 2, 3]
 
@@ -203,7 +182,7 @@ def test_quality_metrics_reach_tensorboard_report_and_artifacts(
         assert 0 <= val[name] <= 1, name
     assert val["dead_codes"] == round(64 * (1 - val["codebook_usage"]))
 
-    scalars = _scalars_of(s3_client, bucket, "quality", tmp_path / "tb")
+    scalars = tensorboard_scalars(s3_client, bucket, "quality", tmp_path / "tb")
     for tag in ("epoch/val_ssim", "epoch/val_pixel_accuracy", "epoch/val_dialog_accuracy",
                 "epoch/val_token_stability", "epoch/val_dead_codes", "epoch/val_perplexity"):
         assert [e.step for e in scalars[tag]] == [1], tag
@@ -222,15 +201,3 @@ def test_quality_metrics_reach_tensorboard_report_and_artifacts(
 
     tables = [a for a in asyncio.run(table_artifact()) if a.key == "quality-metrics"]
     assert tables and "token_stability" in str(tables[0].data)
-
-
-def _scalars_of(client, bucket: str, experiment: str, target: Path) -> dict[str, list]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    for key in _keys(client, bucket, f"tensorboard/{experiment}/"):
-        path = target / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(bucket, key, str(path))
-    accumulator = EventAccumulator(str(target / "tensorboard" / experiment))
-    accumulator.Reload()
-    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}

@@ -38,11 +38,11 @@ from pokevq.storage import LocalStorage, S3Storage
 from pokevq.train.checkpoint import CheckpointCorruptError, build_checkpoint
 from tests.helpers.flow_runs import retry_flow_run, task_states
 from tests.helpers.frames import upload_tree
+from tests.helpers.runs import TINY, list_keys, s3_train_config, tensorboard_scalars
 from tests.helpers.s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.faults
 
-TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16, downsample=8)
 LAYOUT_PREFIXES = ("checkpoints", "tensorboard", "logs", "manifests", "reports")
 
 
@@ -79,27 +79,7 @@ def quick_retries(monkeypatch):
 
 
 def _config(root: Path, bucket: str, endpoint: str, experiment: str | None, **overrides) -> TrainConfig:
-    values = dict(
-        use_s3=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=endpoint,
-        experiment_name=experiment,
-        num_epochs=2,
-        batch_size=4,
-        learning_rate=1e-3,
-        num_workers=0,
-        local_cache_dir=str(root / "cache"),
-        output_dir=str(root / "outputs"),
-        no_fallback=True,
-        **TINY,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def _keys(s3, bucket: str, prefix: str = "") -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+    return s3_train_config(root, bucket, endpoint, **{"experiment_name": experiment, **overrides})
 
 
 def _get(s3, bucket: str, key: str) -> bytes:
@@ -110,7 +90,7 @@ def layout_keys(s3, bucket: str, experiment: str) -> list[str]:
     """Every key an experiment wrote, with its name replaced and TensorBoard's host/pid/time file names masked."""
     found = []
     for prefix in LAYOUT_PREFIXES:
-        for key in _keys(s3, bucket, f"{prefix}/{experiment}/"):
+        for key in list_keys(s3, bucket, f"{prefix}/{experiment}/"):
             key = f"{prefix}/<exp>/" + key[len(f"{prefix}/{experiment}/"):]
             found.append(re.sub(r"events\.out\.tfevents\.[^/]+$", "events.out.tfevents.*", key))
     return sorted(found)
@@ -120,7 +100,7 @@ def objects(s3, bucket: str, experiment: str) -> dict[str, tuple[str, str]]:
     """key -> (ETag, SHA-256 of the bytes) of an experiment's objects."""
     found = {}
     for prefix in LAYOUT_PREFIXES:
-        for key in _keys(s3, bucket, f"{prefix}/{experiment}/"):
+        for key in list_keys(s3, bucket, f"{prefix}/{experiment}/"):
             response = s3.get_object(Bucket=bucket, Key=key)
             found[key] = (response["ETag"], hashlib.sha256(response["Body"].read()).hexdigest())
     return found
@@ -129,7 +109,7 @@ def objects(s3, bucket: str, experiment: str) -> dict[str, tuple[str, str]]:
 def assert_checkpoints_verify(s3, bucket: str, experiment: str, epochs: int) -> None:
     """Each checkpoint's bytes hash to the sha256 recorded at upload; latest is the last epoch's."""
     prefix = f"checkpoints/{experiment}/"
-    for key in _keys(s3, bucket, prefix):
+    for key in list_keys(s3, bucket, prefix):
         if key.endswith(".pt"):
             response = s3.get_object(Bucket=bucket, Key=key)
             assert hashlib.sha256(response["Body"].read()).hexdigest() == response["Metadata"]["sha256"], key
@@ -140,15 +120,7 @@ def assert_checkpoints_verify(s3, bucket: str, experiment: str, epochs: int) -> 
 
 def epoch_steps(s3, bucket: str, experiment: str, target: Path) -> list[int]:
     """The epochs TensorBoard shows for an experiment, read with TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    for key in _keys(s3, bucket, f"tensorboard/{experiment}/"):
-        path = target / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, key, str(path))
-    accumulator = EventAccumulator(str(target / "tensorboard" / experiment))
-    accumulator.Reload()
-    return [event.step for event in accumulator.Scalars("epoch/val_loss")]
+    return [event.step for event in tensorboard_scalars(s3, bucket, experiment, target)["epoch/val_loss"]]
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +207,7 @@ def test_truncated_checkpoint_upload_never_becomes_latest(proxy, monkeypatch, tm
     epoch1 = _get(s3, frames_bucket, prefix + "checkpoint_epoch_1.pt")
     assert _get(s3, frames_bucket, prefix + "checkpoint_latest.pt") == epoch1
     assert _get(s3, frames_bucket, prefix + "checkpoint_best.pt") == epoch1
-    keys = _keys(s3, frames_bucket, prefix)
+    keys = list_keys(s3, frames_bucket, prefix)
     assert prefix + "checkpoint_epoch_2.pt" not in keys  # nothing partial is left to resume from
     assert prefix + ".lease.json" not in keys  # released although the run failed
 
@@ -372,7 +344,7 @@ def test_killed_run_resumes_from_its_last_epoch_and_a_second_run_is_refused_mean
     prefix = "checkpoints/killed/"
     try:
         deadline = time.monotonic() + 240
-        while prefix + "checkpoint_latest.pt" not in _keys(s3, frames_bucket, prefix):
+        while prefix + "checkpoint_latest.pt" not in list_keys(s3, frames_bucket, prefix):
             assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "epoch 1 was never published"
             time.sleep(0.2)
@@ -410,7 +382,7 @@ def test_killed_run_resumes_from_its_last_epoch_and_a_second_run_is_refused_mean
             process.wait()
         log.close()
     assert process.returncode == -signal.SIGKILL
-    keys = _keys(s3, frames_bucket, prefix)
+    keys = list_keys(s3, frames_bucket, prefix)
     assert prefix + "checkpoint_epoch_2.pt" not in keys, "epoch 2 finished before the kill"
     assert prefix + ".lease.json" in keys  # a killed process releases nothing
     at_kill = torch.load(io.BytesIO(_get(s3, frames_bucket, prefix + "checkpoint_latest.pt")), weights_only=True)
@@ -430,7 +402,7 @@ def test_killed_run_resumes_from_its_last_epoch_and_a_second_run_is_refused_mean
     training_log = _get(s3, frames_bucket, "logs/killed/training_latest.log").decode()
     assert f"Resumed from s3://{frames_bucket}/{prefix}checkpoint_latest.pt: epoch 1" in training_log
     assert f"pid {process.pid}) no longer runs on this host" in training_log  # the dead run's lease taken over
-    assert prefix + ".lease.json" not in _keys(s3, frames_bucket, prefix)
+    assert prefix + ".lease.json" not in list_keys(s3, frames_bucket, prefix)
 
 
 # ----------------------------------------------------------------------------- the lease itself

@@ -30,12 +30,12 @@ from pokevq.data.cache import FrameCache, _cache_name
 from pokevq.data.manifest import index_frames
 from pokevq.storage import S3Storage
 from tests.helpers.frames import upload_tree
+from tests.helpers.runs import TINY
+from tests.helpers.runs import TINY_FLAGS as MODEL_FLAGS
 
 pytestmark = pytest.mark.hostile
 
-TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16, downsample=8)
-TINY_FLAGS = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16",
-              "--num-workers", "0", "--batch-size", "4", "--epochs", "1"]
+TINY_FLAGS = [*MODEL_FLAGS, "--num-workers", "0", "--batch-size", "4", "--epochs", "1"]
 
 # Keys a bucket may hold: path traversal, absolute paths, encoded dots, unicode, spaces, a 1,000-character name.
 LONG_KEY = "pokemon_frames/long/" + "x" * (1000 - len("pokemon_frames/long/") - len(".png")) + ".png"

@@ -21,9 +21,7 @@ from pokevq.config import TrainConfig
 from pokevq.data.pack import pack
 from pokevq.storage import S3Storage
 from tests.helpers.frames import upload_tree
-
-TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16)
-TINY_FLAGS = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16"]
+from tests.helpers.runs import TINY, TINY_FLAGS
 
 
 @pytest.fixture

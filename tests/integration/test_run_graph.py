@@ -12,18 +12,13 @@ import pytest
 from flows import train
 from pokevq import TrainConfig
 from pokevq.data.upload_frames import upload_directory
+from tests.helpers.runs import s3_train_config
 
 pytestmark = pytest.mark.e2e
 
-TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16, downsample=8)
-
 
 def _config(tmp_path: Path, bucket: str, endpoint: str | None, **overrides) -> TrainConfig:
-    values = dict(use_s3=True, s3_bucket=bucket, s3_endpoint_url=endpoint, experiment_name="graph", num_epochs=2,
-                  batch_size=4, learning_rate=1e-3, num_workers=0, local_cache_dir=str(tmp_path / "cache"),
-                  output_dir=str(tmp_path / "outputs"), no_fallback=True, **TINY)
-    values.update(overrides)
-    return TrainConfig(**values)
+    return s3_train_config(tmp_path, bucket, endpoint, **{"experiment_name": "graph", **overrides})
 
 
 async def _runs_and_artifacts(flow_run_id) -> tuple[dict, list]:

@@ -31,12 +31,12 @@ from pokevq.errors import AccessDeniedError, ConfigError, InvalidCredentialsErro
 from pokevq.run.validate import validate_setup
 from pokevq.storage.local_server import LocalS3Server
 from tests.helpers.frames import upload_tree
+from tests.helpers.runs import list_keys, s3_train_config
 from tests.helpers.s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.security
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = dict(image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16, downsample=8)
 EXPERIMENT = "sec"
 # What one epoch of the flow writes (the README's layout).
 LAYOUT_KEYS = (
@@ -52,32 +52,12 @@ OWNER = "123456789012"  # moto's default account, which owns every bucket it cre
 
 
 def _config(tmp_path: Path, bucket: str, endpoint: str, **overrides) -> TrainConfig:
-    values = dict(
-        use_s3=True,
-        s3_bucket=bucket,
-        s3_endpoint_url=endpoint,
-        experiment_name=EXPERIMENT,
-        num_epochs=1,
-        batch_size=4,
-        learning_rate=1e-3,
-        num_workers=0,
-        local_cache_dir=str(tmp_path / "cache"),
-        output_dir=str(tmp_path / "outputs"),
-        no_fallback=True,
-        **TINY,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def _keys(client, bucket: str, prefix: str = "") -> list[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+    return s3_train_config(tmp_path, bucket, endpoint, **{"experiment_name": EXPERIMENT, "num_epochs": 1, **overrides})
 
 
 def _written_keys(client, bucket: str) -> list[str]:
     """Every object the run wrote: everything but the frames the test put there."""
-    keys = [k for k in _keys(client, bucket) if not k.startswith("pokemon_frames/")]
+    keys = [k for k in list_keys(client, bucket) if not k.startswith("pokemon_frames/")]
     for expected in LAYOUT_KEYS:
         assert expected in keys, f"{expected} missing from the bucket: {keys}"
     assert any(k.startswith(f"tensorboard/{EXPERIMENT}/events.out.tfevents") for k in keys), keys
@@ -202,7 +182,7 @@ def test_wrong_expected_owner_is_refused_at_validation(tmp_path, moto_endpoint, 
     assert message.startswith(f"Access denied to S3 bucket {frames_bucket}: s3:ListBucket on pokemon_frames/")
     assert "account 210987654321 (--expected-bucket-owner) owns the bucket" in message  # says what to check
     assert all(headers.get("x-amz-expected-bucket-owner") == "210987654321" for _, _, headers in proxy.seen)
-    assert not any(".pokevq-write-probe" in k for k in _keys(s3_client, frames_bucket)), "nothing was written"
+    assert not any(".pokevq-write-probe" in k for k in list_keys(s3_client, frames_bucket)), "nothing was written"
 
 
 # ------------------------------------------------------------------ IAM: least privilege, wrong keys
@@ -297,8 +277,8 @@ def test_missing_put_object_fails_at_validation(prefect_harness, auth_s3, tmp_pa
     error = state.result(raise_on_failure=False)
     assert isinstance(error, AccessDeniedError)
     assert str(error).startswith(f"Access denied to S3 bucket {auth_s3.bucket}: s3:PutObject on checkpoints/")
-    assert _keys(auth_s3.client(), auth_s3.bucket, "checkpoints/noput/") == []
-    assert _keys(auth_s3.client(), auth_s3.bucket, "manifests/noput/") == []
+    assert list_keys(auth_s3.client(), auth_s3.bucket, "checkpoints/noput/") == []
+    assert list_keys(auth_s3.client(), auth_s3.bucket, "manifests/noput/") == []
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))

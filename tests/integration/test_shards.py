@@ -31,10 +31,8 @@ def storage(bucket, moto_endpoint, s3_client, synth_frames):
 
 
 @pytest.fixture
-def proxy(moto_endpoint):
-    proxy = FaultProxy(moto_endpoint).start()
-    yield proxy
-    proxy.stop()
+def proxy(fault_proxy):
+    return fault_proxy
 
 
 def frame_gets(proxy: FaultProxy) -> list[tuple[str, str | None]]:
