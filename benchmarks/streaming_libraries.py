@@ -25,8 +25,8 @@ It also needs pokevq's own venv (default /work/main/.venv, `--pokevq-python`), w
 moto's server, benchmarks/latency_proxy.py (adds 20 ms per request and counts requests) and
 pokevq itself (synthetic frames, `pokevq.data.pack.pack` for the tar shards). Everything listens
 on 127.0.0.1 only; dummy AWS credentials ("testing") are set for moto. MosaicML Streaming imports
-torchvision at `import streaming`; when no importable torchvision exists, the child that runs it
-puts a three-name stub package on sys.path first (recorded in the output as `torchvision_stub`).
+torchvision at `import streaming`; when no importable torchvision exists, the processes that run it
+get a three-name stub package first on their PYTHONPATH (recorded in the output as `torchvision_stub`).
 
 Each library runs in its own child process (`--child NAME`): one epoch with a cold cache through
 a torch DataLoader with 2 workers (PNG bytes -> uint8 HxWx3 with Pillow), a second (warm) epoch,
@@ -318,16 +318,21 @@ def _torchvision_stub(workdir: str) -> str:
     return str(root.parent)
 
 
+def torchvision_env(workdir: str) -> tuple[dict[str, str], str | bool]:
+    """What a process that runs `import streaming` needs in its environment, and the note for the results.
+
+    When this Python cannot import torchvision (missing, or PyPI's CUDA build next to torch+cpu), the stub
+    goes first on PYTHONPATH, so the process and the DataLoader workers it starts all see it."""
+    probe = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True)
+    if probe.returncode == 0:
+        return {}, False
+    error = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
+    path = os.pathsep.join(p for p in (_torchvision_stub(workdir), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}, f"import torchvision failed ({error[:120]}); stub used"
+
+
 def child_mosaic(ctx: dict) -> dict:
-    out: dict = {}
-    try:
-        import torchvision  # noqa: F401
-        out["torchvision_stub"] = False
-    except Exception as exc:  # missing, or PyPI's CUDA build next to torch+cpu
-        out["torchvision_stub"] = f"import torchvision failed ({type(exc).__name__}: {str(exc)[:80]}); stub used"
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        sys.path.insert(0, _torchvision_stub(ctx["workdir"]))
+    out: dict = {"torchvision_stub": ctx["torchvision_stub"]}
     os.environ["S3_ENDPOINT_URL"] = ctx["endpoint"]
     import streaming
     import torch
@@ -449,10 +454,10 @@ def convert(ctx: dict, moto: str, synth_dir: str, keys: list[str], only: set[str
                  mode="overwrite")
         timings["litdata_optimize_s"] = round(time.perf_counter() - started, 2)
     if "mosaic" in only:
-        env = dict(os.environ, S3_ENDPOINT_URL=moto)
+        env = dict(os.environ, S3_ENDPOINT_URL=moto, **ctx["torchvision_env"])
         code = ("import sys; from benchmarks import streaming_libraries as s; "
                 "s.write_mds(sys.argv[1], int(sys.argv[2]), sys.argv[3:])")
-        # MDSWriter runs in a child: `import streaming` may need the torchvision stub (see child_mosaic).
+        # MDSWriter runs in a child: `import streaming` may need the torchvision stub (see torchvision_env).
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", code, synth_dir, str(ctx["shard_bytes"]), ctx["workdir"], *keys],
                        env=env, check=True, cwd=str(HERE.parent))
@@ -462,12 +467,6 @@ def convert(ctx: dict, moto: str, synth_dir: str, keys: list[str], only: set[str
 
 def write_mds(synth_dir: str, shard_bytes: int, rest: list[str]) -> None:
     workdir, keys = rest[0], rest[1:]
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        sys.path.insert(0, _torchvision_stub(workdir))
     from streaming import MDSWriter
 
     local = tempfile.mkdtemp(prefix="mds-out-", dir=workdir)
@@ -496,7 +495,7 @@ def parent(args: argparse.Namespace) -> int:
         wait_http(moto + "/")
         s3_client(moto).create_bucket(Bucket=BUCKET)
         proxy_proc = subprocess.Popen(
-            [args.pokevq_python, str(HERE / "latency_proxy.py"), "--upstream", moto, "--latency-ms",
+            [args.pokevq_python, "-m", "benchmarks.latency_proxy", "--upstream", moto, "--latency-ms",
              str(args.latency_ms)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             start_new_session=True, cwd=str(HERE.parent))
         line = proxy_proc.stdout.readline()
@@ -515,6 +514,7 @@ def parent(args: argparse.Namespace) -> int:
         ctx = {"endpoint": proxy, "control": proxy, "shards": data["shards"], "frames": data["frames"],
                "batch_size": args.batch_size, "workers": args.workers, "workdir": workdir,
                "shard_bytes": args.shard_bytes, "cache_limit": args.cache_limit}
+        ctx["torchvision_env"], ctx["torchvision_stub"] = torchvision_env(workdir) if "mosaic" in only else ({}, False)
         results["data"].update(convert(ctx, moto, synth_dir, data["keys"], only))
         for name in LIBRARIES:
             if name not in only:
@@ -522,9 +522,10 @@ def parent(args: argparse.Namespace) -> int:
             ctx_path = Path(workdir) / f"ctx-{name}.json"
             ctx_path.write_text(json.dumps(ctx))
             started = time.perf_counter()
+            env = dict(os.environ, **ctx["torchvision_env"]) if name == "mosaic" else None
             run = subprocess.run([sys.executable, "-m", "benchmarks.streaming_libraries", "--child", name, "--ctx",
                                   str(ctx_path)], capture_output=True, text=True, timeout=args.child_timeout,
-                                 cwd=str(HERE.parent))
+                                 cwd=str(HERE.parent), env=env)
             lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
             if run.returncode == 0 and lines:
                 results[name] = json.loads(lines[-1][len("RESULT "):])
