@@ -1,6 +1,31 @@
 """Synthetic Game Boy frames, so the pipeline can be tried with no real data.
 
-Read in this order: `tiles` (palettes, tile art, the font, the atlas) → `world` (a tile map per
-episode) → `player` (sprites and the walk) → `dialog` (messages typed into the box) → `render`
-(an episode's frames through the window) → `dataset` (the writer); `generate` is the public face.
+The frames imitate a Pokémon Red-style overworld: an 8x8-tile world (grass, tall grass, paths,
+water, trees, houses, fences, flowers) seen through a 160x144 window that follows a walking
+player, with the classic bottom dialog box in some runs of frames. Every pixel is one of the
+game's 4 palette shades, so a reconstruction can be judged by eye and snapped back to the palette.
+
+The modules, in reading order:
+
+- `palettes`: the four-shade palettes, one per game.
+- `font`: the 5x7 text font, one 8x8 tile per character.
+- `tiles`: tile art and the atlas that numbers every tile.
+- `world`: an episode's tile map: roads, trees, houses, a pond, tall grass, flowers.
+- `player`: the player's sprites and the walk the camera follows.
+- `dialog`: messages wrapped and typed into the bottom box.
+- `render`: an episode's frames, the world through the window.
+- `dataset`: the writer, frames and synth_index.json.
+- `generate`: the package's public names at their old address, `pokevq.synth.generate`.
+
+The package is the public face: `from pokevq.synth import generate_dataset`.
 """
+
+from pokevq.synth.dataset import FrameInfo, frame_key, generate_dataset, load_index
+from pokevq.synth.dialog import DIALOG_BOX, DIALOG_TOP_ROW, random_message, wrap_text
+from pokevq.synth.palettes import PALETTES, Palette, palette_for_game
+from pokevq.synth.render import render_episode, render_episode_indices
+from pokevq.synth.world import generate_world
+
+__all__ = ["DIALOG_BOX", "DIALOG_TOP_ROW", "PALETTES", "FrameInfo", "Palette", "frame_key", "generate_dataset",
+           "generate_world", "load_index", "palette_for_game", "random_message", "render_episode",
+           "render_episode_indices", "wrap_text"]

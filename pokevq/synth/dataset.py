@@ -1,4 +1,25 @@
-"""The dataset writer: game*/episode*/frame_*.png and synth_index.json, deterministic per seed."""
+"""The dataset writer: game*/episode*/frame_*.png and synth_index.json, deterministic per seed.
+
+Layout written by `generate_dataset(out_dir, ...)`::
+
+    out_dir/game{g}/episode{e}/frame_{n:03d}.png   # 1-based; RGB, 160 wide x 144 high
+    out_dir/synth_index.json                        # one entry per frame, see below
+
+`synth_index.json` is a JSON list with one object per frame, in writing order,
+holding the `FrameInfo` fields::
+
+    {"key": "game1/episode1/frame_001.png", "game": 1, "episode": 1, "frame": 1,
+     "has_dialog": false, "dialog_box": null,          # or [top, left, bottom, right]
+     "palette": [[224, 248, 208], ..., [8, 24, 32]]}   # 4 RGB shades, lightest first
+
+`dialog_box` is in pixels with bottom and right exclusive, so
+`frame[top:bottom, left:right]` is the box. `load_index(out_dir)` reads the file
+back as `FrameInfo`s.
+
+Everything is deterministic: each episode draws from its own
+`numpy.random.default_rng([seed, game, episode])`, so the same arguments give
+byte-identical PNGs and no global random state is touched.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +35,10 @@ from PIL import Image
 
 from pokevq.errors import ConfigError
 from pokevq.gameboy import ANNOTATIONS_NAME, Box
+from pokevq.synth.palettes import Palette, palette_for_game
 from pokevq.synth.render import render_episode
-from pokevq.synth.tiles import Palette, palette_for_game
 
 log = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------
-# Dataset writer.
-# ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pokevq.gameboy import SCREEN_H, SCREEN_W, TILE, Box
-from pokevq.synth.tiles import _ID, VIEW_COLS, VIEW_ROWS
-
-# ---------------------------------------------------------------------------
-# Dialog: random Pokémon-ish lines, typed out in the bottom box.
-# ---------------------------------------------------------------------------
+from pokevq.synth.tiles import TILE_ID, VIEW_COLS, VIEW_ROWS
 
 DIALOG_TOP_ROW = 12  # the box covers tile rows 12..17
 DIALOG_BOX: Box = (DIALOG_TOP_ROW * TILE, 0, SCREEN_H, SCREEN_W)  # (top, left, bottom, right), exclusive
@@ -89,17 +85,18 @@ def wrap_text(text: str, width: int = _LINE_CHARS) -> list[str]:
 def _box_tiles(lines: Sequence[str], shown: int, arrow: bool) -> np.ndarray:
     """Tile ids of the 6x20 dialog box with the first `shown` characters of `lines` typed."""
     rows, cols = VIEW_ROWS - DIALOG_TOP_ROW, VIEW_COLS
-    box = np.full((rows, cols), _ID["box_fill"], dtype=np.int16)
-    box[0, :], box[-1, :] = _ID["box_t"], _ID["box_b"]
-    box[:, 0], box[:, -1] = _ID["box_l"], _ID["box_r"]
-    box[0, 0], box[0, -1], box[-1, 0], box[-1, -1] = _ID["box_tl"], _ID["box_tr"], _ID["box_bl"], _ID["box_br"]
+    box = np.full((rows, cols), TILE_ID["box_fill"], dtype=np.int16)
+    box[0, :], box[-1, :] = TILE_ID["box_t"], TILE_ID["box_b"]
+    box[:, 0], box[:, -1] = TILE_ID["box_l"], TILE_ID["box_r"]
+    box[0, 0], box[0, -1] = TILE_ID["box_tl"], TILE_ID["box_tr"]
+    box[-1, 0], box[-1, -1] = TILE_ID["box_bl"], TILE_ID["box_br"]
     for line_no, line in enumerate(lines[:2]):
         visible = line[: max(shown, 0)]
         shown -= len(line)
         for i, char in enumerate(visible):
-            box[2 + 2 * line_no, 1 + i] = _ID.get(f"glyph_{char}", _ID["glyph_ "])
+            box[2 + 2 * line_no, 1 + i] = TILE_ID.get(f"glyph_{char}", TILE_ID["glyph_ "])
     if arrow:
-        box[4, cols - 2] = _ID["box_arrow"]
+        box[4, cols - 2] = TILE_ID["box_arrow"]
     return box
 
 
@@ -126,7 +123,7 @@ def _dialog_run(rng: np.random.Generator, length: int) -> list[np.ndarray]:
     return frames
 
 
-def _dialog_schedule(rng: np.random.Generator, n_frames: int) -> list[np.ndarray | None]:
+def dialog_schedule(rng: np.random.Generator, n_frames: int) -> list[np.ndarray | None]:
     """Per frame, the dialog box tiles or None: runs of 5-20 frames, about a quarter of all frames."""
     schedule: list[np.ndarray | None] = [None] * n_frames
     start = int(rng.integers(5, 40))

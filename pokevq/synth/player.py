@@ -6,17 +6,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pokevq.synth.tiles import _ATLAS, PATH, VIEW_COLS, VIEW_ROWS, _art
-
-# ---------------------------------------------------------------------------
-# The player: a 16x16 sprite walking tile by tile, and the camera that follows.
-# ---------------------------------------------------------------------------
+from pokevq.synth.tiles import ATLAS, PATH, VIEW_COLS, VIEW_ROWS, art
 
 
 def _sprite(rows: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(shade indices, opaque mask) from 16x16 art where '.' is transparent."""
     mask = np.array([[ch != "." for ch in row] for row in rows], dtype=bool)
-    return _art(rows), mask
+    return art(rows), mask
 
 
 _HEAD_DOWN = (
@@ -90,7 +86,7 @@ _DIRECTIONS: dict[str, tuple[int, int]] = {"up": (-1, 0), "down": (1, 0), "left"
 _OPPOSITE = {"up": "down", "down": "up", "left": "right", "right": "left"}
 
 
-class _Walker:
+class Walker:
     """A random walk with momentum over walkable tiles; the camera keeps the player near the centre.
 
     The player covers 2x2 tiles and moves one tile (8 px) per frame; the camera
@@ -103,7 +99,7 @@ class _Walker:
 
     def __init__(self, tiles: np.ndarray, rng: np.random.Generator) -> None:
         self.rng = rng
-        walk = _ATLAS.walkable[tiles]
+        walk = ATLAS.walkable[tiles]
         # fits[y, x]: the 2x2 footprint with top-left (y, x) is all walkable.
         self.fits = walk[:-1, :-1] & walk[1:, :-1] & walk[:-1, 1:] & walk[1:, 1:]
         on_path = tiles == PATH

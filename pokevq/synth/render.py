@@ -7,20 +7,17 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from pokevq.gameboy import TILE, Box
-from pokevq.synth.dialog import DIALOG_BOX, DIALOG_TOP_ROW, _dialog_schedule
-from pokevq.synth.player import _Walker
-from pokevq.synth.tiles import _ATLAS, RGB, VIEW_COLS, VIEW_ROWS
+from pokevq.synth.dialog import DIALOG_BOX, DIALOG_TOP_ROW, dialog_schedule
+from pokevq.synth.palettes import RGB
+from pokevq.synth.player import Walker
+from pokevq.synth.tiles import ATLAS, VIEW_COLS, VIEW_ROWS
 from pokevq.synth.world import generate_world
-
-# ---------------------------------------------------------------------------
-# Frame rendering: tile blits into a shade-index image, then the palette.
-# ---------------------------------------------------------------------------
 
 
 def _blit(tile_ids: np.ndarray, phase: int) -> np.ndarray:
     """Shade-index pixels of a tile map: (rows, cols) ids -> (rows*8, cols*8)."""
     rows, cols = tile_ids.shape
-    pixels = _ATLAS.tiles[phase][tile_ids]  # (rows, cols, 8, 8)
+    pixels = ATLAS.tiles[phase][tile_ids]  # (rows, cols, 8, 8)
     return pixels.transpose(0, 2, 1, 3).reshape(rows * TILE, cols * TILE)
 
 
@@ -32,8 +29,8 @@ def render_episode_indices(
     Shade indices are 0 (lightest) to 3 (darkest); map them through a palette for RGB.
     """
     world = generate_world(rng)
-    walker = _Walker(world, rng)
-    dialogs = _dialog_schedule(rng, n_frames)
+    walker = Walker(world, rng)
+    dialogs = dialog_schedule(rng, n_frames)
     for i in range(n_frames):
         box = dialogs[i]
         if box is None:

@@ -1,4 +1,7 @@
-"""Palettes, tile art, the 5x7 font and the atlas every frame is drawn from."""
+"""Tile art (terrain, trees, houses, the dialog box's border) and the atlas that numbers every tile.
+
+Every tile is an 8x8 array of shade indices (0 lightest .. 3 darkest), drawn once at import.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +10,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from pokevq.gameboy import SCREEN_H, SCREEN_W, TILE
+from pokevq.synth.font import GLYPHS
 
-RGB = tuple[int, int, int]
-Palette = tuple[RGB, RGB, RGB, RGB]
-
-VIEW_COLS, VIEW_ROWS = SCREEN_W // TILE, SCREEN_H // TILE  # 20 x 18 tiles
-WORLD_COLS, WORLD_ROWS = 40, 36
-
-# ---------------------------------------------------------------------------
-# Palettes: 4 shades each, lightest first (shade index 0 = lightest, 3 = darkest).
-# ---------------------------------------------------------------------------
-
-PALETTES: tuple[Palette, ...] = (
-    ((224, 248, 208), (136, 192, 112), (52, 104, 86), (8, 24, 32)),  # DMG green
-    ((232, 232, 232), (160, 160, 160), (88, 88, 88), (16, 16, 16)),  # Pocket grey
-    ((248, 232, 208), (216, 144, 112), (144, 64, 56), (40, 16, 16)),  # sepia / red
-    ((224, 240, 255), (136, 168, 232), (48, 80, 160), (8, 16, 48)),  # blue
-)
+VIEW_COLS, VIEW_ROWS = SCREEN_W // TILE, SCREEN_H // TILE  # the screen in tiles: 20 x 18
 
 
-def palette_for_game(game: int) -> Palette:
-    """Game g (1-based) cycles through PALETTES so neighbouring games look different."""
-    return PALETTES[(game - 1) % len(PALETTES)]
-
-
-# ---------------------------------------------------------------------------
-# Tiles: every tile is an 8x8 array of shade indices, drawn once at import.
-# ---------------------------------------------------------------------------
-
-
-def _art(rows: Sequence[str], bg: str = "0") -> np.ndarray:
+def art(rows: Sequence[str], bg: str = "0") -> np.ndarray:
     """Shade-index array from ASCII art; '.' is the background shade `bg`."""
     text = [row.replace(".", bg) for row in rows]
     if len({len(row) for row in text}) != 1:
@@ -51,7 +30,7 @@ def _split2x2(block: np.ndarray) -> list[np.ndarray]:
 
 GRASS_BG = "1"  # grass sits on the second-lightest shade; paths are the lightest
 
-_GRASS = _art(
+_GRASS = art(
     (
         "........",
         ".2.2....",
@@ -64,7 +43,7 @@ _GRASS = _art(
     ),
     GRASS_BG,
 )
-_TALL_GRASS = _art(
+_TALL_GRASS = art(
     (
         "3.....3.",
         "23...323",
@@ -77,7 +56,7 @@ _TALL_GRASS = _art(
     ),
     GRASS_BG,
 )
-_PATH = _art(
+_PATH = art(
     (
         "........",
         "........",
@@ -90,7 +69,7 @@ _PATH = _art(
     )
 )
 _WATER = (
-    _art(
+    art(
         (
             "22222222",
             "22222222",
@@ -102,7 +81,7 @@ _WATER = (
             "22222222",
         )
     ),
-    _art(
+    art(
         (
             "22222222",
             "22222222",
@@ -116,7 +95,7 @@ _WATER = (
     ),
 )
 _FLOWER = (
-    _art(
+    art(
         (
             "........",
             "..0.....",
@@ -129,7 +108,7 @@ _FLOWER = (
         ),
         GRASS_BG,
     ),
-    _art(
+    art(
         (
             "........",
             ".0.0....",
@@ -143,7 +122,7 @@ _FLOWER = (
         GRASS_BG,
     ),
 )
-_FENCE = _art(
+_FENCE = art(
     (
         ".33.....",
         "3003....",
@@ -156,7 +135,7 @@ _FENCE = _art(
     ),
     GRASS_BG,
 )
-_SIGN = _art(
+_SIGN = art(
     (
         "........",
         "33333333",
@@ -169,7 +148,7 @@ _SIGN = _art(
     ),
     GRASS_BG,
 )
-_TREE = _art(
+_TREE = art(
     (
         ".....333333.....",
         "...3322222233...",
@@ -192,7 +171,7 @@ _TREE = _art(
 )
 
 # House pieces: roof shingles over plank walls, outlined in the darkest shade.
-_ROOF = _art(
+_ROOF = art(
     (
         "22232222",
         "22232222",
@@ -204,7 +183,7 @@ _ROOF = _art(
         "33333333",
     )
 )
-_WALL = _art(
+_WALL = art(
     (
         "00000000",
         "00000000",
@@ -216,7 +195,7 @@ _WALL = _art(
         "00000000",
     )
 )
-_DOOR = _art(
+_DOOR = art(
     (
         "03333330",
         "03222230",
@@ -228,7 +207,7 @@ _DOOR = _art(
         "03222230",
     )
 )
-_WINDOW_PANE = _art(
+_WINDOW_PANE = art(
     (
         "333333",
         "301113",
@@ -256,7 +235,7 @@ def _outlined(
 
 
 # Dialog-box pieces: lightest fill with a darkest double border.
-_BOX_TOP_LEFT = _art(
+_BOX_TOP_LEFT = art(
     (
         "........",
         ".3333333",
@@ -268,7 +247,7 @@ _BOX_TOP_LEFT = _art(
         ".3.3....",
     )
 )
-_BOX_TOP = _art(
+_BOX_TOP = art(
     (
         "........",
         "33333333",
@@ -280,8 +259,8 @@ _BOX_TOP = _art(
         "........",
     )
 )
-_BOX_LEFT = _art((".3.3....",) * 8)
-_BOX_ARROW = _art(
+_BOX_LEFT = art((".3.3....",) * 8)
+_BOX_ARROW = art(
     (
         "........",
         "........",
@@ -294,60 +273,8 @@ _BOX_ARROW = _art(
     )
 )
 
-# A 5x7 bitmap font, drawn in 8x8 cells like the Game Boy's text tiles.
-_FONT: dict[str, tuple[str, ...]] = {
-    "A": (".###.", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
-    "B": ("####.", "#...#", "#...#", "####.", "#...#", "#...#", "####."),
-    "C": (".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."),
-    "D": ("####.", "#...#", "#...#", "#...#", "#...#", "#...#", "####."),
-    "E": ("#####", "#....", "#....", "####.", "#....", "#....", "#####"),
-    "F": ("#####", "#....", "#....", "####.", "#....", "#....", "#...."),
-    "G": (".###.", "#...#", "#....", "#.###", "#...#", "#...#", ".####"),
-    "H": ("#...#", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
-    "I": (".###.", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."),
-    "J": ("..###", "...#.", "...#.", "...#.", "...#.", "#..#.", ".##.."),
-    "K": ("#...#", "#..#.", "#.#..", "##...", "#.#..", "#..#.", "#...#"),
-    "L": ("#....", "#....", "#....", "#....", "#....", "#....", "#####"),
-    "M": ("#...#", "##.##", "#.#.#", "#.#.#", "#...#", "#...#", "#...#"),
-    "N": ("#...#", "#...#", "##..#", "#.#.#", "#..##", "#...#", "#...#"),
-    "O": (".###.", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
-    "P": ("####.", "#...#", "#...#", "####.", "#....", "#....", "#...."),
-    "Q": (".###.", "#...#", "#...#", "#...#", "#.#.#", "#..#.", ".##.#"),
-    "R": ("####.", "#...#", "#...#", "####.", "#.#..", "#..#.", "#...#"),
-    "S": (".####", "#....", "#....", ".###.", "....#", "....#", "####."),
-    "T": ("#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."),
-    "U": ("#...#", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
-    "V": ("#...#", "#...#", "#...#", "#...#", "#...#", ".#.#.", "..#.."),
-    "W": ("#...#", "#...#", "#...#", "#.#.#", "#.#.#", "#.#.#", ".#.#."),
-    "X": ("#...#", "#...#", ".#.#.", "..#..", ".#.#.", "#...#", "#...#"),
-    "Y": ("#...#", "#...#", ".#.#.", "..#..", "..#..", "..#..", "..#.."),
-    "Z": ("#####", "....#", "...#.", "..#..", ".#...", "#....", "#####"),
-    "0": (".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."),
-    "1": ("..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."),
-    "2": (".###.", "#...#", "....#", "...#.", "..#..", ".#...", "#####"),
-    "3": ("####.", "....#", "....#", ".###.", "....#", "....#", "####."),
-    "4": ("...#.", "..##.", ".#.#.", "#..#.", "#####", "...#.", "...#."),
-    "5": ("#####", "#....", "####.", "....#", "....#", "#...#", ".###."),
-    "6": ("..##.", ".#...", "#....", "####.", "#...#", "#...#", ".###."),
-    "7": ("#####", "....#", "...#.", "..#..", ".#...", ".#...", ".#..."),
-    "8": (".###.", "#...#", "#...#", ".###.", "#...#", "#...#", ".###."),
-    "9": (".###.", "#...#", "#...#", ".####", "....#", "...#.", ".##.."),
-    " ": (".....",) * 7,
-    ".": (".....", ".....", ".....", ".....", ".....", ".##..", ".##.."),
-    ",": (".....", ".....", ".....", ".....", ".##..", "..#..", ".#..."),
-    "!": ("..#..", "..#..", "..#..", "..#..", "..#..", ".....", "..#.."),
-    "?": (".###.", "#...#", "....#", "...#.", "..#..", ".....", "..#.."),
-    "'": ("..#..", "..#..", ".#...", ".....", ".....", ".....", "....."),
-    ":": (".....", ".##..", ".##..", ".....", ".##..", ".##..", "....."),
-    "-": (".....", ".....", ".....", ".###.", ".....", ".....", "....."),
-}
 
-
-def _glyph_tile(rows: tuple[str, ...]) -> np.ndarray:
-    """A font glyph in an 8x8 cell: 1px left margin, 2px right, blank bottom row."""
-    tile = np.zeros((TILE, TILE), dtype=np.uint8)
-    tile[0:7, 1:6] = np.array([[3 if ch == "#" else 0 for ch in row] for row in rows], dtype=np.uint8)
-    return tile
+# The atlas: every tile above plus the font's glyphs, numbered in the order they are added.
 
 
 class _Atlas:
@@ -416,15 +343,15 @@ def _build_atlas() -> _Atlas:
     atlas.add("box_l", _BOX_LEFT)
     atlas.add("box_r", _BOX_LEFT[:, ::-1].copy())
     atlas.add("box_arrow", _BOX_ARROW)
-    for char, rows in _FONT.items():
-        atlas.add(f"glyph_{char}", _glyph_tile(rows))
+    for char, tile in GLYPHS.items():
+        atlas.add(f"glyph_{char}", tile)
     atlas.freeze()
     return atlas
 
 
-_ATLAS = _build_atlas()
-_ID = _ATLAS.ids
-GRASS, TALL_GRASS, PATH, FLOWER = _ID["grass"], _ID["tall_grass"], _ID["path"], _ID["flower"]
-WATER, FENCE, SIGN = _ID["water_0"], _ID["fence"], _ID["sign"]
-_WATER_IDS = np.array([_ID[f"water_{sides}"] for sides in range(16)])
-TREE_TL, TREE_TR, TREE_BL, TREE_BR = (_ID[f"tree_{p}"] for p in ("tl", "tr", "bl", "br"))
+ATLAS = _build_atlas()
+TILE_ID = ATLAS.ids
+GRASS, TALL_GRASS, PATH, FLOWER = TILE_ID["grass"], TILE_ID["tall_grass"], TILE_ID["path"], TILE_ID["flower"]
+WATER, FENCE, SIGN = TILE_ID["water_0"], TILE_ID["fence"], TILE_ID["sign"]
+WATER_IDS = np.array([TILE_ID[f"water_{sides}"] for sides in range(16)])
+TREE_TL, TREE_TR, TREE_BL, TREE_BR = (TILE_ID[f"tree_{p}"] for p in ("tl", "tr", "bl", "br"))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from pokevq.synth.tiles import (
-    _ID,
-    _WATER_IDS,
     FENCE,
     FLOWER,
     GRASS,
     PATH,
     SIGN,
     TALL_GRASS,
+    TILE_ID,
     TREE_BL,
     TREE_BR,
     TREE_TL,
@@ -20,13 +19,10 @@ from pokevq.synth.tiles import (
     VIEW_COLS,
     VIEW_ROWS,
     WATER,
-    WORLD_COLS,
-    WORLD_ROWS,
+    WATER_IDS,
 )
 
-# ---------------------------------------------------------------------------
-# World generation: one tile map per episode, larger than the screen.
-# ---------------------------------------------------------------------------
+WORLD_COLS, WORLD_ROWS = 40, 36  # one map per episode, larger than the screen
 
 
 def _free(tiles: np.ndarray, top: int, left: int, height: int, width: int, margin: int = 0) -> bool:
@@ -67,16 +63,16 @@ def _house_tiles(width: int, roof_rows: int, wall_rows: int, door_col: int) -> n
     house = np.empty((roof_rows + wall_rows, width), dtype=np.int16)
     for r in range(roof_rows):
         row = "top" if r == 0 else "mid"
-        house[r] = [_ID[f"roof_{row}_{c}"] for c in cols]
+        house[r] = [TILE_ID[f"roof_{row}_{c}"] for c in cols]
     for r in range(wall_rows):
         row = "low" if r == wall_rows - 1 else "up"
-        house[roof_rows + r] = [_ID[f"wall_{row}_{c}"] for c in cols]
+        house[roof_rows + r] = [TILE_ID[f"wall_{row}_{c}"] for c in cols]
     # Windows on the upper wall row, spaced every other tile, skipping the door.
     window_row = roof_rows + max(wall_rows - 2, 0)
     for c in range(1, width - 1, 2):
         if c != door_col:
-            house[window_row, c] = _ID["window"]
-    house[-1, door_col] = _ID["door"]
+            house[window_row, c] = TILE_ID["window"]
+    house[-1, door_col] = TILE_ID["door"]
     return house
 
 
@@ -135,7 +131,7 @@ def _place_pond(tiles: np.ndarray, rng: np.random.Generator) -> None:
 
 def _outline_water(tiles: np.ndarray) -> None:
     """Swap each water tile for the variant outlined on the sides that border land."""
-    wet = np.isin(tiles, _WATER_IDS)
+    wet = np.isin(tiles, WATER_IDS)
     padded = np.pad(wet, 1, constant_values=True)
     sides = (
         (~padded[:-2, 1:-1]).astype(np.int16)  # land above
@@ -143,7 +139,7 @@ def _outline_water(tiles: np.ndarray) -> None:
         | (~padded[1:-1, :-2]).astype(np.int16) << 2  # land left
         | (~padded[1:-1, 2:]).astype(np.int16) << 3  # land right
     )
-    tiles[wet] = _WATER_IDS[sides[wet]]
+    tiles[wet] = WATER_IDS[sides[wet]]
 
 
 def _place_tall_grass(tiles: np.ndarray, rng: np.random.Generator) -> None:
