@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--episodes", type=int, default=3, help="Episodes per game (default: 3).")
     synth.add_argument("--frames", type=int, default=100, help="Frames per episode (default: 100).")
     synth.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    synth.add_argument("--style", choices=("gameplay", "classic"), default="gameplay",
+                       help="gameplay: frames drawn as the Game Boy draws real play (scrolling, sprites, fades, "
+                            "battles, text screens); classic: pokevq's earlier tile-aligned frames; default: gameplay.")
 
     upload = commands.add_parser("upload", help="Upload a folder of frames to S3 (like aws s3 sync).")
     upload.add_argument("directory", help="Local folder of frames, e.g. the output of pokevq synth.")
@@ -129,7 +132,8 @@ def run_synth(args: argparse.Namespace) -> None:
     for name in ("games", "episodes", "frames"):
         if getattr(args, name) < 1:
             raise PokevqError(f"--{name} must be at least 1; got {getattr(args, name)}")
-    frames = generate_dataset(args.out, games=args.games, episodes=args.episodes, frames=args.frames, seed=args.seed)
+    frames = generate_dataset(args.out, games=args.games, episodes=args.episodes, frames=args.frames, seed=args.seed,
+                              style=args.style)
     print(f"Wrote {len(frames)} frames to {os.path.abspath(args.out)}")
 
 

@@ -10,11 +10,16 @@ holding the `FrameInfo` fields::
 
     {"key": "game1/episode1/frame_001.png", "game": 1, "episode": 1, "frame": 1,
      "has_dialog": false, "dialog_box": null,          # or [top, left, bottom, right]
-     "palette": [[224, 248, 208], ..., [8, 24, 32]]}   # 4 RGB shades, lightest first
+     "palette": [[224, 248, 208], ..., [8, 24, 32]],   # 4 RGB shades, lightest first
+     "scene": "overworld"}                             # overworld, battle, text or classic
 
-`dialog_box` is in pixels with bottom and right exclusive, so
-`frame[top:bottom, left:right]` is the box. `load_index(out_dir)` reads the file
-back as `FrameInfo`s.
+`dialog_box` is the frame's text (a dialog box, a menu, a screen of text) in pixels with
+bottom and right exclusive, so `frame[top:bottom, left:right]` is the box. `load_index(out_dir)`
+reads the file back as `FrameInfo`s.
+
+Two styles: `gameplay` (the default) renders episodes the way the Game Boy's picture processor
+draws real play (`pokevq.synth.episode`: scrolling, sprites at any pixel, fades, battles, text
+screens); `classic` renders pokevq's earlier frames, every tile on the 8-pixel grid.
 
 Everything is deterministic: each episode draws from its own
 `numpy.random.default_rng([seed, game, episode])`, so the same arguments give
@@ -27,6 +32,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,8 +41,9 @@ from PIL import Image
 
 from pokevq.errors import ConfigError
 from pokevq.gameboy import ANNOTATIONS_NAME, Box
+from pokevq.synth.episode import render_gameplay_indices
 from pokevq.synth.palettes import Palette, palette_for_game
-from pokevq.synth.render import render_episode
+from pokevq.synth.render import render_episode_indices
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class FrameInfo:
     has_dialog: bool
     dialog_box: Box | None  # (top, left, bottom, right) in pixels, bottom/right exclusive
     palette: Palette  # 4 RGB shades, lightest first
+    scene: str = "classic"  # which kind of scene the frame shows (pokevq.synth.episode.SCENES)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -67,6 +75,7 @@ class FrameInfo:
             has_dialog=bool(data["has_dialog"]),
             dialog_box=tuple(int(v) for v in box) if box is not None else None,  # type: ignore[arg-type]
             palette=tuple(tuple(int(c) for c in rgb) for rgb in data["palette"]),  # type: ignore[arg-type]
+            scene=str(data.get("scene", "classic")),
         )
 
 
@@ -115,8 +124,19 @@ def _check_count(name: str, value: int, minimum: int) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+STYLES = ("gameplay", "classic")
+
+
+def _episode_frames(style: str, rng: np.random.Generator, frames: int) -> Iterator[tuple[np.ndarray, Box | None, str]]:
+    """(shade indices, text box, scene) per frame of one episode in the chosen style."""
+    if style == "classic":
+        return ((shades, box, "classic") for shades, box in render_episode_indices(rng, frames))
+    return render_gameplay_indices(rng, frames)
+
+
 def generate_dataset(
-    out_dir: str | Path, games: int = 2, episodes: int = 3, frames: int = 100, seed: int = 0
+    out_dir: str | Path, games: int = 2, episodes: int = 3, frames: int = 100, seed: int = 0,
+    style: str = "gameplay",
 ) -> list[FrameInfo]:
     """Write `games` x `episodes` x `frames` synthetic frames plus synth_index.json under `out_dir`.
 
@@ -130,18 +150,21 @@ def generate_dataset(
     _check_count("episodes", episodes, 1)
     _check_count("frames", frames, 1)
     _check_count("seed", seed, 0)
+    if style not in STYLES:
+        raise ConfigError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     root = Path(out_dir)
     infos: list[FrameInfo] = []
     for game in range(1, games + 1):
         palette = palette_for_game(game)
+        colours = np.asarray(palette, dtype=np.uint8)
         for episode in range(1, episodes + 1):
             folder = root / f"game{game}" / f"episode{episode}"
             folder.mkdir(parents=True, exist_ok=True)
             rng = np.random.default_rng([int(seed), game, episode])
-            for n, (pixels, box) in enumerate(render_episode(rng, palette, frames), start=1):
+            for n, (shades, box, scene) in enumerate(_episode_frames(style, rng, frames), start=1):
                 key = frame_key(game, episode, n)
-                Image.fromarray(pixels, "RGB").save(root / key, format="PNG", optimize=False, compress_level=6)
-                infos.append(FrameInfo(key, game, episode, n, box is not None, box, palette))
+                Image.fromarray(colours[shades], "RGB").save(root / key, format="PNG", optimize=False, compress_level=6)
+                infos.append(FrameInfo(key, game, episode, n, box is not None, box, palette, scene))
     _remove_stale(root, {info.key for info in infos})
     index_path = root / ANNOTATIONS_NAME
     tmp_path = index_path.with_name(f".{ANNOTATIONS_NAME}.tmp")

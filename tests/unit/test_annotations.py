@@ -9,7 +9,7 @@ import pytest
 
 from pokevq.data.annotations import ANNOTATIONS_NAME, FrameAnnotation, load_annotations, parse_annotations
 from pokevq.storage import LocalStorage
-from pokevq.synth.generate import DIALOG_BOX, PALETTES, generate_dataset
+from pokevq.synth.generate import PALETTES, generate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_synth_annotations_give_each_frame_its_palette_and_dialog_box(frames):
     for info in infos:
         annotation = found[info.key]
         assert annotation.palette.tolist() == [list(c) for c in PALETTES[info.game - 1]]
-        assert annotation.dialog_box == (DIALOG_BOX if info.has_dialog else None)
+        assert annotation.dialog_box == (tuple(info.dialog_box) if info.has_dialog else None)
     assert any(a.dialog_box for a in found.values()) and any(a.dialog_box is None for a in found.values())
 
 

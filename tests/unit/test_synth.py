@@ -1,4 +1,5 @@
-"""The synthetic frames must look like a tiled 4-shade Game Boy overworld and be reproducible."""
+"""The synthetic frames: the layout, palettes and reproducibility of both styles, and the classic
+style's tiled overworld (the gameplay style's picture processor is tested in test_synth_gameplay)."""
 
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ def small(tmp_path_factory) -> tuple[Path, list[FrameInfo]]:
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory) -> tuple[Path, list[FrameInfo]]:
-    """Enough frames per episode for walking, scrolling and dialog runs to show up."""
+    """Enough classic frames per episode for walking, scrolling and dialog runs to show up."""
     root = tmp_path_factory.mktemp("walk")
-    return root, generate_dataset(root, games=1, episodes=2, frames=60, seed=3)
+    return root, generate_dataset(root, games=1, episodes=2, frames=60, seed=3, style="classic")
 
 
 def test_layout_names_and_sizes(small):
@@ -140,7 +141,7 @@ def test_dialog_boxes(walk):
 
 
 def test_dialog_frames_are_a_minority(tmp_path):
-    infos = generate_dataset(tmp_path, games=1, episodes=3, frames=100, seed=1)
+    infos = generate_dataset(tmp_path, games=1, episodes=3, frames=100, seed=1, style="classic")
     share = np.mean([info.has_dialog for info in infos])
     assert 0.1 <= share <= 0.4
 
@@ -180,7 +181,8 @@ def test_rerun_with_fewer_frames_removes_old_ones(tmp_path):
     assert not (tmp_path / "game1/episode2").exists()
 
 
-@pytest.mark.parametrize("kwargs", [{"games": 0}, {"episodes": -1}, {"frames": 0}, {"seed": -1}, {"frames": 2.5}])
+@pytest.mark.parametrize("kwargs", [{"games": 0}, {"episodes": -1}, {"frames": 0}, {"seed": -1}, {"frames": 2.5},
+                                    {"style": "colour"}])
 def test_bad_arguments_raise_config_error(tmp_path, kwargs):
     with pytest.raises(ConfigError):
         generate_dataset(tmp_path, **kwargs)
