@@ -36,7 +36,7 @@ from benchmarks.common import HERE, machine_info
 
 # Data and budget per size: (games, episodes, frames per episode, epochs per variant).
 SIZES = {
-    "quick": dict(games=1, episodes=3, frames=12, epochs=2, image_size="72x80"),
+    "quick": dict(games=1, episodes=3, frames=40, epochs=2, image_size="72x80"),
     "cpu": dict(games=2, episodes=10, frames=200, epochs=5, image_size="144x160"),
     "full": dict(games=2, episodes=10, frames=200, epochs=50, image_size="144x160"),
 }

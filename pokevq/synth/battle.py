@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+import pokevq.synth.boxes as boxes
 from pokevq.gameboy import SCREEN_H, TILE, Box
-from pokevq.synth import boxes
 from pokevq.synth.creatures import MON_SIZE, ball, monster
 from pokevq.synth.dialog import DIALOG_BOX, DIALOG_TOP_ROW, wrap_text
 from pokevq.synth.ppu import INVERTED, MAP_SIZE, Screen, Sprite, render

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+import pokevq.synth.boxes as boxes
 from pokevq.gameboy import SCREEN_H, SCREEN_W, TILE, Box
-from pokevq.synth import boxes
 from pokevq.synth.creatures import ball, person
 from pokevq.synth.dialog import DIALOG_BOX, DIALOG_TOP_ROW, dialog_schedule
 from pokevq.synth.player import Walker

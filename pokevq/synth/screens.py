@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+import pokevq.synth.boxes as boxes
 from pokevq.gameboy import SCREEN_H, SCREEN_W, TILE, Box
-from pokevq.synth import boxes
 from pokevq.synth.creatures import MON_SIZE, monster
 from pokevq.synth.dialog import random_message, wrap_text
 from pokevq.synth.ppu import MAP_SIZE, Screen, render, sprites_of
