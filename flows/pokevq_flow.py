@@ -58,6 +58,8 @@ def pokevq(
     batch_size: int = 16,
     num_epochs: int = 50,
     learning_rate: float = 1e-4,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
     resume: str | None = None,
     output_dir: str = "./outputs",
     device: str = "auto",
@@ -82,6 +84,7 @@ def pokevq(
     dead_code_restart: str = "worst",
     code_dim: int = 0,
     cosine_codes: bool = False,
+    encoder_kernel: int = 1,
 ) -> dict[str, Any]:
     """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field.
 
@@ -109,6 +112,9 @@ def pokevq(
         batch_size: Training batch size.
         num_epochs: Total number of training epochs.
         learning_rate: AdamW learning rate.
+        lr_schedule: constant, or cosine: the learning rate falls along a half cosine to a tenth of it by the last
+                    epoch.
+        warmup_steps: Steps over which the learning rate rises linearly from 0 (0: none).
         resume: Checkpoint to resume from: s3://bucket/key or a local path.
         output_dir: Root of local outputs.
         device: auto (CUDA when present), cpu, cuda or mps.
@@ -134,6 +140,8 @@ def pokevq(
         dead_code_restart: Restart unused codes on the worst-represented latents (worst), random latents, or off.
         code_dim: Look codes up in a learned projection of this many dimensions (0: embedding_dim).
         cosine_codes: Look codes up by cosine similarity (l2-normalised codes).
+        encoder_kernel: Encoder kernel on the tile grid: 1 (a code from its own tile's pixels) or 3 (a code also
+                    sees the tiles around it).
     """
     parameters = dict(locals())
     block = load_bucket_block()  # deployments: bucket and keys from the S3Bucket block

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from pokevq.errors import ConfigError
-from pokevq.model.options import DOWNSAMPLE_FACTORS, MODEL_CHOICES, fsq_levels
+from pokevq.model.options import DOWNSAMPLE_FACTORS, ENCODER_KERNELS, LR_SCHEDULES, MODEL_CHOICES, fsq_levels
 
 DEFAULT_IMAGE_SIZE = "144x160"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -137,6 +137,11 @@ class TrainConfig:
     batch_size: int = option(16, "training", "Training batch size.")
     num_epochs: int = option(50, "training", "Total number of training epochs.", flag="--epochs")
     learning_rate: float = option(1e-4, "training", "AdamW learning rate.")
+    lr_schedule: str = option(
+        "constant", "training",
+        "constant, or cosine: the learning rate falls along a half cosine to a tenth of it by the last epoch.",
+    )
+    warmup_steps: int = option(0, "training", "Steps over which the learning rate rises linearly from 0 (0: none).")
 
     # --- Run options ---
     resume: str | None = option(None, "training", "Checkpoint to resume from: s3://bucket/key or a local path.")
@@ -206,6 +211,11 @@ class TrainConfig:
         False, "model",
         "Look codes up by cosine similarity (l2-normalised codes).",
         model="cosine",
+    )
+    encoder_kernel: int = option(
+        1, "model",
+        "Encoder kernel on the tile grid: 1 (a code from its own tile's pixels) or 3 (a code also sees the tiles "
+        "around it).",
     )
 
     def __post_init__(self) -> None:
@@ -278,6 +288,12 @@ class TrainConfig:
             fail("learning_rate", f"must be > 0; got {self.learning_rate!r}")
         if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
             fail("val_fraction", f"must be in [0, 1); got {self.val_fraction!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            fail("lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            fail("warmup_steps", f"must be an integer >= 0 (0: no warm-up); got {self.warmup_steps!r}")
+        if self.encoder_kernel not in ENCODER_KERNELS:
+            fail("encoder_kernel", f"must be 1 or 3; got {self.encoder_kernel!r}")
         if self.downsample not in DOWNSAMPLE_FACTORS:
             fail("downsample", f"must be one of 4, 8, 16; got {self.downsample!r}")
         if self.device not in DEVICES:

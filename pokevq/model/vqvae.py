@@ -14,10 +14,11 @@ Two architectures, chosen by `ModelConfig.architecture`:
   embedding, written as PixelUnshuffle + 1x1 conv), refined by residual blocks on the
   latent grid, and the decoder ends in a 1x1 conv to d*d*3 values per position and a
   PixelShuffle. A Game Boy screen is drawn from 8x8 tiles, so at d=8 a code stands for
-  exactly one tile; the encoder blocks are 1x1, so a tile's code depends on that tile
-  alone and does not flicker when its neighbours change (token stability), while the
-  decoder's 3x3 blocks see the neighbouring codes. All convolutions run on the code grid,
-  which makes it ~40x cheaper per frame than ``conv``.
+  exactly one tile. With ``encoder_kernel=1`` (the default) the encoder blocks are 1x1, so
+  a tile's code depends on that tile alone and does not flicker when its neighbours change
+  (token stability); ``encoder_kernel=3`` makes them 3x3, so a code sees the tiles around
+  it (a sprite or a scrolled tile spans several). The decoder's 3x3 blocks see the neighbouring codes. All
+  convolutions run on the code grid, which makes it ~40x cheaper per frame than ``conv``.
 - ``conv``: the classic strided-conv VQ-VAE (van den Oord et al. 2017) with
   full-resolution convolutions; pokevq's first model, kept so its checkpoints still load.
 """
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 
 from pokevq.config import TrainConfig
 from pokevq.errors import ConfigError
-from pokevq.model.options import ARCHITECTURES, MODEL_CHOICES, fsq_levels
+from pokevq.model.options import ARCHITECTURES, ENCODER_KERNELS, MODEL_CHOICES, fsq_levels
 from pokevq.model.quantizers import (
     FSQ,
     VectorQuantizer,
@@ -55,6 +56,16 @@ LEGACY_MODEL_FIELDS: dict[str, Any] = {
     "code_dim": 0,
     "cosine": False,
 }
+# Fields added after the one above, with the value every checkpoint written before them was trained with.
+ADDED_MODEL_FIELDS: dict[str, Any] = {
+    "encoder_kernel": 1,
+}
+
+
+def saved_model_fields(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model config with the fields it predates filled in as it was trained."""
+    filled = {**LEGACY_MODEL_FIELDS, **saved} if "architecture" not in saved else dict(saved)
+    return {**ADDED_MODEL_FIELDS, **filled}
 
 # ---------------------------------------------------------------------------
 # config
@@ -71,6 +82,7 @@ class ModelConfig:
     embedding_dim: int = 64
     downsample: int = 8  # 4, 8 or 16: the side of the patch one code stands for
     num_res_blocks: int = 2
+    encoder_kernel: int = 1  # 1: a tile's code from its own pixels; 3: from its 3x3 neighbourhood of tiles
     architecture: str = "tile"  # tile or conv, see the module docstring
     quantizer: str = "ema"  # ema, vq or fsq (pokevq.model.quantizers)
     codebook_init: str = "kmeans"  # kmeans, data or random
@@ -108,6 +120,8 @@ class ModelConfig:
         for name, allowed in MODEL_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.encoder_kernel not in ENCODER_KERNELS:
+            raise ConfigError(f"encoder_kernel must be one of 1, 3, got {self.encoder_kernel!r}")
         if self.code_dim < 0:
             raise ConfigError(f"code_dim must be >= 0 (0: look codes up in embedding_dim), got {self.code_dim}")
         if self.quantizer == "fsq":
@@ -143,7 +157,7 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
-        d = {**LEGACY_MODEL_FIELDS, **d} if "architecture" not in d else dict(d)
+        d = saved_model_fields(d)
         if "image_size" in d:
             d["image_size"] = tuple(d["image_size"])
         return cls(**d)
@@ -173,7 +187,7 @@ class TileEncoder(nn.Module):
         c, d = config.hidden_channels, config.downsample
         self.patches = nn.PixelUnshuffle(d)
         self.embed = nn.Conv2d(config.in_channels * d * d, c, 1)
-        self.res = nn.Sequential(*[ResBlock(c, kernel=1) for _ in range(config.num_res_blocks)])
+        self.res = nn.Sequential(*[ResBlock(c, kernel=config.encoder_kernel) for _ in range(config.num_res_blocks)])
         self.proj = nn.Conv2d(c, config.embedding_dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:

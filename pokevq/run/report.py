@@ -23,7 +23,8 @@ def _percent(value: Any, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f} %"
 
 
-def quality_section(record: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def quality_section(record: dict[str, Any], config: dict[str, Any],
+                    baselines: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """The tokenizer's quality on the validation episodes after the last epoch, with the data's own yardstick."""
     val = record.get("val") or {}
     if "pixel_accuracy" not in val:
@@ -54,6 +55,24 @@ def quality_section(record: dict[str, Any], config: dict[str, Any]) -> list[str]
     lines = ["", f"### Tokenizer quality (validation episodes, epoch {record.get('epoch')})", "",
              "| metric | value | meaning |", "|---|---:|---|"]
     lines += [f"| {name} | {value} | {meaning} |" for name, value, meaning in rows]
+    return lines + baselines_section(record, baselines or {}, codebook, tile)
+
+
+def baselines_section(record: dict[str, Any], baselines: dict[str, dict[str, Any]], codebook: int,
+                      tile: Any) -> list[str]:
+    """The model next to tile dictionaries scored on the same validation frames: the floors it must clear."""
+    if not baselines:
+        return []
+    val = record.get("val") or {}
+    rows = [(f"this model (epoch {record.get('epoch')})", codebook, val)]
+    rows += [(name, figures.get("codes"), figures) for name, figures in baselines.items()]
+    lines = ["", f"### Against tile dictionaries ({tile}×{tile} tiles, one code each, same validation frames)", "",
+             "| tokenizer | codes | PSNR | pixel accuracy | dialog-box accuracy |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {_fmt(codes)} | {_fmt(v.get('psnr'), 2)} dB | {_percent(v.get('pixel_accuracy'), 3)} | "
+              f"{_percent(v.get('dialog_accuracy'), 3)} |" for name, codes, v in rows]
+    lines += ["", "k-means: the training tiles' k-means centres (a floor to clear); exact dictionary: every "
+              "distinct training tile, each validation tile coded as its nearest (the bound of one code per tile "
+              "from its own pixels). Built from a sample of training frames."]
     return lines
 
 
@@ -129,7 +148,8 @@ def render_report(summary: dict[str, Any]) -> str:
             lines += ["", f"> ⚠️ Epochs {', '.join(str(r['epoch']) for r in stalled)} waited for data more than 20 % "
                           "of their time: pack the frames (`pokevq pack`), raise --num-workers, or give the cache "
                           "more room (--max-cache-size, --max-cache-bytes)."]
-        lines += quality_section(epochs[-1], summary.get("config", {}))
+        baselines = next((r["baselines"] for r in reversed(epochs) if r.get("baselines")), None)
+        lines += quality_section(epochs[-1], summary.get("config", {}), baselines)
     else:
         lines.append("No epoch was trained in this run.")
     timings = summary.get("timings", {})

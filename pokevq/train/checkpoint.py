@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from pokevq.errors import CheckpointError
-from pokevq.model.vqvae import LEGACY_MODEL_FIELDS
+from pokevq.model.vqvae import saved_model_fields
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ REQUIRED_KEYS = ("format_version", "model", "optimizer", "epoch", "global_step",
 # Model fields that decide parameter shapes: a mismatch makes a checkpoint unloadable.
 SHAPE_FIELDS = (
     "architecture", "quantizer", "in_channels", "hidden_channels", "codebook_size", "embedding_dim", "downsample",
-    "num_res_blocks", "code_dim",
+    "num_res_blocks", "code_dim", "encoder_kernel",
 )
 
 
@@ -133,8 +133,8 @@ def load_checkpoint(source: str | Path | bytes, name: str | None = None) -> dict
 def model_shape_differences(state: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
     """`field=saved (configured value)` for every shape field where a checkpoint differs from the model."""
     saved = state.get("model_config", {})
-    if isinstance(saved, dict) and "architecture" not in saved:
-        saved = {**LEGACY_MODEL_FIELDS, **saved}  # written before these fields existed
+    if isinstance(saved, dict):
+        saved = saved_model_fields(saved)  # fields a checkpoint predates, as it was trained
     return [
         f"{field}={saved.get(field)!r} (configured {model_config.get(field)!r})"
         for field in SHAPE_FIELDS

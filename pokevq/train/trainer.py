@@ -33,6 +33,7 @@ from pokevq.errors import (
 )
 from pokevq.model.vqvae import VQVAE, ModelConfig
 from pokevq.run.logs import CONSOLE
+from pokevq.train.baselines import TileDictionary, fit_baselines
 from pokevq.train.checkpoint import (
     build_checkpoint,
     check_model_shape,
@@ -42,11 +43,14 @@ from pokevq.train.checkpoint import (
 )
 from pokevq.train.metrics import EpochMetrics, QualityMetrics
 from pokevq.train.preview import image_grid
+from pokevq.train.schedule import learning_rate_at
 
 log = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 8
 MAX_SKIPPED_KEPT = 10_000  # skipped-frame reasons carried in checkpoints, so a resumed report still lists them
+BASELINE_TRAIN_FRAMES = 1000  # training frames the baseline tile dictionaries are built from
+BASELINE_VAL_FRAMES = 1000  # validation frames they are scored on (the first ones, in episode order)
 STALL_WARNING = 0.20  # an epoch that waited longer than this share of its time for data says what to do
 
 
@@ -116,6 +120,7 @@ class Trainer:
         data_path: DataPath | None = None,
         on_step_checkpoint: Any = None,
         run_id: str = "",
+        baseline_frames: int = BASELINE_TRAIN_FRAMES,
     ) -> None:
         self.config = config
         self.started = time.monotonic()  # the time budget counts from here
@@ -147,6 +152,8 @@ class Trainer:
             else None
         )
         self.preview_rows = (val_rows if len(val_rows) else train_rows).head(PREVIEW_FRAMES)
+        self.baseline_rows = train_rows.sample(n=min(baseline_frames, len(train_rows)), random_state=config.seed)
+        self.baselines: dict[str, dict[str, Any]] | None = None  # tile dictionaries' figures, once per experiment
         self.source = source
         # What the validation metrics need per frame: its episode (token stability) and, where the
         # frames came with annotations (pokevq synth), the game's palette and the dialog box.
@@ -197,6 +204,7 @@ class Trainer:
         self.history = list(state.get("history") or [])
         self.best = state.get("best")
         self.skipped = dict(state.get("skipped") or {})
+        self.baselines = next((r["baselines"] for r in reversed(self.history) if r.get("baselines")), None)
         self.position = state.get("position") or None
         if state.get("rng"):
             restore_rng(state["rng"])
@@ -295,6 +303,7 @@ class Trainer:
                 out = self.model(images)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
+            self._set_learning_rate(steps)
             self.optimizer.step()
             self.global_step += 1
             self.steps_run += 1
@@ -361,6 +370,12 @@ class Trainer:
             "data_stall": round(stall, 4),
             "data_path": self.data_path.mode,
         }
+        if self.baselines and not partial and not any(r.get("baselines") for r in self.history):
+            record["baselines"] = self.baselines  # the first complete epoch keeps them in the history
+            for name, figures in self.baselines.items():
+                for metric in ("psnr", "pixel_accuracy", "dialog_accuracy"):
+                    if metric in figures:
+                        self.writer.add_scalar(f"baselines/{name.replace(' ', '_')}_{metric}", figures[metric], epoch)
         if partial:
             record["partial"] = True
         else:
@@ -419,6 +434,14 @@ class Trainer:
             stopped_by=stopped_by,
         )
 
+    def _set_learning_rate(self, steps_per_epoch: int) -> None:
+        """The schedule's rate for this step; a function of the global step, so resuming keeps the curve."""
+        config = self.config
+        rate = learning_rate_at(self.global_step, peak=config.learning_rate, schedule=config.lr_schedule,
+                                warmup_steps=config.warmup_steps, total_steps=config.num_epochs * steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+
     def _budget_spent(self) -> str | None:
         if self.config.max_steps and self.global_step >= self.config.max_steps:
             return "max_steps"
@@ -460,6 +483,9 @@ class Trainer:
         assert self.val_loader is not None
         self.model.eval()
         metrics = QualityMetrics(self.model_config.codebook_size, self.model_config.downsample)
+        dictionaries = self._fit_baselines() if self.baselines is None else []
+        scores = {d.name: QualityMetrics(d.size, d.tile) for d in dictionaries}
+        scored = 0
         for batch in self.val_loader:
             self._account(batch, counters)
             if batch.images is None:
@@ -468,29 +494,56 @@ class Trainer:
             with self._autocast():
                 out = self.model(images)
             known = [self.annotations.get(key) for key in batch.keys]
-            metrics.update(
-                out.recon.float(),
-                images,
-                out.codes,
-                out.loss,
-                images.shape[0],
+            context = dict(
                 palettes=[a.palette if a is not None else None for a in known],
                 dialog_boxes=[a.box_at(self.config.image_hw) if a is not None else None for a in known],
                 sequences=[self.val_episodes.get(key, key) for key in batch.keys],
             )
+            metrics.update(out.recon.float(), images, out.codes, out.loss, images.shape[0], **context)
+            if scored < BASELINE_VAL_FRAMES:
+                for dictionary in dictionaries:
+                    codes = dictionary.encode(images)
+                    recon = dictionary.decode(codes)
+                    loss = torch.nn.functional.mse_loss(recon, images.float())
+                    scores[dictionary.name].update(recon, images, codes, loss, images.shape[0], **context)
+                scored += images.shape[0]
         self.model.train()
+        if dictionaries:
+            self.baselines = {d.name: {**scores[d.name].compute(), "codes": d.size} for d in dictionaries}
         return metrics.compute()
+
+    def _fit_baselines(self) -> list[TileDictionary]:
+        """k-means and exact tile dictionaries of a sample of training frames: what the model must beat."""
+        def batches() -> Any:
+            images = []
+            for image in self._readable_frames(self.baseline_rows):
+                images.append(image)
+                if len(images) == 64:
+                    yield torch.stack(images).to(self.device)
+                    images = []
+            if images:
+                yield torch.stack(images).to(self.device)
+
+        started = time.perf_counter()
+        found = fit_baselines(batches(), self.model_config.codebook_size, self.model_config.downsample,
+                              self.config.seed)
+        log.info("Baseline tile dictionaries from %d training frames in %.1f s: %s", len(self.baseline_rows),
+                 time.perf_counter() - started, ", ".join(f"{d.name} ({d.size} tiles)" for d in found))
+        return found
+
+    def _readable_frames(self, rows: pd.DataFrame) -> Any:
+        """Decoded frames of `rows`, read through the source; an unreadable frame is left out."""
+        for key, etag in zip(rows["key"], rows["etag"].astype(str)):
+            try:
+                data, _ = self.source.read(key, etag)
+                yield decode_frame(data, self.config.image_hw)
+            except (FrameDecodeError, StorageError):
+                continue
 
     @torch.no_grad()
     def preview(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Originals and reconstructions of a fixed set of frames, for TensorBoard and the report."""
-        images = []
-        for key, etag in zip(self.preview_rows["key"], self.preview_rows["etag"].astype(str)):
-            try:
-                data, _ = self.source.read(key, etag)
-                images.append(decode_frame(data, self.config.image_hw))
-            except (FrameDecodeError, StorageError):
-                continue
+        images = list(self._readable_frames(self.preview_rows))
         if not images:
             return None
         originals = torch.stack(images).to(self.device)

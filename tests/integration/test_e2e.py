@@ -193,6 +193,18 @@ def test_quality_metrics_reach_tensorboard_report_and_artifacts(
     assert f"| dialog-box accuracy | {100 * val['dialog_accuracy']:.3f} % |" in report
     assert f"| distinct tiles in the data | {val['data_tiles']} |" in report
 
+    # The floors and the bound, scored on the same validation frames, next to the model in report and TensorBoard.
+    baselines = summary["final"]["baselines"]
+    exact = baselines["exact dictionary"]
+    # k-means 512 only where the training tiles outnumber it (else it is the exact dictionary)
+    assert list(baselines) == ["k-means 64", *(["k-means 512"] if exact["codes"] > 512 else []), "exact dictionary"]
+    assert baselines["k-means 64"]["codes"] == 64 < exact["codes"]
+    assert exact["psnr"] > baselines["k-means 64"]["psnr"]
+    assert "### Against tile dictionaries (8×8 tiles, one code each, same validation frames)" in report
+    assert f"| exact dictionary | {exact['codes']} | {exact['psnr']:.2f} dB | {100 * exact['pixel_accuracy']:.3f} % |" \
+        in report
+    assert scalars["baselines/exact_dictionary_psnr"][0].value == pytest.approx(exact["psnr"], rel=1e-5)
+
     async def table_artifact():
         async with get_client() as client:
             return await client.read_latest_artifacts()

@@ -235,6 +235,9 @@ def test_model_option_defaults_are_the_benchmarked_best(clean_env):
         (dict(dead_code_restart="always"), "dead_code_restart (--dead-code-restart) must be one of worst, random, off"),
         (dict(code_dim=-1), "code_dim (--code-dim) must be an integer >= 0"),
         (dict(quantizer="fsq", codebook_size=511), "codebook_size (--codebook-size) 511 cannot be an FSQ codebook"),
+        (dict(encoder_kernel=5), "encoder_kernel (--encoder-kernel) must be 1 or 3; got 5"),
+        (dict(lr_schedule="linear"), "lr_schedule (--lr-schedule) must be one of constant, cosine; got 'linear'"),
+        (dict(warmup_steps=-1), "warmup_steps (--warmup-steps) must be an integer >= 0 (0: no warm-up)"),
     ],
 )
 def test_bad_model_options_name_the_flag(clean_env, options, message):
@@ -255,3 +258,4 @@ def test_model_options_reach_the_model(clean_env):
     )
     assert model.code_dim == 8 and model.cosine is True and model.codebook_size == 216
     assert TrainConfig(quantizer="fsq", codebook_size=216).quantizer == "fsq"  # 6 x 6 x 6
+    assert ModelConfig.for_run(TrainConfig(encoder_kernel=3)).encoder_kernel == 3

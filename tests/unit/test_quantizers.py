@@ -226,3 +226,29 @@ def test_an_old_checkpoint_against_the_new_default_names_the_architecture():
     configured = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16)
     with pytest.raises(CheckpointError, match="architecture='conv' \\(configured 'tile'\\)"):
         check_model_shape({"model_config": saved}, configured.to_dict(), "old.pt")
+
+
+def test_checkpoints_from_before_encoder_context_load_with_one_tile_of_context():
+    old = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16)
+    model = VQVAE(old)
+    saved = {k: v for k, v in old.to_dict().items() if k != "encoder_kernel"}
+    config = ModelConfig.from_dict(saved)
+    assert config.encoder_kernel == 1
+    VQVAE(config).load_state_dict(model.state_dict())
+    check_model_shape({"model_config": saved}, config.to_dict(), "old.pt")  # the same model: no complaint
+    wider = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16, encoder_kernel=3)
+    with pytest.raises(CheckpointError, match="encoder_kernel=1 \\(configured 3\\)"):
+        check_model_shape({"model_config": saved}, wider.to_dict(), "old.pt")
+
+
+def test_encoder_context_lets_a_code_see_its_neighbours():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 40)
+    changed = x.clone()
+    changed[:, :, :8, :8] = 1 - changed[:, :, :8, :8]  # only the top-left tile
+    for kernel, neighbour_moves in ((1, False), (3, True)):
+        model = VQVAE(ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16,
+                                  encoder_kernel=kernel)).eval()
+        with torch.no_grad():
+            moved = (model.encoder(x) - model.encoder(changed)).abs().sum(1)[0]  # (h, w)
+        assert bool(moved[0, 1] > 0) is neighbour_moves and float(moved[3:, 3:].sum()) == 0  # 2 blocks: 2 tiles

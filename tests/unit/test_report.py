@@ -40,3 +40,21 @@ def test_frames_without_annotations_show_no_dialog_figure():
 
 def test_a_run_without_validation_has_no_quality_table():
     assert "Tokenizer quality" not in render_report(summary({}))
+
+
+def test_tile_dictionaries_stand_next_to_the_model_from_the_epoch_that_scored_them():
+    report = summary(VAL)
+    report["epochs"][0]["baselines"] = {
+        "k-means 512": {"psnr": 23.1, "pixel_accuracy": 0.95, "dialog_accuracy": 0.97, "codes": 512},
+        "exact dictionary": {"psnr": 34.12, "pixel_accuracy": 0.99, "codes": 7237},
+    }
+    report["epochs"].append({**report["epochs"][0], "epoch": 2, "baselines": None})  # a later epoch keeps them
+    text = render_report(report)
+    assert "### Against tile dictionaries (8×8 tiles, one code each, same validation frames)" in text
+    assert "| this model (epoch 2) | 512 | 36.50 dB | 99.912 % | 99.870 % |" in text
+    assert "| k-means 512 | 512 | 23.10 dB | 95.000 % | 97.000 % |" in text
+    assert "| exact dictionary | 7237 | 34.12 dB | 99.000 % | – |" in text
+
+
+def test_no_dictionary_table_without_baselines():
+    assert "Against tile dictionaries" not in render_report(summary(VAL))
