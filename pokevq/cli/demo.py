@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 DEMO_BUCKET = "pokevq-demo"
 # The default model (tile architecture, 512 codes, one code per 8x8 tile) is cheap enough for a CPU;
-# a 10x learning rate makes a few epochs on 400 frames enough for near-lossless reconstructions.
+# a 10x learning rate gets the most out of a few epochs on 400 frames (see the README's Tokenizer quality).
 DEMO_LEARNING_RATE = 1e-3
 
 

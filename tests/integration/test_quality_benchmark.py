@@ -27,15 +27,25 @@ def test_quality_benchmark_quick_run(tmp_path):
             assert 0 <= val[name] <= 1, (row["variant"], name)
         assert 1 <= val["perplexity"] <= 64 and val["data_tiles"] > 0
 
-    # The table is printed last, one line per variant, after the default's check against the reach.
+    # The tile dictionaries scored by the same trainer on the same frames: k-means at 64 codes first, the bound last.
+    floors = {row["variant"]: row["val"] for row in data["baselines"]}
+    assert list(floors)[0] == "k-means 64" and list(floors)[-1] == "exact dictionary"
+    assert floors["exact dictionary"]["psnr"] > floors["k-means 64"]["psnr"]
+
+    # The table is printed last, one line per variant then per dictionary, after the default's check.
     lines = result.stdout.strip().splitlines()
-    assert lines[-4].startswith("variant") and "pixel acc" in lines[-4] and "stability" in lines[-4]
-    assert [line.split()[0] for line in lines[-3:]] == ["vq", "default", "fsq"]
-    assert any("default: PSNR ≥ 35 dB" in line for line in lines)
+    rows = len(floors) + 3
+    header = lines[-rows - 1]
+    assert header.startswith("variant") and "pixel acc" in header and "stability" in header
+    assert [line.split()[0] for line in lines[-rows:-len(floors)]] == ["vq", "default", "fsq"]
+    assert lines[-len(floors)].startswith("k-means 64") and lines[-1].startswith("exact dictionary")
+    assert any("default: PSNR ≥ 40 dB" in line for line in lines)
+    assert any("default: PSNR ≥ 10 dB above k-means 512" in line for line in lines)
 
     text = (tmp_path / "QUALITY.md").read_text()
-    for needle in ("## Machine", "## Settings", "size: **quick**", "## Results", "| default |",
-                   "## The default against the issue's reach", "| token stability ≥ 97 % |", "distinct tiles"):
+    for needle in ("## Machine", "## Settings", "size: **quick**", "gameplay frames", "## Results", "| default |",
+                   "| exact dictionary |", "## The default against the issue's reach", "| token stability ≥ 99 % |",
+                   "| PSNR above the exact training-tile dictionary |", "distinct tiles"):
         assert needle in text, needle
 
 
