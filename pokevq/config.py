@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from pokevq.errors import ConfigError
-from pokevq.model.options import DOWNSAMPLE_FACTORS, ENCODER_KERNELS, LR_SCHEDULES, MODEL_CHOICES, fsq_levels
+from pokevq.model.options import DOWNSAMPLE_FACTORS, ENCODER_KERNELS, MODEL_CHOICES, fsq_levels
 
 DEFAULT_IMAGE_SIZE = "144x160"
 DEVICES = ("auto", "cpu", "cuda", "mps")
+LR_SCHEDULES = ("constant", "cosine")  # pokevq.train.schedule
 S3_SSE_MODES = ("AES256", "aws:kms")
 DATA_PATHS = ("auto", "cached", "streaming")
 

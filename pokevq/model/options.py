@@ -14,7 +14,6 @@ QUANTIZERS = ("ema", "vq", "fsq")
 CODEBOOK_INITS = ("kmeans", "data", "random")
 DEAD_CODE_RESTARTS = ("worst", "random", "off")
 ENCODER_KERNELS = (1, 3)
-LR_SCHEDULES = ("constant", "cosine")
 # Model options that name one of a few components, checked by TrainConfig and ModelConfig alike.
 MODEL_CHOICES = {
     "architecture": ARCHITECTURES,

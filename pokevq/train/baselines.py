@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pokevq.train.metrics import to_uint8
+from pokevq.train.metrics import TileCounter, tile_rows, to_uint8
 
 SMALL_KMEANS = 512  # the old default's codebook: a learned tokenizer should be far above its k-means
 KMEANS_ITERATIONS = 10
@@ -44,7 +44,7 @@ class TileDictionary:
         """(B,3,H,W) in [0,1] -> (B, H/d, W/d) codes of the nearest tiles."""
         b, _, h, w = frames.shape
         # Frames repeat their tiles: look each distinct tile up once.
-        distinct, inverse = torch.unique(_rows(to_uint8(frames), self.tile), dim=0, return_inverse=True)
+        distinct, inverse = torch.unique(tile_rows(to_uint8(frames), self.tile), dim=0, return_inverse=True)
         found = nearest(distinct.float() / 255, self.tiles.to(frames.device))
         return found[inverse].view(b, h // self.tile, w // self.tile)
 
@@ -56,12 +56,6 @@ class TileDictionary:
         return F.pixel_shuffle(rows.view(b, h, w, -1).permute(0, 3, 1, 2), self.tile)
 
 
-def _rows(frames: Tensor, tile: int) -> Tensor:
-    """(B,3,H,W) -> (B*h*w, 3*d*d): one row per tile, in the order pixel_shuffle undoes."""
-    blocks = F.pixel_unshuffle(frames, tile)
-    return blocks.permute(0, 2, 3, 1).reshape(-1, blocks.shape[1])
-
-
 def nearest(rows: Tensor, tiles: Tensor) -> Tensor:
     """Index of the nearest tile (L2) for every row, in chunks that keep memory bounded."""
     norms = (tiles * tiles).sum(1)
@@ -71,31 +65,6 @@ def nearest(rows: Tensor, tiles: Tensor) -> Tensor:
         for chunk in rows.split(step)
     ]
     return torch.cat(out) if out else rows.new_zeros(0, dtype=torch.long)
-
-
-class TileCounter:
-    """Distinct tiles of the frames seen so far, with how often each occurs."""
-
-    def __init__(self, tile: int) -> None:
-        self.tile = tile
-        self._counts: dict[bytes, int] = {}
-        self._width = 0
-
-    def add(self, frames: Tensor) -> None:
-        rows = _rows(to_uint8(frames), self.tile)
-        self._width = rows.shape[1]
-        distinct, counts = torch.unique(rows, dim=0, return_counts=True)
-        for row, count in zip(distinct.cpu().numpy(), counts.tolist()):
-            key = row.tobytes()
-            self._counts[key] = self._counts.get(key, 0) + count
-
-    def tiles(self) -> tuple[Tensor, Tensor]:
-        """(distinct tiles (N, 3*d*d) in [0,1], counts (N,))."""
-        if not self._counts:
-            return torch.zeros(0, self._width), torch.zeros(0)
-        data = b"".join(self._counts)
-        tiles = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(len(self._counts), -1)
-        return tiles.float() / 255, torch.tensor(list(self._counts.values()), dtype=torch.float32)
 
 
 def kmeans(tiles: Tensor, counts: Tensor, k: int, seed: int = 0, iterations: int = KMEANS_ITERATIONS) -> Tensor:
@@ -118,10 +87,10 @@ def fit_baselines(frames: Iterable[Tensor], codebook_size: int, tile: int, seed:
     size and at 512, and the exact dictionary; a k-means as large as the tiles is left out (it is the exact one)."""
     counter = TileCounter(tile)
     for batch in frames:
-        counter.add(batch)
-    tiles, counts = counter.tiles()
-    if not len(tiles):
+        counter.add(to_uint8(batch))
+    if not len(counter):
         return []
+    tiles, counts = counter.tiles().float() / 255, counter.counts()
     found = []
     for k in dict.fromkeys((codebook_size, SMALL_KMEANS)):
         if k < len(tiles):

@@ -198,6 +198,43 @@ def _padded(palette: Tensor, device: torch.device) -> Tensor:
     return torch.cat([palette, palette[:1].repeat(MAX_PALETTE - len(palette), 1)])
 
 
+def tile_rows(frames: Tensor, tile: int) -> Tensor:
+    """(B,C,H,W) -> (B*h*w, C*d*d): one row per d x d tile, in the order pixel_shuffle undoes."""
+    blocks = F.pixel_unshuffle(frames, tile)
+    return blocks.permute(0, 2, 3, 1).reshape(-1, blocks.shape[1])
+
+
+class TileCounter:
+    """Distinct tiles of the uint8 frames seen so far, with how often each occurs."""
+
+    def __init__(self, tile: int) -> None:
+        self.tile = tile
+        self._counts: dict[bytes, int] = {}
+        self._width = 0
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def add(self, frames: Tensor) -> None:
+        rows = tile_rows(frames, self.tile)
+        self._width = rows.shape[1]
+        distinct, counts = torch.unique(rows, dim=0, return_counts=True)
+        for row, count in zip(distinct.cpu().numpy(), counts.tolist()):
+            key = row.tobytes()
+            self._counts[key] = self._counts.get(key, 0) + count
+
+    def counts(self) -> Tensor:
+        """How often each distinct tile occurs, in the order of `tiles()`."""
+        return torch.tensor(list(self._counts.values()), dtype=torch.float32)
+
+    def tiles(self) -> Tensor:
+        """The distinct tiles (N, C*d*d) uint8."""
+        if not self._counts:
+            return torch.zeros(0, self._width, dtype=torch.uint8)
+        data = bytearray(b"".join(self._counts))
+        return torch.frombuffer(data, dtype=torch.uint8).view(len(self._counts), -1)
+
+
 class QualityMetrics(EpochMetrics):
     """EpochMetrics plus what decides whether a tokenizer can be trusted, over a whole epoch.
 
@@ -231,7 +268,7 @@ class QualityMetrics(EpochMetrics):
         self._unchanged_tiles = 0
         self._stable_tiles = 0
         self._previous: tuple[str, Tensor, Tensor] | None = None  # (sequence, frame uint8, codes)
-        self._tiles: dict[bytes, int] = {}
+        self._tiles = TileCounter(self.tile)
 
     @torch.no_grad()
     def update(  # type: ignore[override]
@@ -263,7 +300,7 @@ class QualityMetrics(EpochMetrics):
                 self._dialog_pixels += region.numel()
         if sequences is not None:
             self._update_stability(frames, codes.detach(), list(sequences))
-        self._count_tiles(frames)
+        self._tiles.add(frames)
 
     def _update_stability(self, frames: Tensor, codes: Tensor, sequences: list[str]) -> None:
         # Each frame's predecessor: the previous batch's last frame for the first, else the one before it.
@@ -277,14 +314,6 @@ class QualityMetrics(EpochMetrics):
         self._stable_tiles += int((unchanged & (codes == prev_codes)).sum())
         self._previous = (sequences[-1], frames[-1], codes[-1])
 
-    def _count_tiles(self, frames: Tensor) -> None:
-        blocks = F.pixel_unshuffle(frames, self.tile)  # (B, 3*t*t, h, w)
-        rows = blocks.permute(0, 2, 3, 1).reshape(-1, blocks.shape[1])
-        distinct, counts = torch.unique(rows, dim=0, return_counts=True)
-        for row, count in zip(distinct.cpu().numpy(), counts.cpu().tolist()):
-            key = row.tobytes()
-            self._tiles[key] = self._tiles.get(key, 0) + count
-
     def compute(self) -> dict[str, float | int]:
         values = super().compute()
         if not self.frames:
@@ -295,7 +324,7 @@ class QualityMetrics(EpochMetrics):
             pixel_accuracy=self._right / pixels,
             exact_frames=self._exact / self.frames,
             data_tiles=len(self._tiles),
-            data_tile_perplexity=perplexity_from_counts(torch.tensor(list(self._tiles.values()))),
+            data_tile_perplexity=perplexity_from_counts(self._tiles.counts()),
         )
         if self._dialog_pixels:
             values["dialog_accuracy"] = self._dialog_right / self._dialog_pixels
