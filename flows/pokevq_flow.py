@@ -63,6 +63,7 @@ def pokevq(
     resume: str | None = None,
     output_dir: str = "./outputs",
     device: str = "auto",
+    precision: str = "auto",
     seed: int = 0,
     num_workers: int = 2,
     val_fraction: float = 0.1,
@@ -73,6 +74,10 @@ def pokevq(
     checkpoint_every_steps: int = 0,
     max_steps: int = 0,
     time_budget: str | None = None,
+    nproc_per_node: int | str = 1,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: str | None = None,
     image_size: str = "144x160",
     hidden_channels: int = 128,
     codebook_size: int = 512,
@@ -118,6 +123,7 @@ def pokevq(
         resume: Checkpoint to resume from: s3://bucket/key or a local path.
         output_dir: Root of local outputs.
         device: auto (CUDA when present), cpu, cuda or mps.
+        precision: auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 (autocast on any device) or fp32.
         seed: Random seed for the split, init and shuffling.
         num_workers: DataLoader worker processes.
         val_fraction: Share of episodes held out for validation.
@@ -129,6 +135,12 @@ def pokevq(
         max_steps: End training after this many steps in all, with a checkpoint (0: no limit).
         time_budget: End training at a step boundary once this run has trained this long, with a checkpoint: e.g.
                     90m, 6h or seconds.
+        nproc_per_node: Training processes on this machine, one per GPU (auto: every visible GPU; with --device cpu,
+                    processes that share the CPU over gloo).
+        nnodes: Machines that train together.
+        node_rank: This machine's place among --nnodes (0 runs the flow; the others only train).
+        rdzv_endpoint: host:port where the machines meet: machine 0's address and a free port (default on one
+                    machine: 127.0.0.1 and a free port).
         image_size: Frame size HxW fed to the model (Game Boy: 144x160).
         hidden_channels: Channels of the encoder/decoder.
         codebook_size: Number of codebook vectors.

@@ -19,6 +19,7 @@ from pokevq.model.options import DOWNSAMPLE_FACTORS, ENCODER_KERNELS, MODEL_CHOI
 
 DEFAULT_IMAGE_SIZE = "144x160"
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("constant", "cosine")  # pokevq.train.schedule
 S3_SSE_MODES = ("AES256", "aws:kms")
 DATA_PATHS = ("auto", "cached", "streaming")
@@ -148,6 +149,10 @@ class TrainConfig:
     resume: str | None = option(None, "training", "Checkpoint to resume from: s3://bucket/key or a local path.")
     output_dir: str = option("./outputs", "training", "Root of local outputs.")
     device: str = option("auto", "training", "auto (CUDA when present), cpu, cuda or mps.")
+    precision: str = option(
+        "auto", "training",
+        "auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 (autocast on any device) or fp32.",
+    )
     seed: int = option(0, "training", "Random seed for the split, init and shuffling.")
     num_workers: int = option(2, "training", "DataLoader worker processes.")
     val_fraction: float = option(0.1, "training", "Share of episodes held out for validation.")
@@ -176,6 +181,25 @@ class TrainConfig:
         None, "training",
         "End training at a step boundary once this run has trained this long, with a checkpoint: e.g. 90m, 6h or "
         "seconds.",
+    )
+
+    # --- Distributed training: torchrun's names (pokevq.dist) ---
+    nproc_per_node: int | str = option(
+        1, "distributed",
+        "Training processes on this machine, one per GPU (auto: every visible GPU; with --device cpu, processes "
+        "that share the CPU over gloo).",
+        parse="nproc", metavar="N",
+    )
+    nnodes: int = option(1, "distributed", "Machines that train together.")
+    node_rank: int = option(
+        0, "distributed",
+        "This machine's place among --nnodes (0 runs the flow; the others only train).",
+    )
+    rdzv_endpoint: str | None = option(
+        None, "distributed",
+        "host:port where the machines meet: machine 0's address and a free port (default on one machine: "
+        "127.0.0.1 and a free port).",
+        metavar="HOST:PORT",
     )
 
     # --- Model: the tokenizer's shape (ModelConfig is derived from these) ---
@@ -295,10 +319,13 @@ class TrainConfig:
             fail("warmup_steps", f"must be an integer >= 0 (0: no warm-up); got {self.warmup_steps!r}")
         if self.encoder_kernel not in ENCODER_KERNELS:
             fail("encoder_kernel", f"must be 1 or 3; got {self.encoder_kernel!r}")
+        self._validate_distributed(fail)
         if self.downsample not in DOWNSAMPLE_FACTORS:
             fail("downsample", f"must be one of 4, 8, 16; got {self.downsample!r}")
         if self.device not in DEVICES:
             fail("device", f"must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            fail("precision", f"must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         for name, allowed in MODEL_CHOICES.items():
             if getattr(self, name) not in allowed:
                 fail(name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -344,6 +371,29 @@ class TrainConfig:
             fail("expected_bucket_owner", f"must be a 12-digit AWS account id; got {self.expected_bucket_owner!r}")
         if self.use_s3 and self.frames_dir.strip("/") and ".." in self.frames_dir.split("/"):
             fail("frames_dir", f"must not contain '..'; got {self.frames_dir!r}")
+
+    def _validate_distributed(self, fail: Any) -> None:
+        nproc = self.nproc_per_node
+        if isinstance(nproc, str) and nproc.strip().isdigit():
+            nproc = int(nproc.strip())
+        if nproc != "auto" and (isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1):
+            fail("nproc_per_node", f"must be a positive integer or auto; got {self.nproc_per_node!r}")
+        self.nproc_per_node = nproc
+        for name in ("nnodes", "node_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "nnodes" else 0):
+                fail(name, f"must be an integer >= {1 if name == 'nnodes' else 0}; got {value!r}")
+        if self.node_rank >= self.nnodes:
+            fail("node_rank", f"must be below --nnodes {self.nnodes}; got {self.node_rank}")
+        if self.rdzv_endpoint is not None:
+            self.rdzv_endpoint = str(self.rdzv_endpoint).strip() or None
+        if self.rdzv_endpoint is not None and not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", self.rdzv_endpoint):
+            fail("rdzv_endpoint", f"must be host:port, e.g. 10.0.0.1:29500; got {self.rdzv_endpoint!r}")
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            fail("rdzv_endpoint", "is needed with --nnodes above 1: machine 0's address and a free port, e.g. "
+                                  "10.0.0.1:29500")
+        if self.nnodes > 1 and nproc == "auto" and self.device == "cpu":
+            fail("nproc_per_node", "auto counts GPUs; with --device cpu give a number")
 
     # -------------------------------------------------------------- accessors
     @property

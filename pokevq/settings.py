@@ -85,8 +85,10 @@ FRAME_LOG = Knob("POKEVQ_FRAME_LOG", None, _text,
                  "A file to append `epoch step key` to for every frame trained (an audit trail).")
 S3_BUCKET_BLOCK = Knob("POKEVQ_S3_BUCKET_BLOCK", None, _text,
                        "The Prefect S3Bucket block whose bucket and credentials a deployment's runs use.")
+DIST_TIMEOUT = Knob("POKEVQ_DIST_TIMEOUT", 1800.0, _seconds,
+                    "Seconds a training process waits for the others (to start, or at a step) before the run fails.")
 
-KNOBS = (S3_MAX_ATTEMPTS, LEASE_TTL, DECODED_CACHE_BYTES, TASK_RETRY_DELAYS, FRAME_LOG, S3_BUCKET_BLOCK)
+KNOBS = (S3_MAX_ATTEMPTS, LEASE_TTL, DECODED_CACHE_BYTES, TASK_RETRY_DELAYS, FRAME_LOG, S3_BUCKET_BLOCK, DIST_TIMEOUT)
 _EMPTY_MEANS_SOMETHING = {TASK_RETRY_DELAYS.name}  # "" turns retries off
 
 
@@ -104,6 +106,10 @@ def decoded_cache_bytes() -> int:
 
 def task_retry_delays() -> list[float]:
     return list(TASK_RETRY_DELAYS.value())
+
+
+def dist_timeout() -> float:
+    return float(DIST_TIMEOUT.value())
 
 
 def frame_log() -> str | None:

@@ -37,4 +37,4 @@ def train_epoch(run: RunSession, epoch: int, after: dict[str, Any]) -> dict[str,
     """
     run.renew_lease()  # stops here when another run has taken the experiment over
     with Stopwatch(run, "train_epochs"):
-        return run.trainer_after(epoch - 1).train_epoch(epoch).to_dict()
+        return run.train_epoch(epoch)

@@ -12,7 +12,8 @@ from pokevq.config import TrainConfig, flag_for
 from pokevq.data.sizes import parse_size
 from pokevq.errors import PokevqError
 
-GROUP_TITLES = {"S3": "S3 options", "cache": "cache options", "training": "training options", "model": "model options"}
+GROUP_TITLES = {"S3": "S3 options", "cache": "cache options", "training": "training options",
+                "distributed": "distributed options (torchrun's names)", "model": "model options"}
 
 
 def _byte_size(name: str) -> Callable[[str], int]:
@@ -25,10 +26,22 @@ def _byte_size(name: str) -> Callable[[str], int]:
     return parse
 
 
+def _nproc(text: str) -> int | str:
+    """`--nproc-per-node 4` or `auto` (every visible GPU)."""
+    text = text.strip()
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be a positive integer or auto; got {text!r}")
+
+
 def _value_type(field: dataclasses.Field, hints: dict[str, Any]) -> Callable[[str], Any]:
     """int, float or str from the field's annotation (`int | None` reads an int), unless it names a parser."""
     if field.metadata.get("parse") == "size":
         return _byte_size(field.name)
+    if field.metadata.get("parse") == "nproc":
+        return _nproc
     hint = hints[field.name]
     candidates = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
     return candidates[0] if candidates[0] in (int, float) else str

@@ -99,7 +99,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(config: TrainConfig) -> dict[str, Any]:
-    """Run the flow in this process (ephemeral Prefect unless PREFECT_API_URL points at a server)."""
+    """Run the flow in this process (ephemeral Prefect unless PREFECT_API_URL points at a server).
+
+    On a machine other than 0 (`--node-rank N`), no flow runs: its training processes join
+    machine 0's and train what it says.
+    """
+    if config.node_rank > 0:
+        from pokevq.dist.launch import run_node
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        run_node(config)
+        print(f"Machine {config.node_rank}: training finished.")
+        return {}
     prepare_prefect_logging(config.debug)
     from flows.pokevq_flow import train
 

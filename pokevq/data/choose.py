@@ -106,7 +106,8 @@ class DataPath:
                world_size: int = 1) -> Any:
         if self.mode == "cached":
             return make_loader(FrameDataset(rows, source, image_size), batch_size=batch_size, shuffle=shuffle,
-                               seed=seed, num_workers=num_workers, pin_memory=pin_memory)
+                               seed=seed, num_workers=num_workers, pin_memory=pin_memory, rank=rank,
+                               world_size=world_size)
         assert self.shard_cache is not None
         options = StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
         dataset = StreamingFrames(rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index,

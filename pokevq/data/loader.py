@@ -7,35 +7,53 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from pokevq.data.dataset import Batch, FrameDataset, collate_frames
+from pokevq.data.plan import continue_share
 
 
 class EpochSampler(Sampler[int]):
-    """A permutation fixed by (seed, epoch): a resumed run sees the same order it would have."""
+    """A permutation fixed by (seed, epoch): a resumed run sees the same order it would have.
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True) -> None:
+    In several processes each rank takes its block of every global batch (`continue_share`).
+    """
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 batch_size: int = 1) -> None:
         self.length = length
+        self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
-        self.skip = 0
+        self.segments: list[tuple[int, int]] = []
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """`skip`: frames of this epoch already trained (a mid-epoch resume starts after them)."""
+    def set_epoch(self, epoch: int, segments: list[tuple[int, int]] | None = None) -> None:
+        """`segments`: (world size, frames each rank took) of this epoch so far; a resume starts after them."""
         self.epoch = epoch
-        self.skip = max(0, min(int(skip), self.length))
+        self.segments = list(segments or [])
+        self._indices: list[int] | None = None
+
+    def indices(self) -> list[int]:
+        if getattr(self, "_indices", None) is None:
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+                order = torch.randperm(self.length, generator=generator).numpy()
+            else:
+                order = np.arange(self.length)
+            mine = continue_share(order, self.segments, self.rank, self.world_size, self.batch_size, even=self.shuffle)
+            self._indices = mine.tolist()
+        return self._indices
 
     def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.skip, self.length))
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist()[self.skip:])
+        return iter(self.indices())
 
     def __len__(self) -> int:
-        return self.length - self.skip
+        return len(self.indices())
 
 
 # Once this share of a split's frames is in its decoded store, epochs read the store in-process.
@@ -53,13 +71,14 @@ class FrameLoader(DataLoader):
     """
 
     def set_epoch(self, epoch: int, position: dict[str, Any] | None = None) -> None:
-        """This epoch's order; with a mid-epoch `position` ({"kind": "cached", "samples": n}), what is left of it."""
-        skip = int(position["samples"]) if position and int(position.get("epoch", -1)) == epoch else 0
-        self.sampler.set_epoch(epoch, skip)  # type: ignore[attr-defined]
-        self._skip = skip
+        """This epoch's order; with a mid-epoch `position` ({"kind": "cached", "samples": n, ...}), what is left."""
+        sampler: EpochSampler = self.sampler  # type: ignore[assignment]
+        resumed = position if position and int(position.get("epoch", -1)) == epoch else None
+        self._tracker = CachedTracker.resuming(epoch, resumed, sampler.world_size)
+        sampler.set_epoch(epoch, self._tracker.earlier + [(self._tracker.world_size, self._tracker.samples)])
 
     def tracker(self, epoch: int) -> CachedTracker:
-        return CachedTracker(epoch, getattr(self, "_skip", 0))
+        return getattr(self, "_tracker", None) or CachedTracker(epoch)
 
     def __iter__(self) -> Any:
         dataset = self.dataset
@@ -70,17 +89,35 @@ class FrameLoader(DataLoader):
 
 
 class CachedTracker:
-    """Counts the frames of an epoch the trainer has taken, for a mid-epoch checkpoint's position."""
+    """Counts the frames of an epoch each rank has taken, for a mid-epoch checkpoint's position.
 
-    def __init__(self, epoch: int, already: int = 0) -> None:
+    `earlier` holds (world size, frames each rank took) of the epoch's parts that ran in
+    another number of processes, so a resume in any number of them continues the same epoch.
+    """
+
+    def __init__(self, epoch: int, already: int = 0, world_size: int = 1,
+                 earlier: list[tuple[int, int]] | None = None) -> None:
         self.epoch = epoch
         self.samples = already
+        self.world_size = world_size
+        self.earlier = list(earlier or [])
+
+    @classmethod
+    def resuming(cls, epoch: int, position: dict[str, Any] | None, world_size: int) -> CachedTracker:
+        if not position:
+            return cls(epoch, 0, world_size)
+        earlier = [(int(w), int(n)) for w, n in position.get("earlier", [])]
+        saved_world, samples = int(position.get("world_size", 1)), int(position["samples"])
+        if saved_world == world_size:
+            return cls(epoch, samples, world_size, earlier)
+        return cls(epoch, 0, world_size, [*earlier, (saved_world, samples)])
 
     def advance(self, batch: Batch) -> None:
         self.samples += len(batch.keys) + len(batch.skipped)
 
     def position(self) -> dict[str, Any]:
-        return {"kind": "cached", "epoch": self.epoch, "samples": self.samples}
+        return {"kind": "cached", "epoch": self.epoch, "samples": self.samples, "world_size": self.world_size,
+                "earlier": [list(part) for part in self.earlier]}
 
 
 _END = object()
@@ -136,6 +173,8 @@ def make_loader(
     seed: int,
     num_workers: int,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """A DataLoader whose workers are spawned (safe next to the orchestrator's threads) and kept alive."""
     options: dict[str, Any] = {}
@@ -144,7 +183,7 @@ def make_loader(
     return FrameLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, shuffle),
+        sampler=EpochSampler(len(dataset), seed, shuffle, rank, world_size, batch_size),
         num_workers=num_workers,
         collate_fn=collate_frames,
         pin_memory=pin_memory,

@@ -73,7 +73,8 @@ class Position:
     epoch: int
     batch_size: int
     world_size: int = 1
-    segments: list[dict[str, Any]] = field(default_factory=list)  # {"workers": W, "consumed": [c_0..c_W-1]}
+    # {"workers": W, "consumed": [c_0..c_W-1], "world_size": R (when not `world_size`)}: each rank took as many
+    segments: list[dict[str, Any]] = field(default_factory=list)
     window_units: int = WINDOW_UNITS  # the epoch's shuffle window, kept so a resume plans the same order
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,8 +85,13 @@ class Position:
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> Position:
         return cls(int(value["epoch"]), int(value["batch_size"]), int(value.get("world_size", 1)),
-                   [{"workers": int(s["workers"]), "consumed": [int(c) for c in s["consumed"]]}
+                   [{"workers": int(s["workers"]), "consumed": [int(c) for c in s["consumed"]],
+                     **({"world_size": int(s["world_size"])} if "world_size" in s else {})}
                     for s in value.get("segments", [])], int(value.get("window_units", WINDOW_UNITS)))
+
+    def same_world(self, world_size: int) -> bool:
+        """Whether every segment ran in `world_size` processes (then each rank continues its own frames)."""
+        return all(segment_world(s, self.world_size) == world_size for s in self.segments)
 
     @property
     def batches(self) -> int:
@@ -97,6 +103,42 @@ def _deal(frames: np.ndarray, batch_size: int, workers: int) -> list[np.ndarray]
     batches = -(-len(frames) // batch_size)
     cuts = [min(len(frames), (w * batches // workers) * batch_size) for w in range(workers + 1)]
     return [frames[cuts[w]:cuts[w + 1]] for w in range(workers)]
+
+
+def share_slice(length: int, rank: int, world_size: int, even: bool = True) -> slice:
+    """Rank `rank`'s contiguous share of `length` items.
+
+    `even` (training): equal shares, the few left over dropped, so every rank runs as many
+    steps; otherwise (evaluation) every item is in one share, the first shares one larger.
+    """
+    world_size = max(1, world_size)
+    if even:
+        per_rank = length // world_size
+        return slice(rank * per_rank, (rank + 1) * per_rank)
+    base, extra = divmod(length, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def continue_share(order: np.ndarray, segments: list[tuple[int, int]], rank: int, world_size: int,
+                   batch_size: int = 1, even: bool = True) -> np.ndarray:
+    """This rank's items of an epoch in `order` (the cached path), after `segments`: (world size, items each rank took).
+
+    Training (`even`): global batch k is items k*B..(k+1)*B of the order whatever the number of
+    processes, exactly as in one process, and each rank takes its contiguous `batch_size` block
+    of it (a last short batch is shared equally, the few left over dropped). What was trained
+    is then a prefix of the order, so a run resumed in another number of processes continues
+    after it. Evaluation: contiguous shares (episode order kept).
+    """
+    world_size = max(1, world_size)
+    if not even:
+        return order[share_slice(len(order), rank, world_size, even=False)]
+    pool = order[sum(int(world) * int(taken) for world, taken in segments):]
+    step = batch_size * world_size
+    full = len(pool) // step
+    blocks = pool[: full * step].reshape(full, world_size, batch_size)[:, rank, :].reshape(-1)
+    tail = pool[full * step:]
+    return np.concatenate([blocks, tail[share_slice(len(tail), rank, world_size)]])
 
 
 def rank_frames(
@@ -116,8 +158,7 @@ def rank_frames(
     else:
         lengths = sizes
         sequence = units.order
-    per_rank = len(sequence) // max(1, world_size)
-    window = slice(rank * per_rank, (rank + 1) * per_rank)
+    window = share_slice(len(sequence), rank, world_size, even=shuffle)
     mine = sequence[window]
     if shuffle and len(mine) > 1:
         place = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)[window]  # unit's place in the order
@@ -125,6 +166,39 @@ def rank_frames(
         keys = (place // max(1, int(window_units))).astype(np.float64) + rng.random(len(mine))
         mine = mine[np.argsort(keys, kind="stable")]
     return mine
+
+
+def segment_world(segment: dict[str, Any], default: int) -> int:
+    return int(segment.get("world_size", default))
+
+
+def continued_streams(
+    frames_of: Any, position: Position, rank: int, world_size: int, batch_size: int, workers: int
+) -> list[np.ndarray]:
+    """This rank's worker streams after `position`, when the epoch ran in another number of processes before.
+
+    `frames_of(rank, world)` plans a rank's frames. What every earlier rank left is pooled in
+    rank order and shared out again (equal shares, as at the start of an epoch).
+    """
+    segments = position.segments
+    total_batch = position.batch_size * position.world_size  # the global batch, split over each segment's ranks
+    first = segment_world(segments[0], position.world_size)
+    per_rank = [_deal(frames_of(r, first), total_batch // first, int(segments[0]["workers"])) for r in range(first)]
+    for index, segment in enumerate(segments):
+        taken = total_batch // len(per_rank)
+        per_rank = [[s[int(c) * taken:] for s, c in zip(streams, segment["consumed"])] for streams in per_rank]
+        if index + 1 < len(segments):
+            world = segment_world(segments[index + 1], position.world_size)
+            following = int(segments[index + 1]["workers"])
+        else:
+            world, following = world_size, workers
+        size = batch_size if index + 1 == len(segments) else total_batch // world
+        if world != len(per_rank):
+            pool = np.concatenate([s for streams in per_rank for s in streams])
+            per_rank = [_deal(pool[share_slice(len(pool), r, world)], size, following) for r in range(world)]
+        elif following != len(per_rank[0]):
+            per_rank = [_deal(np.concatenate(streams), size, following) for streams in per_rank]
+    return per_rank[rank]
 
 
 def worker_streams(

@@ -27,8 +27,11 @@ from pokevq.data.plan import (
     LOOSE_CHUNK,
     WINDOW_UNITS,
     Position,
+    batches_per_worker,
+    continued_streams,
     group_units,
     rank_frames,
+    segment_world,
     worker_streams,
 )
 from pokevq.data.shard_cache import ShardCache
@@ -108,12 +111,14 @@ class StreamingFrames(IterableDataset):
 
     # --------------------------------------------------------------- control
     def set_epoch(self, epoch: int, position: Position | None = None) -> None:
-        values = [int(epoch), 0, self.options.window_units]
+        values = [int(epoch), 0, self.options.window_units, 1, self.options.batch_size]
         if position is not None and position.epoch == epoch and position.segments:
             values[1] = len(position.segments)
             values[2] = position.window_units  # the order the interrupted epoch was planned with
+            values[3], values[4] = position.world_size, position.batch_size
             for segment in position.segments:
-                values += [int(segment["workers"]), *[int(c) for c in segment["consumed"]]]
+                values += [int(segment["workers"]), segment_world(segment, position.world_size),
+                           *[int(c) for c in segment["consumed"]]]
         if len(values) > _CONTROL_SIZE:
             raise ValueError("resume position too long")
         self.control.zero_()
@@ -124,20 +129,26 @@ class StreamingFrames(IterableDataset):
         epoch, count = int(values[0]), int(values[1])
         if not count:
             return epoch, None
-        segments, at = [], 3
+        segments, at = [], 5
         for _ in range(count):
-            workers = int(values[at])
-            segments.append({"workers": workers, "consumed": [int(c) for c in values[at + 1: at + 1 + workers]]})
-            at += 1 + workers
-        return epoch, Position(epoch, self.options.batch_size, self.options.world_size, segments, int(values[2]))
+            workers, world = int(values[at]), int(values[at + 1])
+            segments.append({"workers": workers, "world_size": world,
+                             "consumed": [int(c) for c in values[at + 2: at + 2 + workers]]})
+            at += 2 + workers
+        return epoch, Position(epoch, int(values[4]), int(values[3]), segments, int(values[2]))
 
     def streams(self, epoch: int, workers: int, position: Position | None = None) -> list[np.ndarray]:
         """Every worker's frame indices for this epoch (after `position`)."""
         o = self.options
         window = position.window_units if position is not None else o.window_units
-        frames = rank_frames(self.units, seed=o.seed, epoch=epoch, rank=o.rank, world_size=o.world_size,
-                             shuffle=o.shuffle, window_units=window)
-        return worker_streams(frames, o.batch_size, workers, position)
+
+        def frames_of(rank: int, world_size: int) -> np.ndarray:
+            return rank_frames(self.units, seed=o.seed, epoch=epoch, rank=rank, world_size=world_size,
+                               shuffle=o.shuffle, window_units=window)
+
+        if position is not None and position.segments and not position.same_world(o.world_size):
+            return continued_streams(frames_of, position, o.rank, o.world_size, o.batch_size, workers)
+        return worker_streams(frames_of(o.rank, o.world_size), o.batch_size, workers, position)
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[Batch]:
@@ -288,11 +299,16 @@ class StreamingLoader(DataLoader):
         self.epoch_position = Position.from_dict(position) if position else None
         self.dataset.set_epoch(epoch, self.epoch_position)
         self._epoch = epoch
+        self._length: int | None = None
 
     def __len__(self) -> int:
-        total = self.dataset.batches(max(1, self.num_workers))
         position = getattr(self, "epoch_position", None)
-        return max(0, total - (position.batches if position is not None else 0))
+        if position is None:
+            return self.dataset.batches(max(1, self.num_workers))
+        if getattr(self, "_length", None) is None:  # what is left of a resumed epoch, on this rank
+            streams = self.dataset.streams(position.epoch, max(1, self.num_workers), position)
+            self._length = sum(batches_per_worker(streams, self.dataset.options.batch_size))
+        return int(self._length)
 
     def tracker(self, epoch: int) -> StreamingTracker:
         position = getattr(self, "epoch_position", None)
@@ -307,16 +323,19 @@ class StreamingTracker:
         self.options = options
         self.workers = workers
         self.window_units = resumed.window_units if resumed is not None else options.window_units
+        self.world_size = resumed.world_size if resumed is not None else options.world_size
+        self.batch_size = resumed.batch_size if resumed is not None else options.batch_size  # the epoch's first split
         self.segments = [dict(s, consumed=list(s["consumed"])) for s in (resumed.segments if resumed else [])]
-        if not self.segments or self.segments[-1]["workers"] != workers:
-            self.segments.append({"workers": workers, "consumed": [0] * workers})
+        last = self.segments[-1] if self.segments else None
+        if last is None or last["workers"] != workers or segment_world(last, self.world_size) != options.world_size:
+            self.segments.append({"workers": workers, "world_size": options.world_size, "consumed": [0] * workers})
 
     def advance(self, batch: Batch) -> None:
         worker = batch.source[0] if batch.source is not None else 0
         self.segments[-1]["consumed"][worker] += 1
 
     def position(self) -> dict[str, Any]:
-        return Position(self.epoch, self.options.batch_size, self.options.world_size,
+        return Position(self.epoch, self.batch_size, self.world_size,
                         [dict(s, consumed=list(s["consumed"])) for s in self.segments], self.window_units).to_dict()
 
 

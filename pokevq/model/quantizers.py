@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pokevq.dist.collectives import gather_rows, sync_from_first
 from pokevq.errors import ConfigError
 from pokevq.model.options import CODEBOOK_INITS, DEAD_CODE_RESTARTS, fsq_levels
 
@@ -180,15 +181,25 @@ class CodebookQuantizer(nn.Module):
         with torch.autocast(device_type=z_e.device.type, enabled=False):
             rows = self._rows(z_e)
             detached = rows.detach()
+            # Training in several processes, the codebook learns from every rank's latents: each rank
+            # computes the same update from all of them, and rank 0's result is kept everywhere.
+            everyone, start = gather_rows(detached) if self.training else (detached, 0)
             first_batch = self.training and not self._is_initialized()
             if first_batch:
-                self._initialize(detached)
+                self._initialize(everyone)
             codebook = self._codebook()
-            codes = _squared_distances(detached, codebook.detach()).argmin(dim=1)
+            all_codes = _squared_distances(everyone, codebook.detach()).argmin(dim=1)
+            codes = all_codes[start:start + detached.shape[0]]
             counts = torch.bincount(codes, minlength=self.codebook_size)
             quantized = F.embedding(codes, codebook)
             if self.training:
-                self._learn(detached, codes, counts, quantized.detach(), first_batch)
+                if everyone is detached:
+                    self._learn(detached, codes, counts, quantized.detach(), first_batch)
+                else:
+                    all_counts = torch.bincount(all_codes, minlength=self.codebook_size)
+                    self._learn(everyone, all_codes, all_counts, F.embedding(all_codes, codebook).detach(),
+                                first_batch)
+                    sync_from_first(*self._codebook_state())
             commit_loss = F.mse_loss(rows, quantized.detach())
             loss = self.commitment_cost * commit_loss + self._codebook_loss(detached, quantized)
             straight = rows + (quantized - rows).detach()
@@ -284,6 +295,10 @@ class CodebookQuantizer(nn.Module):
         """Move the codes where `which` is true onto `vectors` with `usage` (torch.where: no GPU sync)."""
         raise NotImplementedError
 
+    def _codebook_state(self) -> tuple[Tensor, ...]:
+        """What a training step changes besides the parameters' gradients: kept identical across ranks."""
+        return (self.embedding, self.cluster_size)
+
 
 class VectorQuantizerEMA(CodebookQuantizer):
     """Codebook learned by exponential moving averages of the latents assigned to each code."""
@@ -304,6 +319,9 @@ class VectorQuantizerEMA(CodebookQuantizer):
         smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
         means = self.embed_sum / smoothed.unsqueeze(1)
         self.embedding.copy_(F.normalize(means, dim=1) if self.cosine else means)
+
+    def _codebook_state(self) -> tuple[Tensor, ...]:
+        return (self.embedding, self.embed_sum, self.cluster_size)
 
     def _set_codes(self, which: Tensor, vectors: Tensor, usage: Tensor | float) -> None:
         rows = which.unsqueeze(1)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from pokevq.data.cache import FrameCache
 from pokevq.data.choose import DataPath
 from pokevq.data.manifest import from_parquet_bytes, to_parquet_bytes
 from pokevq.data.source import FrameSource
+from pokevq.dist.group import TrainingGroup
 from pokevq.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -71,6 +74,8 @@ class RunSession:
         self._data_path: DataPath | None = None
         self.step_publisher = StepCheckpointPublisher(self.storage, self.layout)
         self.lease: Lease | None = None
+        self.group: TrainingGroup | None = None  # the other training processes, when there are any
+        self._group_quiet = True  # no collective was left half-done (so the ranks can be told to stop)
         log.info("Run %s: outputs to %s, work directory %s", config.experiment_name, plan.describe(), self.workdir)
 
     # -------------------------------------------------------------- pieces
@@ -135,16 +140,50 @@ class RunSession:
                     log.info("Warm start skipped: no earlier nightly experiment has a checkpoint_best.pt")
                 else:
                     state, name, weights_only = found[0], found[1], True
+            self._start_group()
             self._trainer = self._build_trainer(state, name, weights_only)
         return self._trainer
+
+    def _start_group(self) -> None:
+        """With --nproc-per-node or --nnodes, the other training processes start once, here, for the whole run."""
+        self.group = TrainingGroup.start(self.config, self.workdir / "ranks")
+        if self.group is None:
+            return
+        setup = {
+            "config": self.config.to_dict(), "plan": self.plan.to_dict(), "run_id": self.run_id,
+            "data_path": self.data_path.mode, "cache_dir": str(self.cache.directory),
+            # Keys from the orchestrator's block go to this machine's processes only (over loopback); other
+            # machines use their own credentials.
+            "credentials": self.plan.credentials if self.config.nnodes == 1 else None,
+        }
+        self.group.send(setup)
 
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Trainer:
         common = dict(annotations=self.annotations, data_path=self.data_path, on_step_checkpoint=self.step_publisher,
                       run_id=self.run_id)
-        if weights_only and state is not None:
-            return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state, resume_name=name,
-                           **common)
-        return Trainer(self.config, self.manifest, self.source, self.workdir, state, name, **common)
+        with self._with_ranks({"kind": "build"}):  # every rank builds it too, and takes this one's state
+            if weights_only and state is not None:
+                return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state,
+                               resume_name=name, **common)
+            return Trainer(self.config, self.manifest, self.source, self.workdir, state, name, **common)
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train `epoch` (after catching up to the epoch before it) in every training process."""
+        trainer = self.trainer_after(epoch - 1)
+        with self._with_ranks({"kind": "train", "epoch": epoch}):
+            return trainer.train_epoch(epoch).to_dict()
+
+    @contextmanager
+    def _with_ranks(self, command: dict[str, Any]) -> Iterator[None]:
+        """Send `command` to the other ranks and run the block; a dead rank turns into its one-line story."""
+        if self.group is None:
+            yield
+            return
+        self._group_quiet = False
+        self.group.send(command)
+        with self.group.failures():
+            yield
+        self._group_quiet = True
 
     def trainer_after(self, epoch: int) -> Trainer:
         """The trainer positioned right after `epoch`, catching up from that epoch's checkpoint if needed.
@@ -278,6 +317,9 @@ class RunSession:
         self.step_publisher.close()  # a mid-epoch checkpoint being uploaded finishes first
         if self._trainer is not None:
             self._trainer.close()
+        if self.group is not None:
+            self.group.close(clean=self._group_quiet)
+            self.group = None
         if self._cache is not None:
             self._cache.close()
         self.release_lease()

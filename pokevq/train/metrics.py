@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,22 @@ class EpochMetrics:
         counts = count_codes(codes.detach(), self.codebook_size)
         self._counts = counts if self._counts is None else self._counts + counts.to(self._counts.device)
         self.frames += batch_size
+
+    def state(self) -> dict[str, Any]:
+        """What this process accumulated, as plain values: every rank's states merge into the epoch's figures."""
+        counts = self._counts.cpu() if self._counts is not None else None
+        return {"frames": self.frames, "pixels": self.pixels, "sse": float(self._sse),
+                "loss_sum": float(self._loss_sum), "counts": counts}
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Add another rank's `state()` to this one."""
+        self.frames += int(state["frames"])
+        self.pixels += int(state["pixels"])
+        self._sse = float(self._sse) + float(state["sse"])
+        self._loss_sum = float(self._loss_sum) + float(state["loss_sum"])
+        if state["counts"] is not None:
+            counts = state["counts"]
+            self._counts = counts.clone() if self._counts is None else self._counts.cpu() + counts
 
     def compute(self) -> dict[str, float | int]:
         """Plain Python numbers: loss, mse, psnr, perplexity, codebook_usage, dead_codes, frames.
@@ -223,6 +240,14 @@ class TileCounter:
             key = row.tobytes()
             self._counts[key] = self._counts.get(key, 0) + count
 
+    def state(self) -> dict[bytes, int]:
+        return dict(self._counts)
+
+    def merge(self, counts: dict[bytes, int]) -> None:
+        for key, count in counts.items():
+            self._counts[key] = self._counts.get(key, 0) + count
+            self._width = self._width or len(key)
+
     def counts(self) -> Tensor:
         """How often each distinct tile occurs, in the order of `tiles()`."""
         return torch.tensor(list(self._counts.values()), dtype=torch.float32)
@@ -313,6 +338,20 @@ class QualityMetrics(EpochMetrics):
         self._unchanged_tiles += int(unchanged.sum())
         self._stable_tiles += int((unchanged & (codes == prev_codes)).sum())
         self._previous = (sequences[-1], frames[-1], codes[-1])
+
+    _SUMS = ("_ssim_sum", "_right", "_exact", "_dialog_right", "_dialog_pixels", "_unchanged_tiles", "_stable_tiles")
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        state.update({name: getattr(self, name) for name in self._SUMS})
+        state["tiles"] = self._tiles.state()
+        return state
+
+    def merge(self, state: dict[str, Any]) -> None:
+        super().merge(state)
+        for name in self._SUMS:
+            setattr(self, name, getattr(self, name) + state[name])
+        self._tiles.merge(state["tiles"])
 
     def compute(self) -> dict[str, float | int]:
         values = super().compute()

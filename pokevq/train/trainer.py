@@ -11,6 +11,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from pokevq.data.choose import DataPath
 from pokevq.data.dataset import Batch
 from pokevq.data.frames import decode_frame
 from pokevq.data.source import FrameSource
+from pokevq.dist import collectives
 from pokevq.errors import (
     CheckpointError,
     ConfigError,
@@ -54,15 +56,36 @@ BASELINE_VAL_FRAMES = 1000  # validation frames they are scored on (the first on
 STALL_WARNING = 0.20  # an epoch that waited longer than this share of its time for data says what to do
 
 
-def select_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for a missing device is a clear error."""
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA when present; asking for a missing device is a clear error.
+
+    In several processes on one machine, each takes the GPU of its local rank.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device (--device) cuda was requested but no CUDA GPU is available; use --device auto or cpu")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device (--device) mps was requested but MPS is not available; use --device auto or cpu")
+    if name == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"nproc_per_node (--nproc-per-node) asks for GPU {local_rank} but this machine has "
+                              f"{torch.cuda.device_count()}; use --nproc-per-node auto")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+class _NoWriter:
+    """TensorBoard for the ranks that do not write (every rank but 0)."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def add_image(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -127,8 +150,16 @@ class Trainer:
         self.run_id = run_id  # written into mid-epoch checkpoints: a retry of this run continues from them
         self.steps_run = 0  # steps trained by this process
         self.workdir = Path(workdir)
-        self.device = select_device(config.device)
-        self.use_amp = self.device.type == "cuda"
+        # In several processes (pokevq.dist), each rank trains on its share of every batch and rank 0 alone writes.
+        self.rank, self.world_size = collectives.rank(), collectives.world_size()
+        self.writes = self.rank == 0
+        if config.batch_size % self.world_size:
+            raise ConfigError(f"batch_size (--batch-size) {config.batch_size} does not divide evenly over "
+                              f"{self.world_size} training processes: use a multiple of {self.world_size}")
+        self.rank_batch = config.batch_size // self.world_size  # --batch-size stays the global batch
+        self.device = select_device(config.device, collectives.local_rank())
+        # bf16 autocast on CUDA by default; `--precision bf16` on the CPU is the same step, as CI runs it.
+        self.use_amp = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         torch.manual_seed(config.seed)
         random.seed(config.seed)
 
@@ -144,7 +175,8 @@ class Trainer:
         if resume_state is not None and resume_state.get("position"):
             self.data_path = self._data_path_of(resume_state["position"], manifest, source, resume_name)
         pin = self.device.type == "cuda"
-        common = dict(batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers, pin_memory=pin)
+        common = dict(batch_size=self.rank_batch, seed=config.seed, num_workers=config.num_workers, pin_memory=pin,
+                      rank=self.rank, world_size=self.world_size)
         self.train_loader = self.data_path.loader(train_rows, source, config.image_hw, shuffle=True, **common)
         self.val_loader = (
             self.data_path.loader(val_rows, source, config.image_hw, shuffle=False, **common)
@@ -171,21 +203,35 @@ class Trainer:
             self._restore(resume_state, resume_name)
         elif init_from is not None:
             self._warm_start(init_from, resume_name)
+        if self.world_size > 1:
+            self._share_state()
 
         from torch.utils.tensorboard import SummaryWriter
 
         self.tensorboard_dir = self.workdir / "tensorboard"
-        self.writer = SummaryWriter(
+        self.writer: Any = SummaryWriter(
             log_dir=str(self.tensorboard_dir),
             purge_step=self.global_step + 1 if resume_state is not None else None,
-        )
+        ) if self.writes else _NoWriter()
+        # The step runs through DDP in several processes (gradients all-reduced); the codebook keeps itself
+        # identical across ranks (pokevq.model.quantizers), so buffers need no broadcast per step.
+        self.step_model: torch.nn.Module = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            # 1x1 convolutions' gradients differ from DDP's buckets only in the strides of size-1 dimensions.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            self.step_model = DistributedDataParallel(self.model, device_ids=device_ids, forward_sync_buffers=False)
         parameters = sum(p.numel() for p in self.model.parameters())
         log.info(
-            "Model: VQ-VAE %s, %.2fM parameters, on %s%s",
+            "Model: VQ-VAE %s, %.2fM parameters, on %s%s%s",
             config.image_size,
             parameters / 1e6,
             self.device,
             " (bf16 autocast)" if self.use_amp else " (fp32)",
+            f", {self.world_size} processes (DDP), {self.rank_batch} frames each per step" if self.world_size > 1
+            else "",
         )
 
     # ---------------------------------------------------------------- resume
@@ -212,6 +258,19 @@ class Trainer:
             log.info("Resumed from %s: in epoch %d after global step %d", name, self.epoch + 1, self.global_step)
         else:
             log.info("Resumed from %s: epoch %d, global step %d", name, self.epoch, self.global_step)
+
+    def _share_state(self) -> None:
+        """Every rank starts from rank 0's weights, codebook, optimizer, position and random state."""
+        state = None
+        if self.writes:
+            state = build_checkpoint(self.model, self.optimizer, epoch=self.epoch, global_step=self.global_step,
+                                     config=self.config.masked(), model_config=self.model_config.to_dict(),
+                                     metrics={}, history=self.history, best=self.best)
+            state.update(position=self.position, skipped=dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT]))
+        state = collectives.from_first(state)
+        if not self.writes:
+            self._restore(state, "rank 0")
+            self.steps_run = 0
 
     def _data_path_of(self, position: dict[str, Any], manifest: pd.DataFrame, source: FrameSource,
                       name: str) -> DataPath:
@@ -295,12 +354,13 @@ class Trainer:
             data_wait += time.perf_counter() - waiting_since
             self._account(batch, counters)
             tracker.advance(batch)
-            if batch.images is None:
+            # Every rank steps together: a batch whose frames were all unreadable on one rank skips the step on all.
+            if collectives.smallest(0 if batch.images is None else batch.images.shape[0], self.device) == 0:
                 waiting_since = time.perf_counter()
                 continue
             images = batch.images.to(self.device, non_blocking=True)
             with self._autocast():
-                out = self.model(images)
+                out = self.step_model(images)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self._set_learning_rate(steps)
@@ -326,6 +386,9 @@ class Trainer:
                 self.writer.add_scalar("train/frames_per_second", speed, self.global_step)
                 progress.set_postfix(loss=f"{loss:.4f}")
             stopped_by = self._budget_spent()
+            if self.config.time_budget is not None:  # one rank's clock stops them all (max_steps agrees anyway)
+                if collectives.any_rank(stopped_by is not None, self.device):
+                    stopped_by = stopped_by or "time_budget"
             if stopped_by is not None:
                 break
             if every and self.global_step % every == 0 and number + 1 < steps:
@@ -336,6 +399,9 @@ class Trainer:
         progress.close()
         if frame_log is not None:
             frame_log.close()
+        if self.world_size > 1:
+            metrics, counters, train_frames, train_seconds, data_wait, loop_seconds = self._merge_ranks(
+                metrics, counters, train_frames, train_seconds, data_wait, loop_seconds)
         if train_frames == 0 and stopped_by is None and position is None:
             raise NoFramesError(
                 f"Epoch {epoch} had no readable training frames ({len(self.skipped)} skipped): "
@@ -388,7 +454,8 @@ class Trainer:
             path = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
             digest = self._save(path, epoch, {"train": train, "val": val})
         self.interrupted = False
-        log.info(
+        log.log(
+            logging.INFO if self.writes else logging.DEBUG,
             "Epoch %d/%d%s: train loss %.5f psnr %.2f dB | val loss %s psnr %s%s | perplexity %.1f usage %.0f%% | "
             "%.1f frames/s | data stall %.0f%% | cache hit rate %.0f%%%s",
             epoch,
@@ -407,7 +474,7 @@ class Trainer:
             " (new best)" if is_best else "",
             extra=CONSOLE,
         )
-        if stall > STALL_WARNING and train_frames:
+        if stall > STALL_WARNING and train_frames and self.writes:
             log.warning(
                 "Epoch %d waited for data %.0f%% of its time (%s data path): %s", epoch, 100 * stall,
                 self.data_path.mode, _stall_advice(self.data_path.mode, self.config.num_workers),
@@ -450,7 +517,30 @@ class Trainer:
             return "time_budget"
         return None
 
+    def _merge_ranks(self, metrics: EpochMetrics, counters: dict[str, Any], frames: int, seconds: float,
+                     wait: float, loop: float) -> tuple[EpochMetrics, dict[str, Any], int, float, float, float]:
+        """The epoch over every rank: metrics and counts summed, skipped frames joined, time of the slowest rank."""
+        mine = {"metrics": metrics.state(), "hits": counters["hits"], "misses": counters["misses"],
+                "skipped_new": counters["skipped_new"], "frames": frames, "seconds": seconds, "wait": wait,
+                "loop": loop}
+        everyone = collectives.gather_objects(mine)
+        merged = EpochMetrics(self.model_config.codebook_size)
+        joined: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
+        for part in everyone:
+            merged.merge(part["metrics"])
+            joined["hits"] += part["hits"]
+            joined["misses"] += part["misses"]
+            for key, reason in part["skipped_new"]:
+                if part is mine or key not in self.skipped:
+                    self.skipped.setdefault(key, reason)
+                    joined["skipped_new"].append((key, reason))
+        slowest = max(everyone, key=lambda part: part["loop"])
+        return (merged, joined, sum(p["frames"] for p in everyone), max(p["seconds"] for p in everyone),
+                slowest["wait"], slowest["loop"])
+
     def _save(self, path: Path, epoch: int, metrics: dict[str, Any], position: dict[str, Any] | None = None) -> str:
+        if not self.writes:
+            return ""  # rank 0 alone writes checkpoints
         state = build_checkpoint(
             self.model,
             self.optimizer,
@@ -472,6 +562,8 @@ class Trainer:
         """A checkpoint inside `epoch`: the epochs before it are complete, `position` says how far this one got."""
         path = self.workdir / "checkpoints" / f"checkpoint_step_{self.global_step}.pt"
         digest = self._save(path, epoch - 1, {}, position)
+        if not self.writes:
+            return path, digest
         log.info("Mid-epoch checkpoint at step %d (epoch %d): %s", self.global_step, epoch, path.name)
         if notify and self.on_step_checkpoint is not None:
             self.on_step_checkpoint(path, digest, self.global_step)
@@ -483,11 +575,12 @@ class Trainer:
         assert self.val_loader is not None
         self.model.eval()
         metrics = QualityMetrics(self.model_config.codebook_size, self.model_config.downsample)
-        dictionaries = self._fit_baselines() if self.baselines is None else []
+        dictionaries = self._fit_baselines() if self.baselines is None and self.writes else []
         scores = {d.name: QualityMetrics(d.size, d.tile) for d in dictionaries}
         scored = 0
+        mine: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
         for batch in self.val_loader:
-            self._account(batch, counters)
+            self._account(batch, mine)
             if batch.images is None:
                 continue
             images = batch.images.to(self.device, non_blocking=True)
@@ -510,6 +603,19 @@ class Trainer:
         self.model.train()
         if dictionaries:
             self.baselines = {d.name: {**scores[d.name].compute(), "codes": d.size} for d in dictionaries}
+        parts = [(metrics.state(), mine)]
+        if self.world_size > 1:  # each rank evaluated its share of the validation frames
+            parts = collectives.gather_objects(parts[0])
+            metrics = QualityMetrics(self.model_config.codebook_size, self.model_config.downsample)
+        for index, (state, counts) in enumerate(parts):
+            if self.world_size > 1:
+                metrics.merge(state)
+            counters["hits"] += counts["hits"]
+            counters["misses"] += counts["misses"]
+            for key, reason in counts["skipped_new"]:
+                if index == self.rank or key not in self.skipped:
+                    self.skipped.setdefault(key, reason)
+                    counters["skipped_new"].append((key, reason))
         return metrics.compute()
 
     def _fit_baselines(self) -> list[TileDictionary]:
@@ -563,7 +669,7 @@ class Trainer:
         self.writer.add_scalar("epoch/cache_hit_rate", record["cache_hit_rate"], epoch)
         self.writer.add_scalar("epoch/skipped_frames", record["skipped_total"], epoch)
         self.writer.add_scalar("epoch/learning_rate", self.optimizer.param_groups[0]["lr"], epoch)
-        shown = self.preview()
+        shown = self.preview() if self.writes else None
         if shown is not None:
             originals, recon = shown
             self.writer.add_image("reconstructions/originals_over_reconstructions", image_grid(originals, recon), epoch)

@@ -1,0 +1,92 @@
+"""The few collectives training needs, over torch.distributed's default process group.
+
+Every function is a no-op (or the identity) in a single process, so the model and the
+trainer call them unconditionally and stay one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def local_rank() -> int:
+    """This process's place on its machine (torchrun's LOCAL_RANK): which GPU it takes."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) if world_size() > 1 else 0
+
+
+def gather_rows(rows: Tensor) -> tuple[Tensor, int]:
+    """Every rank's rows, in rank order, and where this rank's start: ranks may hold different counts."""
+    if world_size() == 1:
+        return rows, 0
+    count = torch.tensor([rows.shape[0]], device=rows.device, dtype=torch.long)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    start = sum(sizes[: rank()])
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)]), start
+
+
+def sync_from_first(*tensors: Tensor) -> None:
+    """Copy rank 0's values into every rank's `tensors` (one broadcast of them flattened together)."""
+    if world_size() == 1 or not tensors:
+        return
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    dist.broadcast(flat, src=0)
+    at = 0
+    for tensor in tensors:
+        n = tensor.numel()
+        tensor.data.copy_(flat[at:at + n].view_as(tensor).to(tensor.dtype))
+        at += n
+
+
+def smallest(value: int, device: torch.device) -> int:
+    """The smallest of every rank's `value` (e.g. frames in this step's batch)."""
+    if world_size() == 1:
+        return value
+    tensor = torch.tensor([value], device=device, dtype=torch.long)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is true on one (e.g. a time budget spent)."""
+    if world_size() == 1:
+        return flag
+    tensor = torch.tensor([int(flag)], device=device, dtype=torch.long)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor)
+
+
+def from_first(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a picklable object: a command, a state)."""
+    if world_size() == 1:
+        return value
+    box = [value if rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if world_size() == 1:
+        return [value]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out

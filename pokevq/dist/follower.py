@@ -1,0 +1,98 @@
+"""A training process other than rank 0: `python -m pokevq.dist.follower`, started by `pokevq.dist.launch`.
+
+It joins the process group, receives the run's set-up from rank 0, builds its own view of the
+data (its share of every epoch) and the same trainer, then trains the epochs rank 0 names. It
+writes nothing: checkpoints, TensorBoard and the log are rank 0's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from typing import Any
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from pokevq.config import TrainConfig
+from pokevq.data.annotations import load_annotations
+from pokevq.data.cache import FrameCache
+from pokevq.data.choose import DataPath
+from pokevq.data.manifest import from_parquet_bytes
+from pokevq.data.source import FrameSource
+from pokevq.dist import collectives
+from pokevq.dist.launch import join_group
+from pokevq.layout import Layout
+from pokevq.run.validate import StoragePlan
+from pokevq.train.trainer import Trainer
+
+log = logging.getLogger("pokevq.dist.follower")
+
+
+class Follower:
+    """What one rank keeps between rank 0's commands."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        config = TrainConfig.from_dict(setup["config"])
+        same_machine = os.environ.get("GROUP_RANK", "0") == "0"
+        cache_dir = setup["cache_dir"] if same_machine else os.environ.get("POKEVQ_NODE_CACHE_DIR") or None
+        self.config = config.replace(local_cache_dir=cache_dir)
+        self.plan = StoragePlan.from_dict(setup["plan"], setup.get("credentials"))
+        self.run_id = setup.get("run_id", "")
+        self.data_mode = setup["data_path"]
+        self.workdir = tempfile.mkdtemp(prefix=f"pokevq-rank{collectives.rank()}-")
+        self.cache = FrameCache(self.config.local_cache_dir, max_items=self.config.max_cache_size,
+                                max_bytes=self.config.max_cache_bytes)
+        frames = self.plan.frames_storage()
+        self.source = FrameSource(frames, self.cache)
+        layout = Layout.for_config(self.config)
+        self.manifest = from_parquet_bytes(self.plan.output_storage().get_bytes(layout.manifest))
+        self.annotations = load_annotations(frames, self.plan.frames_prefix)
+        self.data_path = DataPath.decide(self.manifest, self.source, requested=self.data_mode,
+                                         max_frames=self.config.max_cache_size,
+                                         max_bytes=self.config.max_cache_bytes)
+        self.trainer: Trainer | None = None
+
+    def build(self) -> None:
+        """The trainer, with rank 0's state (shared inside the trainer as it is built)."""
+        if self.trainer is not None:
+            self.trainer.close()
+        self.trainer = Trainer(self.config, self.manifest, self.source, self.workdir, annotations=self.annotations,
+                               data_path=self.data_path, run_id=self.run_id)
+
+    def train(self, epoch: int) -> None:
+        assert self.trainer is not None
+        self.trainer.train_epoch(epoch)
+
+    def close(self) -> None:
+        if self.trainer is not None:
+            self.trainer.close()
+        self.cache.close()
+
+
+@record
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format=f"[rank {os.environ.get('RANK', '?')}] %(levelname)s %(message)s")
+    join_group(os.environ.get("POKEVQ_DIST_BACKEND", "gloo"), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+    follower = Follower(collectives.from_first(None))
+    try:
+        while True:
+            command = collectives.from_first(None)
+            if command["kind"] == "stop":
+                break
+            if command["kind"] == "build":
+                follower.build()
+            elif command["kind"] == "train":
+                follower.train(int(command["epoch"]))
+    finally:
+        follower.close()
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

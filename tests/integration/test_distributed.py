@@ -1,0 +1,274 @@
+"""Training in several processes (torch.distributed, gloo on CPU) as users run it: real processes, real S3 API.
+
+- 2 processes on one machine, and 2 "machines" on localhost, train like 1 process: same frames
+  per epoch, the same validation PSNR;
+- every rank holds the same weights and codebook;
+- a killed rank fails the run with one line that names it, leaves no process behind, and a
+  retry resumes from the last checkpoint in another number of processes;
+- a mid-epoch checkpoint written by 2 processes finishes its epoch in 1, every frame once.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers.runs import TINY_FLAGS
+
+RUN = [*TINY_FLAGS, "--num-workers", "0", "--batch-size", "8", "--learning-rate", "1e-3", "--device", "cpu"]
+
+
+def _env(prefect_env: dict[str, str], frame_log: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, **prefect_env, "OMP_NUM_THREADS": "1"}
+    if frame_log is not None:
+        env["POKEVQ_FRAME_LOG"] = str(frame_log)
+    return env
+
+
+def _pokevq(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pokevq", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def _s3_args(bucket: str, endpoint: str, root: Path, name: str) -> list[str]:
+    return ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", endpoint, "--no-fallback",
+            "--cache-dir", str(root / "cache"), "--output-dir", str(root / "outputs"), "--experiment-name", name]
+
+
+def _checkpoint(s3_client, bucket: str, name: str, file: str = "checkpoint_latest.pt") -> dict:
+    body = s3_client.get_object(Bucket=bucket, Key=f"checkpoints/{name}/{file}")["Body"].read()
+    return torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+
+
+def _frames_per_epoch(frame_log: Path) -> dict[int, Counter]:
+    epochs: dict[int, Counter] = {}
+    for line in frame_log.read_text().splitlines():
+        epoch, _, key = line.split(" ", 2)
+        epochs.setdefault(int(epoch), Counter())[key] += 1
+    return epochs
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prefect_env(prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    return {"PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
+@pytest.fixture(scope="module")
+def frames_bucket(moto_endpoint, episode_frames):
+    """96 frames (6 episodes of 16) in a bucket of their own, for every run of this module."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    name = "pokevq-dist"
+    client.create_bucket(Bucket=name)
+    for path in sorted(episode_frames.rglob("*.png")):
+        client.upload_file(str(path), name, f"pokemon_frames/{path.relative_to(episode_frames).as_posix()}")
+    return name
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, frames_bucket, moto_endpoint, prefect_env):
+    """The yardstick: 3 epochs in one process."""
+    root = tmp_path_factory.mktemp("one")
+    log = root / "frames.log"
+    code, out, err = _finish(_pokevq(["train", *RUN, "--epochs", "3",
+                                      *_s3_args(frames_bucket, moto_endpoint, root, "dist-one")],
+                                     root, _env(prefect_env, log)))
+    assert code == 0, err[-3000:]
+    return _frames_per_epoch(log)
+
+
+def _assert_like_one_process(s3_client, bucket, name, frames, one_process):
+    import boto3  # noqa: F401 - s3_client is boto3's
+
+    assert frames == one_process  # each epoch: the same frames, each once, across the ranks
+    alone = _checkpoint(s3_client, bucket, "dist-one")["history"]
+    together = _checkpoint(s3_client, bucket, name)["history"]
+    assert [r["epoch"] for r in together] == [1, 2, 3]
+    assert abs(together[-1]["val"]["psnr"] - alone[-1]["val"]["psnr"]) <= 1.5
+    # The metrics are the epoch's over every rank: all validation frames, all training frames.
+    assert together[-1]["val"]["frames"] == alone[-1]["val"]["frames"]
+    assert together[-1]["train"]["frames"] == alone[-1]["train"]["frames"]
+
+
+def test_two_processes_train_like_one(tmp_path, frames_bucket, moto_endpoint, prefect_env, s3_client, one_process):
+    log = tmp_path / "frames.log"
+    code, out, err = _finish(_pokevq(["train", *RUN, "--epochs", "3", "--nproc-per-node", "2",
+                                      *_s3_args(frames_bucket, moto_endpoint, tmp_path, "dist-two")],
+                                     tmp_path, _env(prefect_env, log)))
+    assert code == 0, err[-3000:]
+    assert "Trained 3 epoch(s)." in out
+    _assert_like_one_process(s3_client, frames_bucket, "dist-two", _frames_per_epoch(log), one_process)
+
+
+def test_two_machines_on_localhost_train_like_one(tmp_path, frames_bucket, moto_endpoint, prefect_env, s3_client,
+                                                  one_process):
+    log = tmp_path / "frames.log"
+    meet = ["--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--nproc-per-node", "1"]
+    second = _pokevq(["train", *meet, "--node-rank", "1", "--device", "cpu", "--cache-dir", str(tmp_path / "node1")],
+                     tmp_path, _env(prefect_env, log))
+    first = _pokevq(["train", *RUN, "--epochs", "3", *meet, "--node-rank", "0",
+                     *_s3_args(frames_bucket, moto_endpoint, tmp_path, "dist-nodes")], tmp_path, _env(prefect_env, log))
+    code, out, err = _finish(first)
+    second_code, second_out, second_err = _finish(second, timeout=60)
+    assert code == 0, err[-3000:]
+    assert second_code == 0, second_err[-3000:]
+    assert "Machine 1: training finished." in second_out
+    assert any((tmp_path / "node1").iterdir())  # machine 1 read its frames through its own cache
+    _assert_like_one_process(s3_client, frames_bucket, "dist-nodes", _frames_per_epoch(log), one_process)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_killed_rank_fails_the_run_in_one_line_and_a_retry_resumes(tmp_path, synth_frames, prefect_env):
+    log = tmp_path / "frames.log"
+    outputs = tmp_path / "outputs"
+    args = ["train", *RUN, "--frames-dir", str(synth_frames), "--output-dir", str(outputs),
+            "--experiment-name", "killed", "--batch-size", "4"]
+    run = _pokevq([*args, "--epochs", "200", "--nproc-per-node", "2"], tmp_path, _env(prefect_env, log))
+    latest = outputs / "checkpoints" / "killed" / "checkpoint_latest.pt"
+    deadline = time.monotonic() + 120
+    while not latest.is_file() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.2)
+    assert latest.is_file(), "the first epoch never finished"
+    followers = [pid for pid in _children(run.pid) if "pokevq.dist.follower" in _cmdline(pid)]
+    assert len(followers) == 1
+    os.kill(followers[0], signal.SIGKILL)
+    code, out, err = _finish(run, timeout=120)
+
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, err[-3000:]
+    assert "training rank 1" in errors[0] and "SIGKILL" in errors[0]
+    assert "Traceback" not in err
+    assert all(not Path(f"/proc/{pid}").exists() or "pokevq" not in _cmdline(pid) for pid in followers)
+
+    # A retry resumes from the last checkpoint, here in one process.
+    from pokevq.train.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(latest)["epoch"]
+    code, out, err = _finish(_pokevq([*args, "--epochs", str(saved + 1), "--resume", str(latest)], tmp_path,
+                                     _env(prefect_env)))
+    assert code == 0, err[-3000:]
+    assert load_checkpoint(latest)["epoch"] == saved + 1
+
+
+def test_a_mid_epoch_checkpoint_of_two_processes_finishes_its_epoch_in_one(tmp_path, episode_frames, prefect_env):
+    from pokevq.data.manifest import index_frames
+    from pokevq.storage import LocalStorage
+    from pokevq.train.checkpoint import load_checkpoint
+
+    log = tmp_path / "frames.log"
+    outputs = tmp_path / "outputs"
+    args = ["train", *RUN, "--frames-dir", str(episode_frames), "--output-dir", str(outputs),
+            "--experiment-name", "reshaped", "--epochs", "1"]
+    code, out, err = _finish(_pokevq([*args, "--nproc-per-node", "2", "--max-steps", "3"], tmp_path,
+                                     _env(prefect_env, log)))
+    assert code == 0, err[-3000:]
+    latest = outputs / "checkpoints" / "reshaped" / "checkpoint_latest.pt"
+    position = load_checkpoint(latest)["position"]
+    assert position["world_size"] == 2 and position["samples"] == 3 * 4  # 3 steps of 4 frames on each rank
+
+    code, out, err = _finish(_pokevq([*args, "--resume", str(latest)], tmp_path, _env(prefect_env, log)))
+    assert code == 0, err[-3000:]
+    manifest = index_frames(LocalStorage(str(episode_frames)), "", val_fraction=0.1, seed=0)
+    train = set(manifest.loc[manifest["split"] == "train", "key"])
+    trained = _frames_per_epoch(log)[1]
+    assert set(trained) == train and max(trained.values()) == 1  # every training frame once, across both runs
+
+
+def _rank(rank: int, world: int, frames: str, port: int, out: str) -> None:
+    """One rank of `test_every_rank_holds_the_same_codebook_and_weights` (spawned)."""
+    import torch.distributed as dist
+
+    from pokevq.config import TrainConfig
+    from pokevq.data import FrameSource
+    from pokevq.data.cache import FrameCache
+    from pokevq.data.manifest import index_frames
+    from pokevq.storage import LocalStorage
+    from pokevq.train.trainer import Trainer
+    from tests.helpers.runs import TINY
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    storage = LocalStorage(frames)
+    manifest = index_frames(storage, "", val_fraction=0.2, seed=0)
+    # bf16 autocast on the CPU: the mixed-precision step GPUs take, in DDP.
+    config = TrainConfig(experiment_name="ranks", batch_size=8, learning_rate=3e-3, num_workers=0, device="cpu",
+                         precision="bf16", dead_code_restart="random", **TINY)
+    source = FrameSource(storage, FrameCache(Path(out) / f"cache{rank}", max_items=len(manifest) + 1))
+    trainer = Trainer(config, manifest, source, Path(out) / f"work{rank}")
+    differences = []
+
+    def same_codebook(module, inputs, output):  # after every training step's quantizer update
+        if module.training:
+            mine = torch.cat([module.embedding.flatten(), module.cluster_size])
+            everyone = [torch.zeros_like(mine) for _ in range(world)]
+            dist.all_gather(everyone, mine)
+            differences.append(max(float((other - everyone[0]).abs().max()) for other in everyone))
+
+    trainer.model.quantizer.register_forward_hook(same_codebook)
+    weights, losses = [], []
+    for epoch in (1, 2):
+        losses.append(trainer.train_epoch(epoch).train["loss"])
+        mine = torch.cat([p.detach().flatten() for p in trainer.model.state_dict().values() if p.is_floating_point()])
+        everyone = [torch.zeros_like(mine) for _ in range(world)]
+        dist.all_gather(everyone, mine)
+        weights.append(max(float((other - everyone[0]).abs().max()) for other in everyone))
+    trainer.close()
+    if rank == 0:
+        torch.save({"codebook": differences, "weights": weights, "losses": losses, "amp": trainer.use_amp},
+                   Path(out) / "result.pt")
+    dist.destroy_process_group()
+
+
+def test_every_rank_holds_the_same_codebook_and_weights(tmp_path, episode_frames):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank, args=(2, str(episode_frames), _free_port(), str(tmp_path)), nprocs=2, join=True)
+    result = torch.load(tmp_path / "result.pt")
+    assert len(result["codebook"]) >= 18  # every step of both epochs was checked
+    assert max(result["codebook"]) == 0.0
+    assert result["weights"] == [0.0, 0.0]
+    assert result["amp"] and result["losses"][1] < result["losses"][0]  # bf16 autocast trains

@@ -1,0 +1,79 @@
+"""How an epoch is shared between training processes, and how it continues in another number of them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pokevq.config import TrainConfig
+from pokevq.data.plan import Position, continue_share, continued_streams, group_units, rank_frames, worker_streams
+from pokevq.dist.launch import WorldPlan
+from pokevq.errors import ConfigError
+
+
+def test_global_batches_are_those_of_one_process():
+    order = np.random.default_rng(0).permutation(70)
+    shares = [continue_share(order, [], rank, 2, batch_size=4) for rank in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 35  # as many steps on every rank
+    for step in range(8):  # step k's global batch: items 8k..8k+8 of the order, rank 0 first
+        together = np.concatenate([share[4 * step:4 * step + 4] for share in shares])
+        assert together.tolist() == order[8 * step:8 * step + 8].tolist()
+    tail = np.concatenate([share[32:] for share in shares])
+    assert sorted(tail.tolist()) == sorted(order[64:70].tolist())  # the short last batch, shared equally
+
+
+def test_a_cached_epoch_continues_in_another_number_of_processes():
+    order = np.random.default_rng(1).permutation(64)
+    taken = [continue_share(order, [], rank, 2, batch_size=4)[:12] for rank in range(2)]  # 3 steps each
+    left = continue_share(order, [(2, 12)], 0, 1, batch_size=8)
+    seen = np.concatenate([*taken, left])
+    assert sorted(seen.tolist()) == list(range(64))  # every frame once
+    assert left.tolist() == order[24:].tolist()
+    # and back into 4 processes after that one took 2 steps of 8
+    rest = [continue_share(order, [(2, 12), (1, 16)], rank, 4, batch_size=2) for rank in range(4)]
+    assert sorted(np.concatenate([*taken, left[:16], *rest]).tolist()) == list(range(64))
+
+
+def test_validation_shares_keep_episode_order_and_every_frame():
+    order = np.arange(11)
+    shares = [continue_share(order, [], rank, 3, even=False) for rank in range(3)]
+    assert np.concatenate(shares).tolist() == list(range(11))
+
+
+def test_a_streaming_epoch_continues_in_another_number_of_processes():
+    shard_of = np.repeat(np.arange(12), 20)  # 12 shards of 20 frames
+    offset = np.tile(np.arange(20), 12)
+    units = group_units(shard_of, offset)
+
+    def frames_of(rank, world):
+        return rank_frames(units, seed=3, epoch=2, rank=rank, world_size=world)
+
+    # 2 ranks of 2 workers, 6 frames each per step (global batch 12): each worker delivered 2 batches ...
+    position = Position(epoch=2, batch_size=6, world_size=2, segments=[{"workers": 2, "consumed": [2, 2]}])
+    done = [stream[:12] for rank in range(2) for stream in worker_streams(frames_of(rank, 2), 6, 2)]
+    # ... and the rest of the epoch runs in 3 ranks of 1 worker, 4 frames each per step.
+    rest = [continued_streams(frames_of, position, rank, 3, 4, 1) for rank in range(3)]
+    assert len({len(r[0]) for r in rest}) == 1  # every rank as many frames: as many steps
+    seen = np.concatenate([*done, *[r[0] for r in rest]])
+    assert len(seen) == len(set(seen.tolist()))  # nothing twice
+    assert len(seen) >= 240 - 3  # nothing lost but the few an equal split drops
+
+
+def test_batch_size_must_divide_over_the_processes():
+    with pytest.raises(ConfigError, match=r"batch_size \(--batch-size\) 10 does not divide evenly over 4"):
+        WorldPlan.from_config(TrainConfig(batch_size=10, nproc_per_node=4, device="cpu"))
+    plan = WorldPlan.from_config(TrainConfig(batch_size=8, nproc_per_node=4, device="cpu"))
+    assert (plan.world_size, plan.backend) == (4, "gloo") and plan.endpoint.startswith("127.0.0.1:")
+    assert WorldPlan.from_config(TrainConfig(nproc_per_node="auto", device="cpu")).world_size == 1
+
+
+@pytest.mark.parametrize("values, flag", [
+    (dict(nproc_per_node=0), "--nproc-per-node"),
+    (dict(nproc_per_node="many"), "--nproc-per-node"),
+    (dict(nnodes=2), "--rdzv-endpoint"),
+    (dict(nnodes=2, node_rank=2, rdzv_endpoint="10.0.0.1:29500"), "--node-rank"),
+    (dict(rdzv_endpoint="10.0.0.1"), "--rdzv-endpoint"),
+])
+def test_distributed_options_are_checked(values, flag):
+    with pytest.raises(ConfigError, match=flag):
+        TrainConfig(**values)
