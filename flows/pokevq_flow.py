@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, wait
 
 from flows.runtime import experiment_name_for_run, load_bucket_block
+from flows.tokenize_flow import pokevq_tokenize
 from pokevq.config import TrainConfig
 from pokevq.run.logs import CONSOLE
 from pokevq.run.session import RunSession
@@ -70,6 +71,7 @@ def pokevq(
     debug: bool = False,
     nightly: bool = False,
     warm_start: bool = True,
+    tokenize_after: bool | None = None,
     data_path: str = "auto",
     checkpoint_every_steps: int = 0,
     max_steps: int = 0,
@@ -130,6 +132,8 @@ def pokevq(
         debug: Debug logging (botocore too) and tracebacks.
         nightly: A scheduled retraining run: experiment nightly-YYYYMMDD, never falls back to local storage.
         warm_start: With --nightly, start from the previous nightly's checkpoint_best.pt when one exists.
+        tokenize_after: After training, tokenize the frames with the run's best checkpoint (the pokevq-tokenize
+                    flow); default: on with --nightly, off otherwise.
         data_path: auto (cached when every frame fits the cache, else streaming), cached or streaming.
         checkpoint_every_steps: Also write a resumable mid-epoch checkpoint every N training steps (0: epochs only).
         max_steps: End training after this many steps in all, with a checkpoint (0: no limit).
@@ -194,9 +198,26 @@ def pokevq(
             data = {**manifest, "packed": packed} if packed is not None else manifest
             summary = write_report_(run, data, warm, published, epochs.completed, stopped_by)
             upload_logs_(run, "final", summary)
-            return summary
         finally:
             wait(pending)  # never abandon an upload that already started, even when training failed
+    if TrainConfig.from_dict(config).tokenizes_after and summary.get("artifacts", {}).get("checkpoint_best"):
+        summary["tokens"] = _tokenize_after(config, plan, summary["artifacts"]["checkpoint_best"])
+    return summary
+
+
+def _tokenize_after(config: dict[str, Any], plan: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    """The nightly's last step: its best checkpoint's tokens of every episode, as a pokevq-tokenize subflow.
+
+    A new checkpoint writes a new token set (named by its SHA-256): never mixed into an older one.
+    """
+    s3 = plan["backend"] == "s3"
+    return pokevq_tokenize(
+        checkpoint=checkpoint, use_s3=s3, s3_bucket=plan.get("bucket") if s3 else None,
+        s3_region=plan.get("region") if s3 else None, s3_endpoint_url=plan.get("endpoint_url") if s3 else None,
+        frames_dir=config["frames_dir"], output_dir=config["output_dir"], local_cache_dir=config["local_cache_dir"],
+        max_cache_bytes=config["max_cache_bytes"], num_workers=config["num_workers"], device=config["device"],
+        debug=config["debug"],
+    )
 
 
 @dataclass

@@ -165,6 +165,12 @@ class TrainConfig:
         True, "training",
         "With --nightly, start from the previous nightly's checkpoint_best.pt when one exists.",
     )
+    tokenize_after: bool | None = option(
+        None, "training",
+        "After training, tokenize the frames with the run's best checkpoint (the pokevq-tokenize flow); default: on "
+        "with --nightly, off otherwise.",
+        flag="--tokenize-after",
+    )
     data_path: str = option(
         "auto", "cache",
         "auto (cached when every frame fits the cache, else streaming), cached or streaming.",
@@ -410,6 +416,10 @@ class TrainConfig:
                    for f in fields(self) if f.metadata.get("group") == "model"}
         options["image_size"] = self.image_hw
         return options
+
+    @property
+    def tokenizes_after(self) -> bool:
+        return self.nightly if self.tokenize_after is None else bool(self.tokenize_after)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able values: what goes into checkpoints, reports and flow parameters."""

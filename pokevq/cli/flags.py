@@ -55,8 +55,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         group = groups[field.metadata.get("group", "training")]
         help_text = field.metadata.get("help", "")
         default = field.default
-        if isinstance(default, bool):
-            action = argparse.BooleanOptionalAction if default else "store_true"
+        if isinstance(default, bool) or (default is None and bool in typing.get_args(hints[field.name])):
+            # True by default, or unset (None: decided by other options): both --flag and --no-flag.
+            action = argparse.BooleanOptionalAction if default is not False else "store_true"
             group.add_argument(flag_for(field.name), dest=field.name, action=action, default=argparse.SUPPRESS,
                                help=help_text)
             continue

@@ -73,6 +73,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=30, help="Epochs to train (default: 30).")
     demo.add_argument("--out", default="./demo_outputs", help="Where to copy the results (default: ./demo_outputs).")
 
+    tokenize = commands.add_parser(
+        "tokenize", help="Encode every frame of a bucket to tokens with a trained checkpoint (pokevq-tokenize flow).")
+    tokenize.add_argument("--checkpoint", required=True,
+                          help="s3://bucket/checkpoints/<experiment>/checkpoint_best.pt or a local path.")
+    tokenize.add_argument("--use-s3", action="store_true", help="Read frames from S3 and write tokens there.")
+    tokenize.add_argument("--s3-bucket", default=None, help="Bucket (default: $S3_BUCKET_NAME).")
+    tokenize.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
+    tokenize.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    tokenize.add_argument("--frames-dir", default="pokemon_frames",
+                          help="Prefix of the frames (a local folder without --use-s3; default: pokemon_frames).")
+    tokenize.add_argument("--output-dir", default="./outputs",
+                          help="Root of local outputs, the tokens too without --use-s3 (default: ./outputs).")
+    tokenize.add_argument("--cache-dir", dest="local_cache_dir", default=None, help="Cache of streamed shards.")
+    tokenize.add_argument("--batch-size", type=int, default=64, help="Frames encoded at once (default: 64).")
+    tokenize.add_argument("--num-workers", type=int, default=2, help="Frame-reading worker processes (default: 2).")
+    tokenize.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto).")
+    tokenize.add_argument("--bf16", action="store_true", help="Encode in bf16 autocast (CUDA only).")
+
+    decode = commands.add_parser("decode", help="Render an episode's token file to PNG frames and a GIF.")
+    decode.add_argument("tokens_file", metavar="TOKENS_FILE", help="A token file: s3://… or a local path.")
+    decode.add_argument("--out", required=True, help="A new folder for frame_<n>.png and episode.gif.")
+    decode.add_argument("--checkpoint", default=None,
+                        help="The checkpoint that wrote it (default: the one its token set's lineage.json names).")
+    decode.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
+    decode.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+
+    export = commands.add_parser("export", help="Export a checkpoint as safetensors + config.json + a model card.")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="s3://… or a local path of a checkpoint.")
+    export.add_argument("--out", required=True, help="A new (or empty) folder to write into.")
+    export.add_argument("--format", action="append", choices=("safetensors", "torchscript"), default=None,
+                        help="Also write this format (safetensors always; torchscript: encode/decode without pokevq).")
+    export.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
+    export.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+
     stack = commands.add_parser(
         "stack", help="Bring a local Prefect server, work pool, deployment and worker up or down."
     )
@@ -84,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timezone", default="UTC", help="Time zone of the schedule (default: UTC).")
     stack_commands.add_parser("down", help="Stop exactly the processes `stack up` started.")
 
-    for sub in (train, synth, upload, pack, demo, stack):
+    for sub in (train, synth, upload, pack, demo, tokenize, decode, export, stack):
         if sub is not train:
             sub.add_argument("--debug", action="store_true", help="Show tracebacks and debug logs.")
     return parser
@@ -190,6 +224,54 @@ def run_pack(args: argparse.Namespace) -> None:
           f"index at {storage.uri(result.index_key)} lists {result.indexed} frames")
 
 
+def run_tokenize(args: argparse.Namespace) -> None:
+    from pokevq.tokenizer.job import TokenizeConfig
+
+    values = {k: v for k, v in vars(args).items() if k != "command"}
+    config = TokenizeConfig.from_dict(values)
+    prepare_prefect_logging(config.debug)
+    from flows.tokenize_flow import tokenize
+
+    summary = tokenize(config)
+    psnr = summary.get("sample_psnr")
+    print(f"Tokenized {summary['frames']} frames into {summary['episodes_written']} new episode file(s) "
+          f"({summary['episodes_skipped']} already there) at {summary['frames_per_second']:.1f} frames/s"
+          + (f"; sample PSNR {psnr:.2f} dB" if psnr is not None else "") + ".")
+    print(f"  tokens   {summary['token_set']}\n  index    {summary['index']}\n  lineage  {summary['lineage']}")
+
+
+def _region_and_endpoint(args: argparse.Namespace) -> dict[str, Any]:
+    region = args.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    endpoint = args.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return {"region": region, "endpoint_url": endpoint}
+
+
+def run_decode(args: argparse.Namespace) -> None:
+    from pokevq.tokenizer.render import decode_token_file
+
+    done = decode_token_file(args.tokens_file, args.out, checkpoint=args.checkpoint, **_region_and_endpoint(args))
+    print(f"Decoded {done['frames']} frames of {done['game']}/{done['episode']} into {done['out']} "
+          f"(episode.gif included).")
+    if done["psnr"] is not None:
+        print(f"PSNR against the original frames: {done['psnr']:.2f} dB over {done['compared']} frames.")
+    else:
+        print(f"No PSNR: {done['psnr_unavailable']}.")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pokevq.tokenizer.export import export_tokenizer
+    from pokevq.tokenizer.model import Tokenizer
+
+    tokenizer = Tokenizer.from_checkpoint(args.checkpoint, device="cpu", **_region_and_endpoint(args))
+    written = export_tokenizer(tokenizer, Path(args.out), tuple(args.format or ("safetensors",)))
+    print(f"Exported {args.checkpoint} (SHA-256 {tokenizer.lineage.checkpoint_sha256[:12]}) to {args.out}:")
+    for path in written:
+        print(f"  {path.name}")
+    print("Load it with: from pokevq import Tokenizer; Tokenizer.from_pretrained(" + repr(args.out) + ")")
+
+
 def run_demo(args: argparse.Namespace) -> None:
     prepare_prefect_logging(args.debug)
     from pokevq.cli.demo import run_demo as demo
@@ -235,6 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_pack(args)
         elif args.command == "demo":
             run_demo(args)
+        elif args.command == "tokenize":
+            run_tokenize(args)
+        elif args.command == "decode":
+            run_decode(args)
+        elif args.command == "export":
+            run_export(args)
         elif args.command == "stack":
             run_stack(args)
     except PokevqError as exc:

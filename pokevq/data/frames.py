@@ -187,11 +187,21 @@ def _decode_rgb(data: bytes, image_size: tuple[int, int]) -> np.ndarray:
         raise FrameDecodeError(f"truncated or corrupt image ({exc})") from exc
     finally:
         img.close()
-    if arr.shape[:2] != (th, tw):
-        sh, sw = arr.shape[:2]
-        resample = _resample_for((sh, sw), (th, tw))
-        arr = np.asarray(Image.fromarray(arr, "RGB").resize((tw, th), resample))
-    return arr
+    return resize_rgb(arr, (th, tw))
+
+
+def resize_rgb(arr: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """An (h, w, 3) uint8 frame at `image_size` (H, W), resized as training resizes (unchanged when it fits)."""
+    th, tw = image_size
+    if arr.shape[:2] == (th, tw):
+        return arr
+    resample = _resample_for(arr.shape[:2], (th, tw))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr), "RGB").resize((tw, th), resample))
+
+
+def image_to_rgb(img: Image.Image) -> np.ndarray:
+    """A Pillow image of any mode as (h, w, 3) uint8, converted as frame files are."""
+    return _to_rgb_array(img)
 
 
 def decode_frame_uint8(data: bytes, image_size: tuple[int, int]) -> np.ndarray:

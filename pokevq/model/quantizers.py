@@ -202,7 +202,9 @@ class CodebookQuantizer(nn.Module):
                     sync_from_first(*self._codebook_state())
             commit_loss = F.mse_loss(rows, quantized.detach())
             loss = self.commitment_cost * commit_loss + self._codebook_loss(detached, quantized)
-            straight = rows + (quantized - rows).detach()
+            # Straight-through in training; the code's own vector otherwise, so a validation reconstruction is
+            # exactly what decoding the codes gives (pokevq.tokenizer).
+            straight = rows + (quantized - rows).detach() if self.training else quantized
             z_q = self.project_out(_to_map(straight, (b, h, w))).float()
         return Quantized(z_q, loss, commit_loss, codes.view(b, h, w), batch_perplexity(counts))
 

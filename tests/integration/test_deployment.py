@@ -131,6 +131,9 @@ def test_deployment_has_the_nightly_schedule_and_typed_parameters(stack):
     assert all(schema[name].get("description") for name in ("num_epochs", "s3_bucket", "image_size", "warm_start"))
     schedules = deployment["schedules"]
     assert schedules and schedules[0]["parameters"] == {"nightly": True, "use_s3": True, "no_fallback": True}
+    tokenize = stack.api("GET", "/deployments/name/pokevq-tokenize/tokenize")
+    assert tokenize["entrypoint"] == "flows/tokenize_flow.py:pokevq_tokenize" and not tokenize["schedules"]
+    assert "checkpoint" in tokenize["parameter_openapi_schema"]["required"]
 
     refused = stack.cli("deployment", "run", "pokevq/train", "-p", "num_epochs=many", check=False)
     assert refused.returncode != 0

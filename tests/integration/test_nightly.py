@@ -33,6 +33,9 @@ def test_nightly_runs_are_dated_and_warm_start_from_the_previous_nightly(
     first = pokevq(nightly=True, **common)
     assert first["report_uri"] == f"s3://{bucket}/reports/{today}/report.md"
     assert "Warm start skipped: no earlier nightly experiment" in _log(s3_client, bucket, today)
+    # After training, the nightly tokenizes every episode with its best checkpoint.
+    assert first["tokens"]["episodes"] == 4 and first["tokens"]["frames"] == 24
+    assert _token_sets(s3_client, bucket, today) == {first["tokens"]["lineage_of"]["checkpoint_sha256"][:12]: 4}
 
     # Given an earlier nightly's best checkpoint, the next nightly starts from its weights.
     pokevq(experiment_name="nightly-20200101", **common)
@@ -54,6 +57,21 @@ def test_nightly_runs_are_dated_and_warm_start_from_the_previous_nightly(
     name = next(k for k in earlier["model"] if k.endswith("weight"))
     assert torch.allclose(warm["model"][name], earlier["model"][name], atol=1e-6)
     assert warm["epoch"] == 1  # a new experiment: warm start copies weights, not the epoch count
+    # The new best checkpoint wrote a token set of its own; the first one is untouched; no nightly, no tokens.
+    sets = _token_sets(s3_client, bucket, today)
+    assert len(sets) == 2 and set(sets.values()) == {4}
+    assert _token_sets(s3_client, bucket, "nightly-20200101") == {}
+
+
+def _token_sets(s3_client, bucket: str, experiment: str) -> dict[str, int]:
+    """{checkpoint sha256[:12]: episode files} under tokens/<experiment>/."""
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=f"tokens/{experiment}/").get("Contents", [])
+    sets: dict[str, int] = {}
+    for item in listed:
+        parts = item["Key"].split("/")
+        if len(parts) == 5 and parts[4].endswith(".parquet"):
+            sets[parts[2]] = sets.get(parts[2], 0) + 1
+    return sets
 
 
 def test_nightly_never_falls_back_to_local_storage(prefect_harness, tmp_path, synth_frames):
