@@ -215,7 +215,7 @@ def _tokenize_after(config: dict[str, Any], plan: dict[str, Any], checkpoint: st
         checkpoint=checkpoint, use_s3=s3, s3_bucket=plan.get("bucket") if s3 else None,
         s3_region=plan.get("region") if s3 else None, s3_endpoint_url=plan.get("endpoint_url") if s3 else None,
         frames_dir=config["frames_dir"], output_dir=config["output_dir"], local_cache_dir=config["local_cache_dir"],
-        max_cache_bytes=config["max_cache_bytes"], num_workers=config["num_workers"], device=config["device"],
+        max_cache_bytes=config["max_cache_bytes"], device=config["device"],
         debug=config["debug"],
     )
 

@@ -30,7 +30,7 @@ def pokevq_tokenize(
     local_cache_dir: str | None = None,
     max_cache_bytes: int | None = None,
     batch_size: int = 64,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     device: str = "auto",
     bf16: bool = False,
     debug: bool = False,
@@ -48,7 +48,8 @@ def pokevq_tokenize(
         local_cache_dir: Local cache directory for the streamed shards.
         max_cache_bytes: Byte limit of that cache.
         batch_size: Frames encoded at once.
-        num_workers: DataLoader worker processes reading frames.
+        num_workers: DataLoader worker processes reading frames (default: none on the CPU, where the model needs
+                    the cores; up to 8 with a GPU).
         device: auto (CUDA when present), cpu or cuda.
         bf16: Encode in bf16 autocast (CUDA only).
         debug: Debug logging and tracebacks.

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Root of local outputs, the tokens too without --use-s3 (default: ./outputs).")
     tokenize.add_argument("--cache-dir", dest="local_cache_dir", default=None, help="Cache of streamed shards.")
     tokenize.add_argument("--batch-size", type=int, default=64, help="Frames encoded at once (default: 64).")
-    tokenize.add_argument("--num-workers", type=int, default=2, help="Frame-reading worker processes (default: 2).")
+    tokenize.add_argument("--num-workers", type=int, default=None,
+                          help="Frame-reading worker processes (default: 0 on the CPU, up to 8 with a GPU).")
     tokenize.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto).")
     tokenize.add_argument("--bf16", action="store_true", help="Encode in bf16 autocast (CUDA only).")
 

@@ -42,7 +42,7 @@ class TokenizeConfig:
     local_cache_dir: str | None = None
     max_cache_bytes: int | None = None
     batch_size: int = 64
-    num_workers: int = 2
+    num_workers: int | None = None  # None: pokevq.tokenizer.bucket.auto_workers
     device: str = "auto"
     bf16: bool = False
     debug: bool = False
@@ -52,6 +52,8 @@ class TokenizeConfig:
             raise ConfigError("checkpoint (--checkpoint) is needed: an s3:// URI or a local path of a checkpoint")
         for name in ("batch_size", "num_workers"):
             value = getattr(self, name)
+            if value is None and name == "num_workers":
+                continue
             low = 1 if name == "batch_size" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be an integer >= {low}; got {value!r}")
