@@ -15,7 +15,7 @@ import pandas as pd
 
 from pokevq.config import DEVICES, TrainConfig
 from pokevq.data.cache import FrameCache
-from pokevq.data.manifest import index_frames
+from pokevq.data.manifest import index_frames, to_parquet_bytes
 from pokevq.data.source import FrameSource
 from pokevq.errors import ConfigError
 from pokevq.run.validate import StoragePlan, validate_setup
@@ -116,8 +116,11 @@ class TokenizeSession:
         storage = self.plan.frames_storage()
         self.manifest = index_frames(storage, self.plan.frames_prefix, val_fraction=0.0, seed=0)
         episodes = self.manifest[["game", "episode"]].drop_duplicates()
+        output = self.plan.output_storage()  # the frames this tokenization saw, next to its tokens
+        output.put_bytes(self.token_set.manifest_key, to_parquet_bytes(self.manifest.drop(columns=["split"])))
         return {"frames": len(self.manifest), "episodes": len(episodes),
-                "frames_uri": storage.uri(self.plan.frames_prefix)}
+                "frames_uri": storage.uri(self.plan.frames_prefix), "manifest_uri": output.uri(
+                    self.token_set.manifest_key)}
 
     @property
     def token_set(self) -> TokenSet:
@@ -141,7 +144,8 @@ class TokenizeSession:
         where = ({"backend": "s3", "bucket": plan.bucket, "region": plan.region, "endpoint_url": plan.endpoint_url}
                  if plan.backend == "s3" else {"backend": "local", "root": plan.frames_root})
         lineage = {**self.tokenizer.lineage.to_dict(), "model": self.tokenizer.model_config.to_dict(),
-                   "frames": indexed["frames_uri"], "frames_storage": where, "pokevq_version": __version__}
+                   "frames": indexed["frames_uri"], "frames_storage": where, "manifest": indexed["manifest_uri"],
+                   "pokevq_version": __version__}
         return write_index(self.plan.output_storage(), self.token_set, lineage)
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
     tokens/<experiment>/<checkpoint sha256[:12]>/<game>/<episode>.parquet   frame, key, etag, codes
     tokens/<experiment>/<checkpoint sha256[:12]>/index.parquet               one row per episode file
     tokens/<experiment>/<checkpoint sha256[:12]>/lineage.json                checkpoint, model, manifest, version
+    tokens/<experiment>/<checkpoint sha256[:12]>/manifest.parquet            the frames it tokenized
 
 A file's Parquet metadata (`pokevq`) names its checkpoint's SHA-256, grid and codebook size, so
 a file can be checked on its own: reading never trusts what a file says without checking it.
@@ -50,6 +51,11 @@ class TokenSet:
     @property
     def lineage_key(self) -> str:
         return f"{self.prefix}lineage.json"
+
+    @property
+    def manifest_key(self) -> str:
+        """The frames of the latest tokenization into this set (key, game, episode, frame, size, ETag)."""
+        return f"{self.prefix}manifest.parquet"
 
 
 @dataclass

@@ -278,14 +278,11 @@ def test_endpoint_down_fails_clearly_keeps_uploads_and_a_retry_resumes(
         snapshot_taken.set()
 
     proxy.down_when(rf"^PUT /{re.escape(frames_bucket)}/checkpoints/down/checkpoint_epoch_2\.pt$", on_down=snapshot)
-    started = time.monotonic()
     state = pokevq(**_config(tmp_path, frames_bucket, proxy.url, "down").to_dict(), return_state=True)
-    failed_after = time.monotonic() - started
 
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert str(error).startswith(f"Unable to connect to S3 at {proxy.url}"), error
-    assert failed_after < 60
     assert snapshot_taken.wait(30)
     # Nothing uploaded before the outage was deleted or overwritten (every byte and ETag as it was).
     assert objects(s3, frames_bucket, "down") == before

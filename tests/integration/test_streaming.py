@@ -118,23 +118,19 @@ def test_position_gives_exactly_the_frames_left_whatever_the_new_worker_count():
     assert np.array_equal(same[0], first[0][24:]) and np.array_equal(same[1], first[1][16:])
 
 
-def test_planning_a_million_frames_is_fast_and_small():
-    import time
+def test_planning_a_million_frames_is_small():  # its speed is benchmarks/' to measure (the 10 s target)
     import tracemalloc
 
     n = 1_000_000
     shard_of = (np.arange(n) // 4000).astype(np.int32)
     tracemalloc.start()
-    started = time.perf_counter()
     units = group_units(shard_of, np.arange(n) % 4000)
     mine = rank_frames(units, seed=0, epoch=1, rank=1, world_size=4)
     streams = worker_streams(mine, 64, 8)
-    seconds = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert sum(len(s) for s in streams) == n // 4
     assert peak / n <= 200, f"{peak / n:.0f} bytes per frame"
-    assert seconds < 60  # a loose bound for a loaded CI machine; benchmarks/ measures the 10 s target
 
 
 # ----------------------------------------------------------------------------------- the data path

@@ -210,7 +210,14 @@ def test_tokenize_a_packed_bucket_resume_after_a_kill_and_decode(trained, proxy,
     import pandas as pd
 
     assert pd.read_parquet(io.BytesIO(index))["frames"].sum() == len(uploaded)
-    assert b"checkpoint_sha256" in s3_client.get_object(Bucket=bucket, Key=prefix + "lineage.json")["Body"].read()
+    import json
+
+    lineage = json.loads(s3_client.get_object(Bucket=bucket, Key=prefix + "lineage.json")["Body"].read())
+    assert lineage["checkpoint_sha256"] == trained["sha256"] and lineage["checkpoint_uri"] == checkpoint
+    assert lineage["manifest"] == f"s3://{bucket}/{prefix}manifest.parquet" and lineage["pokevq_version"]
+    assert lineage["model"]["codebook_size"] == 16 and lineage["written_at"]
+    manifest = s3_client.get_object(Bucket=bucket, Key=prefix + "manifest.parquet")["Body"].read()
+    assert set(pd.read_parquet(io.BytesIO(manifest))["key"]) == uploaded
 
     # Decode one episode back to frames, with the PSNR against the originals in the bucket.
     one = sorted(after)[0]
