@@ -135,9 +135,12 @@ def test_deployment_has_the_nightly_schedule_and_typed_parameters(stack):
     assert tokenize["entrypoint"] == "flows/tokenize_flow.py:pokevq_tokenize" and not tokenize["schedules"]
     assert "checkpoint" in tokenize["parameter_openapi_schema"]["required"]
 
+    deployment_runs = {"deployments": {"id": {"any_": [deployment["id"]]}}}
+    runs_before = stack.api("POST", "/flow_runs/count", deployment_runs)
     refused = stack.cli("deployment", "run", "pokevq/train", "-p", "num_epochs=many", check=False)
     assert refused.returncode != 0
     assert "num_epochs" in refused.stdout + refused.stderr
+    assert stack.api("POST", "/flow_runs/count", deployment_runs) == runs_before  # refused before any run exists
 
 
 def test_deployment_run_trains_and_persists_results_in_s3(stack):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
 from datetime import UTC, datetime
 
 import numpy as np
@@ -340,7 +341,9 @@ def test_loader_reads_decoded_epochs_in_process(storage, tmp_path, monkeypatch):
             assert torch.equal(x.images, y.images)
         partial = iter(loader)  # a consumer that stops early leaves no thread behind
         next(partial)
+        assert any(t.name == "pokevq-prefetch" and t.is_alive() for t in threading.enumerate())
         partial.close()
+        assert not any(t.name == "pokevq-prefetch" and t.is_alive() for t in threading.enumerate())
     finally:
         loader._iterator._shutdown_workers()
 

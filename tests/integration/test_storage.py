@@ -247,7 +247,10 @@ def test_no_credentials(monkeypatch, moto_endpoint, bucket):
 
 
 def test_credentials_present(bucket, moto_endpoint):
-    S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint).check_credentials()
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+    storage.check_credentials()  # passes, and the same client then reads and writes
+    storage.put_bytes("probe", b"ok")
+    assert storage.get_bytes("probe") == b"ok"
 
 
 def test_s3_metadata_is_stored(bucket, moto_endpoint, s3_client, tmp_path):
