@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -71,8 +70,10 @@ def _spawn(processes: int, world: int, frames: Path, work: Path, options: dict[s
     """Median ms per step of rank 0 (the slowest-rank time for DDP: metrics are merged over the ranks)."""
     import torch.multiprocessing as mp
 
+    from pokevq.storage.local_server import free_port
+
     out = work / f"result-{processes}-{world}.json"
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     if processes == 1:
         _train(0, 1, port, str(frames), str(work), options, threads, str(out))
@@ -83,12 +84,6 @@ def _spawn(processes: int, world: int, frames: Path, work: Path, options: dict[s
     step_ms = sorted(json.loads(out.read_text())["step_ms"])
     print(f"  {processes} process(es), world size {world}: {step_ms} ms per step ({seconds:.0f} s in all)")
     return step_ms[len(step_ms) // 2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def measure(quick: bool) -> dict[str, Any]:

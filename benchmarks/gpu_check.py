@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -142,11 +141,10 @@ def _ddp_rank(rank: int, world: int, port: int, dry: bool, steps: int, batch: in
 def _ddp(world: int, dry: bool, steps: int, batch: int, work: Path) -> float:
     import torch.multiprocessing as mp
 
+    from pokevq.storage.local_server import free_port
+
     out = work / f"ddp-{world}.json"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    mp.spawn(_ddp_rank, args=(world, port, dry, steps, batch, str(out)), nprocs=world, join=True)
+    mp.spawn(_ddp_rank, args=(world, free_port(), dry, steps, batch, str(out)), nprocs=world, join=True)
     return float(json.loads(out.read_text())["frames_per_second"])
 
 

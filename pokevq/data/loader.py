@@ -165,6 +165,13 @@ def _prefetched_batches(loader: DataLoader, depth: int = 4) -> Iterator[Batch]:
         thread.join(timeout=10)
 
 
+def shutdown_workers(loader: Any) -> None:
+    """Stop a DataLoader's persistent worker processes now (they would otherwise linger until collected)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
 def make_loader(
     dataset: FrameDataset,
     *,

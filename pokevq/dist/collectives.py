@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from pokevq.errors import ConfigError
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -25,6 +27,14 @@ def rank() -> int:
 def local_rank() -> int:
     """This process's place on its machine (torchrun's LOCAL_RANK): which GPU it takes."""
     return int(os.environ.get("LOCAL_RANK", "0") or 0) if world_size() > 1 else 0
+
+
+def rank_batch_size(batch_size: int, world: int) -> int:
+    """Frames each of `world` processes trains per step: `--batch-size` stays the global batch."""
+    if batch_size % world:
+        raise ConfigError(f"batch_size (--batch-size) {batch_size} does not divide evenly over {world} training "
+                          f"processes: use a multiple of {world} (it stays the global batch)")
+    return batch_size // world
 
 
 def gather_rows(rows: Tensor) -> tuple[Tensor, int]:

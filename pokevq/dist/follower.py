@@ -27,8 +27,6 @@ from pokevq.layout import Layout
 from pokevq.run.validate import StoragePlan
 from pokevq.train.trainer import Trainer
 
-log = logging.getLogger("pokevq.dist.follower")
-
 
 class Follower:
     """What one rank keeps between rank 0's commands."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -27,7 +26,9 @@ import torch.distributed as dist
 
 from pokevq import settings
 from pokevq.config import TrainConfig
+from pokevq.dist.collectives import rank_batch_size
 from pokevq.errors import ConfigError, PokevqError
+from pokevq.storage.local_server import free_port
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,8 @@ class WorldPlan:
             raise ConfigError(f"nproc_per_node (--nproc-per-node) {nproc} is more than the {torch.cuda.device_count()}"
                               " GPU(s) of this machine; use --nproc-per-node auto")
         world = nproc * config.nnodes
-        if config.batch_size % world:
-            raise ConfigError(f"batch_size (--batch-size) {config.batch_size} does not divide evenly over {world} "
-                              f"training processes: use a multiple of {world} (it stays the global batch)")
-        endpoint = config.rdzv_endpoint or (f"127.0.0.1:{_free_port()}" if world > 1 else "")
+        rank_batch_size(config.batch_size, world)  # refused here, before any process starts
+        endpoint = config.rdzv_endpoint or (f"127.0.0.1:{free_port()}" if world > 1 else "")
         return cls(nproc, config.nnodes, config.node_rank, endpoint, "nccl" if cuda else "gloo")
 
     def rank_environment(self, local_rank: int) -> dict[str, str]:
@@ -82,12 +81,6 @@ class WorldPlan:
             "GROUP_RANK": str(self.node_rank), "MASTER_ADDR": host.strip("[]"), "MASTER_PORT": port,
             "POKEVQ_DIST_BACKEND": self.backend, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         }
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def join_group(backend: str, rank: int, world_size: int, endpoint: str | None = None) -> None:

@@ -193,13 +193,11 @@ class CodebookQuantizer(nn.Module):
             counts = torch.bincount(codes, minlength=self.codebook_size)
             quantized = F.embedding(codes, codebook)
             if self.training:
-                if everyone is detached:
-                    self._learn(detached, codes, counts, quantized.detach(), first_batch)
-                else:
-                    all_counts = torch.bincount(all_codes, minlength=self.codebook_size)
-                    self._learn(everyone, all_codes, all_counts, F.embedding(all_codes, codebook).detach(),
-                                first_batch)
-                    sync_from_first(*self._codebook_state())
+                alone = everyone is detached  # one process: this batch's codes are all the codes
+                self._learn(everyone, all_codes,
+                            counts if alone else torch.bincount(all_codes, minlength=self.codebook_size),
+                            (quantized if alone else F.embedding(all_codes, codebook)).detach(), first_batch)
+                sync_from_first(*self._codebook_state())  # a no-op in one process
             commit_loss = F.mse_loss(rows, quantized.detach())
             loss = self.commitment_cost * commit_loss + self._codebook_loss(detached, quantized)
             # Straight-through in training; the code's own vector otherwise, so a validation reconstruction is

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from pokevq.data.choose import DataPath
+from pokevq.data.loader import shutdown_workers
 from pokevq.data.source import FrameSource
 from pokevq.errors import PreconditionFailedError
 from pokevq.storage import Storage
@@ -114,7 +115,7 @@ def tokenize_bucket(tokenizer: Tokenizer, manifest: pd.DataFrame, source: FrameS
                 result.episodes_written += _write(storage, token_set, tokenizer, pair, rows.pop(pair, []))
     finally:
         bar.close()
-        _close(loader)
+        shutdown_workers(loader)
     for pair in list(rows):  # episodes whose frames were not all delivered (never expected): written as they are
         result.episodes_written += _write(storage, token_set, tokenizer, pair, rows.pop(pair))
     result.seconds = round(time.perf_counter() - started, 3)
@@ -163,21 +164,16 @@ def _write(storage: Storage, token_set: TokenSet, tokenizer: Tokenizer, pair: tu
     return 1
 
 
-def _close(loader: Any) -> None:
-    iterator = getattr(loader, "_iterator", None)
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-        iterator._shutdown_workers()
-
-
 def write_index(storage: Storage, token_set: TokenSet, lineage: dict[str, Any]) -> dict[str, Any]:
     """index.parquet (every episode file of the set, with its frame count) and lineage.json (written once)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = []
     for info in storage.list(token_set.prefix):
         parts = info.key[len(token_set.prefix):].split("/")
         if len(parts) == 2 and parts[1].endswith(".parquet"):
-            meta = pq.read_metadata(_ReadAt(storage, info.key))
+            meta = pq.read_metadata(pa.BufferReader(storage.get_bytes(info.key)))
             rows.append({"game": parts[0], "episode": parts[1][: -len(".parquet")], "key": info.key,
                          "frames": int(meta.num_rows)})
     storage.put_bytes(token_set.index_key, index_bytes(rows))
@@ -186,12 +182,3 @@ def write_index(storage: Storage, token_set: TokenSet, lineage: dict[str, Any]) 
         storage.put_bytes(token_set.lineage_key, (json.dumps(stamped, indent=2) + "\n").encode())
     return {"index": storage.uri(token_set.index_key), "lineage": storage.uri(token_set.lineage_key),
             "episodes": len(rows), "frames": sum(r["frames"] for r in rows)}
-
-
-class _ReadAt:
-    """A token file's bytes as a file for pyarrow's footer reader."""
-
-    def __new__(cls, storage: Storage, key: str) -> Any:
-        import pyarrow as pa
-
-        return pa.BufferReader(storage.get_bytes(key))

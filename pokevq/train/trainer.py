@@ -24,6 +24,7 @@ from pokevq.config import TrainConfig
 from pokevq.data.choose import DataPath
 from pokevq.data.dataset import Batch
 from pokevq.data.frames import decode_frame
+from pokevq.data.loader import shutdown_workers
 from pokevq.data.source import FrameSource
 from pokevq.dist import collectives
 from pokevq.errors import (
@@ -153,10 +154,7 @@ class Trainer:
         # In several processes (pokevq.dist), each rank trains on its share of every batch and rank 0 alone writes.
         self.rank, self.world_size = collectives.rank(), collectives.world_size()
         self.writes = self.rank == 0
-        if config.batch_size % self.world_size:
-            raise ConfigError(f"batch_size (--batch-size) {config.batch_size} does not divide evenly over "
-                              f"{self.world_size} training processes: use a multiple of {self.world_size}")
-        self.rank_batch = config.batch_size // self.world_size  # --batch-size stays the global batch
+        self.rank_batch = collectives.rank_batch_size(config.batch_size, self.world_size)
         self.device = select_device(config.device, collectives.local_rank())
         # bf16 autocast on CUDA by default; `--precision bf16` on the CPU is the same step, as CI runs it.
         self.use_amp = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
@@ -270,7 +268,6 @@ class Trainer:
         state = collectives.from_first(state)
         if not self.writes:
             self._restore(state, "rank 0")
-            self.steps_run = 0
 
     def _data_path_of(self, position: dict[str, Any], manifest: pd.DataFrame, source: FrameSource,
                       name: str) -> DataPath:
@@ -520,20 +517,14 @@ class Trainer:
     def _merge_ranks(self, metrics: EpochMetrics, counters: dict[str, Any], frames: int, seconds: float,
                      wait: float, loop: float) -> tuple[EpochMetrics, dict[str, Any], int, float, float, float]:
         """The epoch over every rank: metrics and counts summed, skipped frames joined, time of the slowest rank."""
-        mine = {"metrics": metrics.state(), "hits": counters["hits"], "misses": counters["misses"],
-                "skipped_new": counters["skipped_new"], "frames": frames, "seconds": seconds, "wait": wait,
+        mine = {"metrics": metrics.state(), "counts": counters, "frames": frames, "seconds": seconds, "wait": wait,
                 "loop": loop}
         everyone = collectives.gather_objects(mine)
         merged = EpochMetrics(self.model_config.codebook_size)
-        joined: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
         for part in everyone:
             merged.merge(part["metrics"])
-            joined["hits"] += part["hits"]
-            joined["misses"] += part["misses"]
-            for key, reason in part["skipped_new"]:
-                if part is mine or key not in self.skipped:
-                    self.skipped.setdefault(key, reason)
-                    joined["skipped_new"].append((key, reason))
+        joined: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
+        self._join_counts([part["counts"] for part in everyone], joined)
         slowest = max(everyone, key=lambda part: part["loop"])
         return (merged, joined, sum(p["frames"] for p in everyone), max(p["seconds"] for p in everyone),
                 slowest["wait"], slowest["loop"])
@@ -607,16 +598,24 @@ class Trainer:
         if self.world_size > 1:  # each rank evaluated its share of the validation frames
             parts = collectives.gather_objects(parts[0])
             metrics = QualityMetrics(self.model_config.codebook_size, self.model_config.downsample)
-        for index, (state, counts) in enumerate(parts):
-            if self.world_size > 1:
+            for state, _ in parts:
                 metrics.merge(state)
-            counters["hits"] += counts["hits"]
-            counters["misses"] += counts["misses"]
-            for key, reason in counts["skipped_new"]:
+        self._join_counts([counts for _, counts in parts], counters)
+        return metrics.compute()
+
+    def _join_counts(self, parts: list[dict[str, Any]], into: dict[str, Any]) -> None:
+        """Every rank's cache hits and newly skipped frames (`parts` in rank order) added to `into`.
+
+        This rank's own skipped frames are already known (`_account`); another rank's count as new
+        only when no rank skipped them before.
+        """
+        for index, part in enumerate(parts):
+            into["hits"] += part["hits"]
+            into["misses"] += part["misses"]
+            for key, reason in part["skipped_new"]:
                 if index == self.rank or key not in self.skipped:
                     self.skipped.setdefault(key, reason)
-                    counters["skipped_new"].append((key, reason))
-        return metrics.compute()
+                    into["skipped_new"].append((key, reason))
 
     def _fit_baselines(self) -> list[TileDictionary]:
         """k-means and exact tile dictionaries of a sample of training frames: what the model must beat."""
@@ -678,9 +677,7 @@ class Trainer:
     def close(self) -> None:
         self.writer.close()
         for loader in (self.train_loader, self.val_loader):
-            iterator = getattr(loader, "_iterator", None)
-            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-                iterator._shutdown_workers()
+            shutdown_workers(loader)
 
 
 def _stall_advice(mode: str, workers: int) -> str:

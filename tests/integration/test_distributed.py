@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pokevq.storage.local_server import free_port as _free_port
 from tests.helpers.runs import TINY_FLAGS
 
 RUN = [*TINY_FLAGS, "--num-workers", "0", "--batch-size", "8", "--learning-rate", "1e-3", "--device", "cpu"]
@@ -61,12 +61,6 @@ def _frames_per_epoch(frame_log: Path) -> dict[int, Counter]:
         epoch, _, key = line.split(" ", 2)
         epochs.setdefault(int(epoch), Counter())[key] += 1
     return epochs
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
