@@ -266,3 +266,31 @@ def test_every_rank_holds_the_same_codebook_and_weights(tmp_path, episode_frames
     assert max(result["codebook"]) == 0.0
     assert result["weights"] == [0.0, 0.0]
     assert result["amp"] and result["losses"][1] < result["losses"][0]  # bf16 autocast trains
+
+
+def test_two_processes_stream_a_packed_bucket_each_frame_once(tmp_path, moto_endpoint, episode_frames, prefect_env,
+                                                              s3_client):
+    """The path of buckets larger than the cache: each rank streams its own shards, no frame twice in an epoch."""
+    from pokevq.data.manifest import index_frames
+    from pokevq.data.pack import pack
+    from pokevq.storage import S3Storage
+    from tests.helpers.frames import upload_tree
+
+    bucket = "pokevq-dist-stream"
+    s3_client.create_bucket(Bucket=bucket)
+    upload_tree(s3_client, bucket, episode_frames, "pokemon_frames/")
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+    pack(storage, "pokemon_frames", shard_bytes=16 * 1024, threads=4)
+    log = tmp_path / "frames.log"
+    code, out, err = _finish(_pokevq(["train", *RUN, "--epochs", "2", "--nproc-per-node", "2", "--data-path",
+                                      "streaming", *_s3_args(bucket, moto_endpoint, tmp_path, "dist-stream")],
+                                     tmp_path, _env(prefect_env, log)))
+    assert code == 0, err[-3000:]
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.1, seed=0)
+    train = set(manifest.loc[manifest["split"] == "train", "key"])
+    for epoch, trained in _frames_per_epoch(log).items():
+        assert set(trained) <= train and max(trained.values()) == 1, epoch
+        assert len(trained) >= len(train) - 1, epoch  # an even split over 2 ranks drops at most one frame
+    history = _checkpoint(s3_client, bucket, "dist-stream")["history"]
+    assert [r["data_path"] for r in history] == ["streaming", "streaming"]
+    assert history[-1]["val"]["frames"] == int((manifest["split"] == "val").sum())
