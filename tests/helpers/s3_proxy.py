@@ -42,6 +42,8 @@ class FaultProxy:
         self.requests = 0
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self.bucket_owner: str | None = None
+        # Request headers removed before forwarding (lower case), as a store that ignores them would.
+        self.strip_headers: set[str] = set()
         self._init_faults()
         proxy = self
 
@@ -91,7 +93,8 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(_ACCESS_DENIED)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in _HOP_BY_HOP and k.lower() not in proxy.strip_headers}
                 headers["Content-Length"] = str(len(body))
                 connection = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
                 try:
@@ -138,6 +141,7 @@ class FaultProxy:
     #   truncate  forward a PUT with only the first half of its body (checksum headers removed), as a
     #             broken middlebox or store would, and relay S3's 200
     #   delay     wait `delay` seconds, then forward normally
+    #   deny      answer 403 AccessDenied, as S3 does for a permission the keys lack
     # `rate` injects into that share of matching requests (seeded, so runs repeat), `every=n` into the
     # 1st, (n+1)th, … match only (so a client's retry of it goes through), `after=k` lets the first k
     # matches through, `times` caps the injections.
@@ -290,9 +294,11 @@ class FaultProxy:
         if chosen.kind == "drop":
             handler.close_connection = True
             return True
-        if chosen.kind == "slowdown":
-            payload = b"" if handler.command == "HEAD" else _SLOW_DOWN
-            handler.send_response(503, "Slow Down")
+        if chosen.kind in ("slowdown", "deny"):
+            status, reason, body = (503, "Slow Down", _SLOW_DOWN) if chosen.kind == "slowdown" else (
+                403, "Forbidden", _ACCESS_DENIED)
+            payload = b"" if handler.command == "HEAD" else body
+            handler.send_response(status, reason)
             handler.send_header("Content-Type", "application/xml")
             handler.send_header("Content-Length", str(len(payload)))
             handler.end_headers()
@@ -348,7 +354,7 @@ class FaultProxy:
             handler.wfile.write(payload)
 
 
-FAULT_KINDS = ("drop", "reset", "slowdown", "truncate", "delay")
+FAULT_KINDS = ("drop", "reset", "slowdown", "truncate", "delay", "deny")
 _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate. (injected by the test proxy)</Message></Error>"
