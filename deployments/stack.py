@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pokevq import settings
 from pokevq.errors import PokevqError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +212,7 @@ def deploy_environment(pool: str, cron: str, timezone: str) -> dict[str, str]:
 
 def stack_up(port: int = 4200, pool: str = "pokevq", cron: str = "0 3 * * *", timezone: str = "UTC") -> StackState:
     """Start everything; on failure stop what was started and raise."""
+    settings.zombie_seconds()  # a bad $POKEVQ_ZOMBIE_SECONDS is refused before anything starts
     existing = StackState.load()
     if existing and any(_alive(pid) for pid in existing.pids.values()):
         raise PokevqError(
@@ -273,7 +275,23 @@ def _create_automation(prefect: str, env: dict[str, str]) -> None:
         [prefect, "--no-prompt", "automation", "delete", "pokevq-crash-zombie-flow-runs"],
         env=env, capture_output=True, timeout=60,
     )
-    _run([prefect, "automation", "create", "--from-file", str(AUTOMATIONS_FILE)], env, "creating the automation")
+    with tempfile.TemporaryDirectory(prefix="pokevq-automation-") as folder:
+        path = Path(folder) / "automations.yaml"
+        path.write_text(zombie_automation(settings.zombie_seconds()))
+        _run([prefect, "automation", "create", "--from-file", str(path)], env, "creating the automation")
+
+
+def zombie_automation(seconds: int) -> str:
+    """deployments/automations.yaml with its window set to `seconds` ($POKEVQ_ZOMBIE_SECONDS)."""
+    import yaml
+
+    document = yaml.safe_load(AUTOMATIONS_FILE.read_text())
+    for automation in document["automations"]:
+        automation["trigger"]["within"] = seconds
+        for action in automation["actions"]:
+            action["message"] = action["message"].replace("90 seconds", f"{seconds} seconds")
+        automation["description"] = automation["description"].replace("90 seconds", f"{seconds} seconds")
+    return yaml.safe_dump(document, sort_keys=False)
 
 
 def _stop(pid: int, timeout: float = 15) -> bool:

@@ -73,6 +73,8 @@ def _text(text: str) -> str:
     return text
 
 
+HEARTBEAT_SECONDS = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY in deployments/prefect.yaml: Prefect's minimum
+
 S3_MAX_ATTEMPTS = Knob("POKEVQ_S3_MAX_ATTEMPTS", 8, _integer(1, 50),
                        "Attempts per S3 request (botocore adaptive retries) before it fails.")
 LEASE_TTL = Knob("POKEVQ_LEASE_TTL", 600.0, _seconds,
@@ -88,7 +90,12 @@ S3_BUCKET_BLOCK = Knob("POKEVQ_S3_BUCKET_BLOCK", None, _text,
 DIST_TIMEOUT = Knob("POKEVQ_DIST_TIMEOUT", 1800.0, _seconds,
                     "Seconds a training process waits for the others (to start, or at a step) before the run fails.")
 
-KNOBS = (S3_MAX_ATTEMPTS, LEASE_TTL, DECODED_CACHE_BYTES, TASK_RETRY_DELAYS, FRAME_LOG, S3_BUCKET_BLOCK, DIST_TIMEOUT)
+ZOMBIE_SECONDS = Knob("POKEVQ_ZOMBIE_SECONDS", 90, _integer(HEARTBEAT_SECONDS + 5, 86400),
+                      "Seconds without a heartbeat before `pokevq stack up`'s automation marks a flow run Crashed "
+                      f"(runs send one every {HEARTBEAT_SECONDS} s).")
+
+KNOBS = (S3_MAX_ATTEMPTS, LEASE_TTL, DECODED_CACHE_BYTES, TASK_RETRY_DELAYS, FRAME_LOG, S3_BUCKET_BLOCK, DIST_TIMEOUT,
+         ZOMBIE_SECONDS)
 _EMPTY_MEANS_SOMETHING = {TASK_RETRY_DELAYS.name}  # "" turns retries off
 
 
@@ -118,3 +125,7 @@ def frame_log() -> str | None:
 
 def s3_bucket_block() -> str | None:
     return S3_BUCKET_BLOCK.value()
+
+
+def zombie_seconds() -> int:
+    return int(ZOMBIE_SECONDS.value())

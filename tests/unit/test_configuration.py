@@ -25,6 +25,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
         (settings.LEASE_TTL, "soon", "a number of seconds >= 1"),
         (settings.DECODED_CACHE_BYTES, "lots", "a number of bytes"),
         (settings.TASK_RETRY_DELAYS, "2,-1", "comma-separated seconds >= 0"),
+        (settings.ZOMBIE_SECONDS, "30", "an integer from 35 to 86400"),  # not above the heartbeat interval
     ],
 )
 def test_a_bad_knob_names_itself_what_it_must_be_and_its_value(monkeypatch, knob, bad, what):
