@@ -123,3 +123,53 @@ def test_nightly_packs_the_new_frames_before_training(
     assert set(first["shard"]) <= set(second["shard"])  # only the new frames went into new shards
     log = _log(s3_client, bucket, "nightly-20200102")
     assert "Packed 2 new frame(s)" in log and "the index lists 26 frames" in log
+
+
+def test_frames_uploaded_after_a_nightly_are_indexed_and_trained_by_the_next(
+    prefect_harness, tmp_path, moto_endpoint, bucket, s3_client, synth_frames, monkeypatch
+):
+    """The next nightly re-indexes the bucket: a new episode uploaded after a nightly run is in the next nightly's
+    manifest, and that run trains on it (every training frame of its manifest, counted from POKEVQ_FRAME_LOG)."""
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    from pokevq.synth.generate import generate_dataset
+
+    def manifest(experiment: str) -> pd.DataFrame:
+        body = s3_client.get_object(Bucket=bucket, Key=f"manifests/{experiment}/manifest.parquet")["Body"].read()
+        return pd.read_parquet(io.BytesIO(body))
+
+    def trained(log: Path) -> list[str]:
+        return [line.split(" ", 2)[2] for line in log.read_text().splitlines()]
+
+    upload_tree(s3_client, bucket, synth_frames)
+    common = dict(use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, output_dir=str(tmp_path),
+                  tokenize_after=False, **TINY)
+
+    # Last night's run (an earlier date), then the day's new episode arrives.
+    monkeypatch.setenv("POKEVQ_FRAME_LOG", str(tmp_path / "last-night.log"))
+    pokevq(nightly=True, experiment_name="nightly-20200101", **common)
+    before = manifest("nightly-20200101")
+    new_frames = tmp_path / "new"
+    generate_dataset(new_frames, games=1, episodes=1, frames=6, seed=7)
+    new_keys = upload_tree(s3_client, bucket, new_frames / "game1" / "episode1", "pokemon_frames/game2/episode3/")
+    assert len(new_keys) == 6 and not set(new_keys) & set(before["key"])
+
+    # Tonight's nightly: named by the flow (nightly-YYYYMMDD), warm-started from last night's best.
+    monkeypatch.setenv("POKEVQ_FRAME_LOG", str(tmp_path / "tonight.log"))
+    tonight = pokevq(nightly=True, **common)
+    experiment = re.fullmatch(rf"s3://{bucket}/reports/(nightly-\d{{8}})/report\.md", tonight["report_uri"]).group(1)
+    assert experiment != "nightly-20200101"
+
+    after = manifest(experiment)
+    assert len(after) == len(before) + 6
+    assert set(new_keys) <= set(after["key"]), "the new episode is missing from the next nightly's manifest"
+    train_keys = set(after.loc[after["split"] == "train", "key"])
+    assert set(new_keys) <= train_keys  # the new episode is a training episode (seed 0): trained, not only evaluated
+    log = trained(tmp_path / "tonight.log")
+    assert set(log) == train_keys and len(log) == len(train_keys), "tonight's run must train every frame it indexed"
+    assert not set(new_keys) & set(trained(tmp_path / "last-night.log"))
+    report = s3_client.get_object(Bucket=bucket, Key=f"reports/{experiment}/report.md")["Body"].read().decode()
+    assert f"Frames indexed: {len(before) + 6}" in report
