@@ -1,7 +1,7 @@
 """3 streaming: training from a bucket far larger than the local cache, against the all-cached speed.
 
     python -m benchmarks.bench_streaming            # 4,000 frames (about 8 minutes on 2 cores)
-    python -m benchmarks.bench_streaming --quick    # 400 frames: a smoke run, not evidence
+    python -m benchmarks.bench_streaming --quick    # 200 frames: a smoke run, not evidence
 
 Everything below is measured in one run, on the same frames, with S3 = moto's server behind the
 20 ms latency proxy, the tiny model of the issue (72x80, 16 channels, batch 32), 2 DataLoader
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
 
-    frames = 400 if args.quick else 4000
+    frames = 200 if args.quick else 4000
     epochs = 2 if args.quick else 3
     machine = machine_info()
     results: dict[str, Any] = {}

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     machine = machine_info()
-    frames_n = 240 if quick else 2400
+    frames_n = 120 if quick else 2400
     image_size = (144, 160)
     batch = 16
     settings: dict[str, Any] = {

@@ -13,4 +13,6 @@ if [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Three test processes (pytest-xdist), each running whole files: much of the suite waits on servers,
+# workers and subprocesses, so a third process keeps 2 cores busy. Pass -n 0 for one process.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile "$@"

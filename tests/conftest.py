@@ -31,6 +31,9 @@ os.environ["AWS_REGION"] = "us-east-1"
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = "/nonexistent/pokevq-tests/credentials"
 os.environ["AWS_CONFIG_FILE"] = "/nonexistent/pokevq-tests/config"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+# Several test processes (pytest-xdist workers, their subprocesses) share a few cores: one intra-op thread
+# each, so the tiny models do not thrash (10x slower seen on 2 shared cores) or spin idle threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

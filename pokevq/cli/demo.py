@@ -70,7 +70,8 @@ def run_demo(epochs: int = 30, out: str | Path = "./demo_outputs", debug: bool =
     seconds = time.perf_counter() - started
     final = (summary.get("final") or {}).get("val") or {}
     print()
-    print(f"Demo finished in {seconds:.0f}s: {summary['epochs_trained']} epochs, "
+    epochs = summary["epochs_trained"]
+    print(f"Demo finished in {seconds:.0f}s: {epochs} epoch{'s' if epochs != 1 else ''}, "
           f"validation PSNR {final.get('psnr', 0):.2f} dB, pixel accuracy {100 * final.get('pixel_accuracy', 0):.2f}%, "
           f"{round(final.get('codebook_usage', 0) * config.codebook_size)} codes used for "
           f"{final.get('data_tiles', 0)} distinct tiles.")

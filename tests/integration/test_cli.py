@@ -181,16 +181,16 @@ def test_synth_and_upload_commands(tmp_path, moto_endpoint, bucket, s3_client):
 
 @pytest.mark.e2e
 def test_quickstart_demo_runs_the_default_model_end_to_end(tmp_path, prefect_server_env):
-    """The Quickstart's first command (`pokevq demo`, here for 2 epochs): local S3, synthetic frames, a report."""
-    done, _ = _run_cli(["demo", "--epochs", "2", "--out", "demo_outputs"], tmp_path, env_extra=prefect_server_env)
+    """The Quickstart's first command (`pokevq demo`, here for 1 epoch): local S3, synthetic frames, a report."""
+    done, _ = _run_cli(["demo", "--epochs", "1", "--out", "demo_outputs"], tmp_path, env_extra=prefect_server_env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     finished = next(line for line in done.stdout.splitlines() if line.startswith("Demo finished"))
-    assert re.search(r"2 epochs, validation PSNR \d+\.\d+ dB, pixel accuracy \d+\.\d+%, "
+    assert re.search(r"1 epoch, validation PSNR \d+\.\d+ dB, pixel accuracy \d+\.\d+%, "
                      r"\d+ codes used for \d+ distinct tiles\.$", finished), finished
     reports = list((tmp_path / "demo_outputs" / "s3" / "reports").glob("demo-*/report.md"))
     assert len(reports) == 1
     report = reports[0].read_text()
-    assert "### Tokenizer quality (validation episodes, epoch 2)" in report
+    assert "### Tokenizer quality (validation episodes, epoch 1)" in report
     assert "| dialog-box accuracy | –" not in report  # the demo uploads the frames' annotations
     assert (reports[0].parent / "reconstructions.png").is_file()
     checkpoints = tmp_path / "demo_outputs" / "s3" / "checkpoints"
