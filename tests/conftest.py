@@ -118,3 +118,20 @@ def prefect_harness():
     with prefect_test_harness(server_startup_timeout=120):
         yield
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+# The longest files first (measured wall time on 2 cores), so the test processes, which take whole files
+# (scripts/test.sh: pytest-xdist --dist loadfile), finish together instead of one running a long file alone.
+_LONGEST_FIRST = (
+    "test_deployment.py", "test_faults.py", "test_distributed.py", "test_cli.py", "test_benchmarks_smoke.py",
+    "test_nightly.py", "test_streaming.py", "test_shards.py", "test_security.py", "test_midepoch_resume.py",
+    "test_tokenizer.py", "test_lease_run.py", "test_hostile_inputs.py", "test_gpu_check.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: a file's tests keep their order and stay together

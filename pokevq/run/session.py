@@ -76,7 +76,9 @@ class RunSession:
         self.lease: Lease | None = None
         self.group: TrainingGroup | None = None  # the other training processes, when there are any
         self._group_quiet = True  # no collective was left half-done (so the ranks can be told to stop)
-        log.info("Run %s: outputs to %s, work directory %s", config.experiment_name, plan.describe(), self.workdir)
+        fell_back = f" (S3 set-up failed, so LOCAL storage: {plan.fallback_reason})" if plan.fallback_reason else ""
+        log.info("Run %s: outputs to %s%s, work directory %s", config.experiment_name, plan.describe(), fell_back,
+                 self.workdir)
 
     # -------------------------------------------------------------- pieces
     @property

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -72,10 +71,8 @@ def _run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None
 
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(env_extra or {})
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pokevq", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pokevq", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
-    return done, time.monotonic() - started
 
 
 def _last_error_line(stderr: str) -> str:
@@ -94,83 +91,121 @@ def prefect_server_env(prefect_harness):
     return {"PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
-def test_no_credentials(tmp_path, moto_endpoint, bucket, prefect_server_env):
-    done, _ = _run_cli(
-        ["train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint, "--no-fallback", *TINY],
-        tmp_path, prefect_server_env, drop=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-    )
-    assert done.returncode == 1
-    assert _last_error_line(done.stderr).startswith("Error: AWS credentials not found")
-    assert "Traceback" not in done.stderr
+# Every bad-input case of `pokevq train`, run through `pokevq.cli.main` (exactly what the command runs) in one
+# interpreter, so the imports are paid once; `drop` names environment variables removed for that case only.
+_CASES_SCRIPT = r"""
+import json, os, sys
+from pokevq import cli
+
+for name, args, drop in json.loads(sys.argv[1]):
+    saved = {key: os.environ.pop(key) for key in drop if key in os.environ}
+    print(f"@@case {name}", file=sys.stderr, flush=True)
+    rc = cli.main(args)
+    print(f"@@rc {rc}", file=sys.stderr, flush=True)
+    os.environ.update(saved)
+"""
 
 
-def test_endpoint_down_answers_fast(tmp_path, bucket, prefect_server_env):
+@pytest.fixture(scope="module")
+def train_errors(tmp_path_factory, moto_endpoint, synth_frames, prefect_server_env) -> dict[str, tuple[int, str]]:
+    """case -> (exit code, everything the command wrote to stderr) for each bad input below."""
+    import json
+    import os
+    import uuid
+
+    import boto3
+
     from pokevq.storage.local_server import free_port
 
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    done, seconds = _run_cli(
-        ["train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", endpoint, "--no-fallback", *TINY],
-        tmp_path, prefect_server_env,
+    root = tmp_path_factory.mktemp("cli-errors")
+    empty = f"pokevq-cli-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=empty)
+    down = f"http://127.0.0.1:{free_port()}"
+    blocker = root / "a-file"
+    blocker.write_text("not a directory")
+    s3 = ["--use-s3", "--no-fallback", *TINY]
+    cases = {
+        "no-credentials": (["train", "--s3-bucket", empty, "--s3-endpoint-url", moto_endpoint, *s3],
+                           ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]),
+        "endpoint-down": (["train", "--s3-bucket", empty, "--s3-endpoint-url", down, *s3], []),
+        "missing-bucket": (["train", "--s3-bucket", "no-such-bucket-pokevq", "--s3-endpoint-url", moto_endpoint, *s3],
+                           []),
+        "empty-prefix": (["train", "--s3-bucket", empty, "--s3-endpoint-url", moto_endpoint, *s3], []),
+        "unwritable-cache": (["train", "--frames-dir", str(synth_frames), "--cache-dir", str(blocker / "cache"),
+                              *TINY], []),
+        "missing-checkpoint": (["train", "--frames-dir", str(synth_frames), "--resume",
+                                str(root / "nope" / "checkpoint_latest.pt"), *TINY], []),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _CASES_SCRIPT, json.dumps([[name, args, drop] for name, (args, drop) in cases.items()])],
+        env={**os.environ, **prefect_server_env}, cwd=root, capture_output=True, text=True, timeout=400,
     )
-    assert done.returncode == 1
-    assert _last_error_line(done.stderr).startswith(f"Error: Unable to connect to S3 at {endpoint}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = {}
+    for chunk in done.stderr.split("@@case ")[1:]:
+        name, _, output = chunk.partition("\n")
+        rc = re.search(r"^@@rc (-?\d+)$", output, re.M)
+        assert rc, output[-2000:]
+        found[name] = (int(rc.group(1)), output[: rc.start()])
+    assert sorted(found) == sorted(cases), done.stderr[-3000:]
+    found["_inputs"] = down, empty, blocker, root  # what the cases were given
+    return found
+
+
+def test_no_credentials(train_errors):
+    rc, stderr = train_errors["no-credentials"]
+    assert rc == 1
+    assert _last_error_line(stderr).startswith("Error: AWS credentials not found")
+
+
+def test_endpoint_down(train_errors):
+    down, *_ = train_errors["_inputs"]
+    rc, stderr = train_errors["endpoint-down"]
+    assert rc == 1
+    assert _last_error_line(stderr).startswith(f"Error: Unable to connect to S3 at {down}")
     # How fast is bounded by configuration (test_validate.py) and measured in benchmarks/fail_fast.py, not by a clock.
 
 
-def test_missing_bucket(tmp_path, moto_endpoint, prefect_server_env):
-    done, _ = _run_cli(
-        ["train", "--use-s3", "--s3-bucket", "no-such-bucket-pokevq", "--s3-endpoint-url", moto_endpoint,
-         "--no-fallback", *TINY],
-        tmp_path, prefect_server_env,
-    )
-    assert done.returncode == 1
-    assert "no-such-bucket-pokevq does not exist" in _last_error_line(done.stderr)
+def test_missing_bucket(train_errors):
+    rc, stderr = train_errors["missing-bucket"]
+    assert rc == 1
+    assert "no-such-bucket-pokevq does not exist" in _last_error_line(stderr)
 
 
-def test_empty_frames_prefix(tmp_path, moto_endpoint, bucket, prefect_server_env):
-    done, _ = _run_cli(
-        ["train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint, "--no-fallback", *TINY],
-        tmp_path, prefect_server_env,
-    )
-    assert done.returncode == 1
-    assert _last_error_line(done.stderr).startswith(f"Error: No frames found under s3://{bucket}/pokemon_frames/")
+def test_empty_frames_prefix(train_errors):
+    _, empty, _, _ = train_errors["_inputs"]
+    rc, stderr = train_errors["empty-prefix"]
+    assert rc == 1
+    assert _last_error_line(stderr).startswith(f"Error: No frames found under s3://{empty}/pokemon_frames/")
 
 
-def test_unwritable_cache_dir(tmp_path, synth_frames, prefect_server_env):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    done, _ = _run_cli(
-        ["train", "--frames-dir", str(synth_frames), "--cache-dir", str(blocker / "cache"), *TINY],
-        tmp_path, prefect_server_env,
-    )
-    assert done.returncode == 1
-    assert _last_error_line(done.stderr).startswith(f"Error: Cannot create cache directory {blocker / 'cache'}")
+def test_unwritable_cache_dir(train_errors):
+    _, _, blocker, _ = train_errors["_inputs"]
+    rc, stderr = train_errors["unwritable-cache"]
+    assert rc == 1
+    assert _last_error_line(stderr).startswith(f"Error: Cannot create cache directory {blocker / 'cache'}")
 
 
-def test_resume_from_missing_checkpoint(tmp_path, synth_frames, prefect_server_env):
-    done, _ = _run_cli(
-        ["train", "--frames-dir", str(synth_frames), "--resume", str(tmp_path / "nope" / "checkpoint_latest.pt"),
-         *TINY],
-        tmp_path, prefect_server_env,
-    )
-    assert done.returncode == 1
-    assert _last_error_line(done.stderr).startswith("Error: Checkpoint not found: ")
+def test_resume_from_missing_checkpoint(train_errors):
+    rc, stderr = train_errors["missing-checkpoint"]
+    assert rc == 1
+    assert _last_error_line(stderr).startswith("Error: Checkpoint not found: ")
 
 
 def test_debug_shows_the_traceback(tmp_path, prefect_server_env):
-    done, _ = _run_cli(["train", "--frames-dir", str(tmp_path / "empty"), "--debug", *TINY], tmp_path,
-                       prefect_server_env)
+    done = _run_cli(["train", "--frames-dir", str(tmp_path / "empty"), "--debug", *TINY], tmp_path,
+                    prefect_server_env)
     assert done.returncode != 0
     assert "Traceback" in done.stderr and "NoFramesError" in done.stderr
 
 
 def test_synth_and_upload_commands(tmp_path, moto_endpoint, bucket, s3_client):
-    done, _ = _run_cli(["synth", "--out", "frames", "--games", "1", "--episodes", "2", "--frames", "3"], tmp_path)
+    done = _run_cli(["synth", "--out", "frames", "--games", "1", "--episodes", "2", "--frames", "3"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(p.relative_to(tmp_path / "frames").as_posix() for p in (tmp_path / "frames").rglob("*.png")) == [
         f"game1/episode{e}/frame_{f:03d}.png" for e in (1, 2) for f in (1, 2, 3)
     ]
-    done, _ = _run_cli(["upload", "frames", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint], tmp_path)
+    done = _run_cli(["upload", "frames", "--s3-bucket", bucket, "--s3-endpoint-url", moto_endpoint], tmp_path)
     assert done.returncode == 0, done.stderr
     listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="pokemon_frames/")["Contents"]
     # The frames, and their annotations (palettes, dialog boxes) for the quality metrics.
@@ -182,7 +217,7 @@ def test_synth_and_upload_commands(tmp_path, moto_endpoint, bucket, s3_client):
 @pytest.mark.e2e
 def test_quickstart_demo_runs_the_default_model_end_to_end(tmp_path, prefect_server_env):
     """The Quickstart's first command (`pokevq demo`, here for 1 epoch): local S3, synthetic frames, a report."""
-    done, _ = _run_cli(["demo", "--epochs", "1", "--out", "demo_outputs"], tmp_path, env_extra=prefect_server_env)
+    done = _run_cli(["demo", "--epochs", "1", "--out", "demo_outputs"], tmp_path, env_extra=prefect_server_env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     finished = next(line for line in done.stdout.splitlines() if line.startswith("Demo finished"))
     assert re.search(r"1 epoch, validation PSNR \d+\.\d+ dB, pixel accuracy \d+\.\d+%, "

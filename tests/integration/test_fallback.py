@@ -138,6 +138,8 @@ def test_fallback_warns_on_the_console_and_in_the_log_and_trains_locally(fallbac
     assert "WARNING: S3 set-up failed and this run used LOCAL storage (see the report)." in lines
 
     # The run completed on local storage: report, checkpoints and manifest under --output-dir.
+    # The run's own training log says so too.
+    assert reason in (out / "logs" / cause / "training_latest.log").read_text(encoding="utf-8")
     report = (out / "reports" / cause / "report.md").read_text(encoding="utf-8")
     assert "fell back to local storage" in report
     assert reason in report
