@@ -212,7 +212,7 @@ def deploy_environment(pool: str, cron: str, timezone: str) -> dict[str, str]:
 
 def stack_up(port: int = 4200, pool: str = "pokevq", cron: str = "0 3 * * *", timezone: str = "UTC") -> StackState:
     """Start everything; on failure stop what was started and raise."""
-    settings.zombie_seconds()  # a bad $POKEVQ_ZOMBIE_SECONDS is refused before anything starts
+    zombie_seconds = settings.zombie_seconds()  # a bad $POKEVQ_ZOMBIE_SECONDS is refused before anything starts
     existing = StackState.load()
     if existing and any(_alive(pid) for pid in existing.pids.values()):
         raise PokevqError(
@@ -256,7 +256,7 @@ def stack_up(port: int = 4200, pool: str = "pokevq", cron: str = "0 3 * * *", ti
             "deploying deployments/prefect.yaml",
             cwd=REPO_ROOT,
         )
-        _create_automation(prefect, env)
+        _create_automation(prefect, env, zombie_seconds)
         worker_log = stack_dir / "worker.log"
         worker = _spawn([prefect, "worker", "start", "--pool", pool, "--type", "process"], worker_log, env, REPO_ROOT)
         pids["worker"] = worker.pid
@@ -269,7 +269,7 @@ def stack_up(port: int = 4200, pool: str = "pokevq", cron: str = "0 3 * * *", ti
     return state
 
 
-def _create_automation(prefect: str, env: dict[str, str]) -> None:
+def _create_automation(prefect: str, env: dict[str, str], zombie_seconds: int) -> None:
     """The zombie-run automation, replaced rather than duplicated on every `stack up`."""
     subprocess.run(
         [prefect, "--no-prompt", "automation", "delete", "pokevq-crash-zombie-flow-runs"],
@@ -277,7 +277,7 @@ def _create_automation(prefect: str, env: dict[str, str]) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="pokevq-automation-") as folder:
         path = Path(folder) / "automations.yaml"
-        path.write_text(zombie_automation(settings.zombie_seconds()))
+        path.write_text(zombie_automation(zombie_seconds))
         _run([prefect, "automation", "create", "--from-file", str(path)], env, "creating the automation")
 
 

@@ -240,14 +240,13 @@ def _train_epochs(
     epochs = _Epochs(completed=first - 1)
     checkpoint_upload = tensorboard_upload = log_upload = None
     unchecked: list[PrefectFuture] = []
-    in_flight: list[list[PrefectFuture]] = []  # each epoch's uploads, oldest first
+    older: list[PrefectFuture] = []  # the uploads of the epoch before the last one
+    newest: list[PrefectFuture] = []  # the last epoch's uploads
     previous: dict[str, Any] = start
     for epoch in range(first, last + 1):
         # Only the last epoch's uploads overlap training: one that fails for good stops the run before
         # the epoch after next at the latest, and the work directory holds at most two epochs' files.
-        for uploads in in_flight[:-1]:
-            wait(uploads)
-        del in_flight[:-1]
+        wait(older)
         failed = _failed_upload(unchecked)
         if failed is not None:  # e.g. S3 down for longer than every retry: stop, a retry continues from here
             logger.error("Stopping before epoch %d, an upload failed (%s): retry the run once storage is back",
@@ -265,9 +264,10 @@ def _train_epochs(
         tensorboard_upload = upload_tensorboard_.submit(run, epoch, result, wait_for=_after(tensorboard_upload))
         log_upload = upload_logs_.submit(run, epoch, result, wait_for=_after(log_upload))
         epochs.checkpoint_uploads.append(checkpoint_upload)
-        pending += [checkpoint_upload, tensorboard_upload, log_upload]
-        unchecked += [checkpoint_upload, tensorboard_upload, log_upload]
-        in_flight.append([checkpoint_upload, tensorboard_upload, log_upload])
+        uploads = [checkpoint_upload, tensorboard_upload, log_upload]
+        pending += uploads
+        unchecked += uploads
+        older, newest = newest, uploads
         previous = result
         if result.get("partial"):  # --max-steps or --time-budget: the run ends at a step boundary
             epochs.stopped_by = {"budget": result["stopped_by"], "epoch": epoch, "global_step": result["global_step"]}

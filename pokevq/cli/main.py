@@ -303,6 +303,10 @@ def run_stack(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------- error edge
 
 
+COMMANDS = {"synth": run_synth, "upload": run_upload, "pack": run_pack, "demo": run_demo, "tokenize": run_tokenize,
+            "decode": run_decode, "export": run_export, "stack": run_stack}  # `train` builds its TrainConfig first
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -310,22 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             run_train(config_from_args(args))
-        elif args.command == "synth":
-            run_synth(args)
-        elif args.command == "upload":
-            run_upload(args)
-        elif args.command == "pack":
-            run_pack(args)
-        elif args.command == "demo":
-            run_demo(args)
-        elif args.command == "tokenize":
-            run_tokenize(args)
-        elif args.command == "decode":
-            run_decode(args)
-        elif args.command == "export":
-            run_export(args)
-        elif args.command == "stack":
-            run_stack(args)
+        else:
+            COMMANDS[args.command](args)
     except PokevqError as exc:
         if debug:
             raise

@@ -76,22 +76,14 @@ class FaultProxy:
                 claimed = {self.headers.get(h) for h in owner_headers}
                 if owner is not None and claimed - {None, owner}:
                     proxy.denied.append(self.path)
-                    self.send_response(403)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(_ACCESS_DENIED)))
-                    self.end_headers()
-                    self.wfile.write(_ACCESS_DENIED)
+                    _answer_error(self, 403, "Forbidden", _ACCESS_DENIED)
                     return
                 if proxy._intercept(self, body):
                     return
                 pattern = proxy.deny_put
                 if self.command == "PUT" and pattern is not None and pattern.search(self.path):
                     proxy.denied.append(self.path)
-                    self.send_response(403)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(_ACCESS_DENIED)))
-                    self.end_headers()
-                    self.wfile.write(_ACCESS_DENIED)
+                    _answer_error(self, 403, "Forbidden", _ACCESS_DENIED)
                     return
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in _HOP_BY_HOP and k.lower() not in proxy.strip_headers}
@@ -294,15 +286,11 @@ class FaultProxy:
         if chosen.kind == "drop":
             handler.close_connection = True
             return True
-        if chosen.kind in ("slowdown", "deny"):
-            status, reason, body = (503, "Slow Down", _SLOW_DOWN) if chosen.kind == "slowdown" else (
-                403, "Forbidden", _ACCESS_DENIED)
-            payload = b"" if handler.command == "HEAD" else body
-            handler.send_response(status, reason)
-            handler.send_header("Content-Type", "application/xml")
-            handler.send_header("Content-Length", str(len(payload)))
-            handler.end_headers()
-            handler.wfile.write(payload)
+        if chosen.kind == "slowdown":
+            _answer_error(handler, 503, "Slow Down", _SLOW_DOWN)
+            return True
+        if chosen.kind == "deny":
+            _answer_error(handler, 403, "Forbidden", _ACCESS_DENIED)
             return True
         if chosen.kind == "truncate" and handler.command == "PUT" and body:
             status, reason, headers, payload = self._upstream(handler, *_truncated_put(handler, body))
@@ -373,6 +361,16 @@ class Fault:
     delay: float = 0.0
     matched: int = 0
     injected: int = 0
+
+
+def _answer_error(handler, status: int, reason: str, body: bytes) -> None:
+    """An S3 error answer (a HEAD answer carries no body)."""
+    payload = b"" if handler.command == "HEAD" else body
+    handler.send_response(status, reason)
+    handler.send_header("Content-Type", "application/xml")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
 
 
 def _plain_headers(handler) -> dict[str, str]:

@@ -6,12 +6,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from pokevq import cli
 from pokevq.config import TrainConfig
+from tests.helpers.cli_cases import run_cli_cases
 from tests.helpers.runs import TINY_FLAGS
 
 TINY = [*TINY_FLAGS, "--num-workers", "0", "--epochs", "1", "--batch-size", "4"]
@@ -91,25 +93,9 @@ def prefect_server_env(prefect_harness):
     return {"PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
-# Every bad-input case of `pokevq train`, run through `pokevq.cli.main` (exactly what the command runs) in one
-# interpreter, so the imports are paid once; `drop` names environment variables removed for that case only.
-_CASES_SCRIPT = r"""
-import json, os, sys
-from pokevq import cli
-
-for name, args, drop in json.loads(sys.argv[1]):
-    saved = {key: os.environ.pop(key) for key in drop if key in os.environ}
-    print(f"@@case {name}", file=sys.stderr, flush=True)
-    rc = cli.main(args)
-    print(f"@@rc {rc}", file=sys.stderr, flush=True)
-    os.environ.update(saved)
-"""
-
-
 @pytest.fixture(scope="module")
-def train_errors(tmp_path_factory, moto_endpoint, synth_frames, prefect_server_env) -> dict[str, tuple[int, str]]:
-    """case -> (exit code, everything the command wrote to stderr) for each bad input below."""
-    import json
+def train_errors(tmp_path_factory, moto_endpoint, synth_frames, prefect_server_env) -> SimpleNamespace:
+    """`results`: case -> (exit code, the command's output) for each bad input below; and what they were given."""
     import os
     import uuid
 
@@ -136,60 +122,49 @@ def train_errors(tmp_path_factory, moto_endpoint, synth_frames, prefect_server_e
         "missing-checkpoint": (["train", "--frames-dir", str(synth_frames), "--resume",
                                 str(root / "nope" / "checkpoint_latest.pt"), *TINY], []),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _CASES_SCRIPT, json.dumps([[name, args, drop] for name, (args, drop) in cases.items()])],
-        env={**os.environ, **prefect_server_env}, cwd=root, capture_output=True, text=True, timeout=400,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = {}
-    for chunk in done.stderr.split("@@case ")[1:]:
-        name, _, output = chunk.partition("\n")
-        rc = re.search(r"^@@rc (-?\d+)$", output, re.M)
-        assert rc, output[-2000:]
-        found[name] = (int(rc.group(1)), output[: rc.start()])
-    assert sorted(found) == sorted(cases), done.stderr[-3000:]
-    found["_inputs"] = down, empty, blocker, root  # what the cases were given
-    return found
+    # Every case through `pokevq.cli.main` (exactly what the command runs) in one interpreter.
+    return SimpleNamespace(results=run_cli_cases(cases, {**os.environ, **prefect_server_env}, root),
+                           down=down, empty=empty, blocker=blocker)
 
 
 def test_no_credentials(train_errors):
-    rc, stderr = train_errors["no-credentials"]
+    rc, output = train_errors.results["no-credentials"]
     assert rc == 1
-    assert _last_error_line(stderr).startswith("Error: AWS credentials not found")
+    assert _last_error_line(output).startswith("Error: AWS credentials not found")
 
 
 def test_endpoint_down(train_errors):
-    down, *_ = train_errors["_inputs"]
-    rc, stderr = train_errors["endpoint-down"]
+    down = train_errors.down
+    rc, output = train_errors.results["endpoint-down"]
     assert rc == 1
-    assert _last_error_line(stderr).startswith(f"Error: Unable to connect to S3 at {down}")
+    assert _last_error_line(output).startswith(f"Error: Unable to connect to S3 at {down}")
     # How fast is bounded by configuration (test_validate.py) and measured in benchmarks/fail_fast.py, not by a clock.
 
 
 def test_missing_bucket(train_errors):
-    rc, stderr = train_errors["missing-bucket"]
+    rc, output = train_errors.results["missing-bucket"]
     assert rc == 1
-    assert "no-such-bucket-pokevq does not exist" in _last_error_line(stderr)
+    assert "no-such-bucket-pokevq does not exist" in _last_error_line(output)
 
 
 def test_empty_frames_prefix(train_errors):
-    _, empty, _, _ = train_errors["_inputs"]
-    rc, stderr = train_errors["empty-prefix"]
+    empty = train_errors.empty
+    rc, output = train_errors.results["empty-prefix"]
     assert rc == 1
-    assert _last_error_line(stderr).startswith(f"Error: No frames found under s3://{empty}/pokemon_frames/")
+    assert _last_error_line(output).startswith(f"Error: No frames found under s3://{empty}/pokemon_frames/")
 
 
 def test_unwritable_cache_dir(train_errors):
-    _, _, blocker, _ = train_errors["_inputs"]
-    rc, stderr = train_errors["unwritable-cache"]
+    blocker = train_errors.blocker
+    rc, output = train_errors.results["unwritable-cache"]
     assert rc == 1
-    assert _last_error_line(stderr).startswith(f"Error: Cannot create cache directory {blocker / 'cache'}")
+    assert _last_error_line(output).startswith(f"Error: Cannot create cache directory {blocker / 'cache'}")
 
 
 def test_resume_from_missing_checkpoint(train_errors):
-    rc, stderr = train_errors["missing-checkpoint"]
+    rc, output = train_errors.results["missing-checkpoint"]
     assert rc == 1
-    assert _last_error_line(stderr).startswith("Error: Checkpoint not found: ")
+    assert _last_error_line(output).startswith("Error: Checkpoint not found: ")
 
 
 def test_debug_shows_the_traceback(tmp_path, prefect_server_env):

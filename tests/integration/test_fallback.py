@@ -10,17 +10,15 @@ are paid once; each run's console is what that process wrote to stdout and stder
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import subprocess
-import sys
 import uuid
 
 import boto3
 import pytest
 
+from tests.helpers.cli_cases import run_cli_cases
 from tests.helpers.frames import upload_tree
 from tests.helpers.runs import TINY_FLAGS, list_keys
 from tests.helpers.s3_proxy import FaultProxy
@@ -36,21 +34,6 @@ CAUSES = {
     "access-denied": "Access denied to S3 bucket {bucket}",
     "empty-prefix": "No frames found under s3://{bucket}/",
 }
-
-# Runs `pokevq train` once per case in this one interpreter; the console of each lies between its markers.
-_SCRIPT = r"""
-import json, os, sys
-from pokevq.cli.main import main
-
-for name, argv, drop in json.loads(sys.argv[1]):
-    saved = {key: os.environ.pop(key) for key in drop if key in os.environ}
-    print(f"@@@ begin {name}", flush=True)
-    code = main(argv)
-    sys.stderr.flush()
-    print(f"@@@ end {name} rc={code}", flush=True)
-    os.environ.update(saved)
-"""
-
 
 def _loud(message: str, reason: str) -> bool:
     """`message` is the fallback warning, naming `reason` after it."""
@@ -90,42 +73,32 @@ def fallback_runs(prefect_harness, moto_endpoint, synth_frames, tmp_path_factory
     denied = re.escape(buckets["access-denied"])
     proxy.add_fault("deny", rf"^[A-Z]+ /{denied}([/?]|$)")  # every request on that bucket: 403 AccessDenied
     endpoints = {"no-credentials": moto_endpoint, "access-denied": proxy.url, "empty-prefix": moto_endpoint}
-    cases = []
+    cases = {}
     for cause in CAUSES:
         argv = ["train", "--use-s3", "--s3-bucket", buckets[cause], "--s3-endpoint-url", endpoints[cause],
                 "--frames-dir", frames_dir, "--output-dir", str(root / cause), "--experiment-name", cause,
                 "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--learning-rate", "0.001",
                 "--cache-dir", str(root / "cache" / cause), *TINY_FLAGS]
         drop = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] if cause == "no-credentials" else []
-        cases.append([cause, argv, drop])
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONUNBUFFERED": "1",
-           "COLUMNS": "4000"}  # no console line wrapped
-    try:
-        done = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(cases)], env=env, cwd=root,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        cases[cause] = (argv, drop)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "4000"}  # no console line wrapped
+    try:  # the three runs in one interpreter; the console of each is what it wrote to stdout and stderr
+        consoles = run_cli_cases(cases, env, root, timeout=300)
     finally:
         proxy.stop()
-    output = done.stdout
-    assert done.returncode == 0, output[-5000:]
-    runs = {}
-    for cause in CAUSES:
-        found = re.search(rf"^@@@ begin {cause}\n(.*?)^@@@ end {cause} rc=(\d+)$", output, re.S | re.M)
-        assert found, output[-5000:]
-        runs[cause] = dict(bucket=buckets[cause], out=root / cause, console=found.group(1), rc=int(found.group(2)))
-        runs[cause]["logs"] = _flow_run_logs(buckets[cause])
-    runs["_s3"] = s3
-    runs["_denials"] = proxy.injected_count("deny")
-    return runs
+    denials = proxy.injected_count("deny")
+    return {cause: dict(bucket=buckets[cause], out=root / cause, console=consoles[cause][1], rc=consoles[cause][0],
+                        logs=_flow_run_logs(buckets[cause]), denials=denials) for cause in CAUSES}
 
 
 @pytest.mark.parametrize("cause", list(CAUSES))
-def test_fallback_warns_on_the_console_and_in_the_log_and_trains_locally(fallback_runs, cause):
+def test_fallback_warns_on_the_console_and_in_the_log_and_trains_locally(fallback_runs, cause, s3_client):
     run = fallback_runs[cause]
     bucket, out, console = run["bucket"], run["out"], run["console"]
     reason = CAUSES[cause].format(bucket=bucket)
     assert run["rc"] == 0, console[-3000:]
     if cause == "access-denied":
-        assert fallback_runs["_denials"] > 0  # the proxy answered 403 AccessDenied: that is what failed
+        assert run["denials"] > 0  # the proxy answered 403 AccessDenied: that is what failed
 
     # In the run's log, as the orchestrator keeps it (the flow run's logs in Prefect's API and UI): at WARNING,
     # naming the cause.
@@ -147,6 +120,5 @@ def test_fallback_warns_on_the_console_and_in_the_log_and_trains_locally(fallbac
         assert (out / "checkpoints" / cause / name).is_file(), name
     assert (out / "manifests" / cause / "manifest.parquet").is_file()
     # ... and nothing of the run's layout in the bucket (only the frames the bucket held before).
-    s3 = fallback_runs["_s3"]
     for folder in ("checkpoints", "logs", "manifests", "reports", "tensorboard"):
-        assert list_keys(s3, bucket, f"{folder}/") == [], folder
+        assert list_keys(s3_client, bucket, f"{folder}/") == [], folder

@@ -200,7 +200,6 @@ def test_an_upload_that_fails_for_good_stops_training_and_a_retry_continues(
 ):
     """A denied upload is tried once per task run, a throttled one is retried, and no epoch starts
     after an upload failed for good: only the next epoch may overlap an upload."""
-    b = re.escape(frames_bucket)
     epoch1 = f"/{frames_bucket}/checkpoints/stopped/checkpoint_epoch_1.pt"
     denied = proxy.add_fault("deny", rf"^PUT {re.escape(epoch1)}$")  # a permission the keys lack: 403
 
@@ -208,8 +207,8 @@ def test_an_upload_that_fails_for_good_stops_training_and_a_retry_continues(
                    return_state=True)
 
     assert state.is_failed()
-    assert "AccessDenied" in str(state.result(raise_on_failure=False)) or "Access denied" in str(
-        state.result(raise_on_failure=False))
+    error = str(state.result(raise_on_failure=False))
+    assert "AccessDenied" in error or "Access denied" in error
     assert denied.injected == 1 and _requests(proxy, "PUT", epoch1) == 1  # no client retry, no task retry
     flow_run_id = state.state_details.flow_run_id
     states = task_states(flow_run_id)
@@ -235,8 +234,6 @@ def test_an_upload_that_fails_for_good_stops_training_and_a_retry_continues(
     final = torch.load(io.BytesIO(_get(s3, frames_bucket, "checkpoints/stopped/checkpoint_latest.pt")),
                        weights_only=True)
     assert [h["epoch"] for h in final["history"]] == [1, 2, 3]
-    assert not re.search(rf"^PUT /{b}/checkpoints/stopped/checkpoint_epoch_4", "\n".join(
-        f"{m} {p}" for m, p, _ in proxy.seen), re.M)
 
 
 # ----------------------------------------------------------------------------- verified checkpoints

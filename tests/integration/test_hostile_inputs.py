@@ -29,6 +29,7 @@ from pokevq.data import FrameDataset, FrameSource
 from pokevq.data.cache import FrameCache, _cache_name
 from pokevq.data.manifest import index_frames
 from pokevq.storage import S3Storage
+from tests.helpers.cli_cases import run_cli_cases
 from tests.helpers.frames import upload_tree
 from tests.helpers.runs import TINY
 from tests.helpers.runs import TINY_FLAGS as MODEL_FLAGS
@@ -307,25 +308,11 @@ def test_resume_with_malformed_uris_and_unusable_checkpoints_is_one_line_each(
         (["--resume", uri + "checkpoint_epoch_7.pt"], f"Error: Checkpoint {uri}checkpoint_epoch_7.pt is corrupt: "),
     ]
     # One interpreter runs every case through `pokevq.cli.main`, exactly what the `pokevq` command runs.
-    script = (
-        "import json, sys\nfrom pokevq import cli\n"
-        "for i, args in enumerate(json.loads(sys.argv[1])):\n"
-        "    print(f'@@case {i}', file=sys.stderr, flush=True)\n"
-        "    rc = cli.main(args)\n"
-        "    print(f'@@rc {rc}', file=sys.stderr, flush=True)\n"
-    )
-    import json
-
-    done = subprocess.run(
-        [sys.executable, "-c", script, json.dumps([base + extra for extra, _ in cases])],
-        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, cwd=tmp_path, capture_output=True, text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    outputs = done.stderr.split("@@case ")[1:]
-    assert len(outputs) == len(cases), done.stderr[-3000:]
-    for (_, expected), output in zip(cases, outputs):
-        assert "@@rc 1" in output, output[-2000:]
+    outputs = run_cli_cases({str(i): (base + extra, []) for i, (extra, _) in enumerate(cases)},
+                            {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}, tmp_path)
+    for i, (_, expected) in enumerate(cases):
+        rc, output = outputs[str(i)]
+        assert rc == 1, output[-2000:]
         errors = [line for line in output.splitlines() if line.startswith("Error: ")]
         assert len(errors) == 1 and errors[0].startswith(expected), (expected, errors, output[-2000:])
         assert "Traceback" not in output, output[-3000:]
