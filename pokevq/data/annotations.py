@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from pokevq.errors import ObjectNotFoundError, StorageError
-from pokevq.gameboy import ANNOTATIONS_NAME, SCREEN_H, SCREEN_W, Box
+from pokevq.gameboy import ANNOTATIONS_NAME, MAX_COLOURS, SCREEN_H, SCREEN_W, Box
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ def _annotation(entry: Any) -> FrameAnnotation:
     palette_tensor = None
     if palette is not None:
         palette_tensor = torch.tensor(palette, dtype=torch.int64)
-        if palette_tensor.dim() != 2 or palette_tensor.shape[1] != 3 or not 1 <= len(palette_tensor) <= 16:
-            raise ValueError(f"palette must be 1-16 RGB colours, got {palette!r}"[:200])
+        if palette_tensor.dim() != 2 or palette_tensor.shape[1] != 3 or not 1 <= len(palette_tensor) <= MAX_COLOURS:
+            raise ValueError(f"palette must be 1-{MAX_COLOURS} RGB colours, got {palette!r}"[:200])
         if bool((palette_tensor < 0).any() or (palette_tensor > 255).any()):
             raise ValueError("palette colours must be 0-255")
         palette_tensor = palette_tensor.to(torch.uint8)

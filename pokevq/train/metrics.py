@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pokevq.gameboy import Box
+from pokevq.gameboy import MAX_COLOURS, Box
 from pokevq.model.quantizers import count_codes
 
 
@@ -136,7 +136,8 @@ class EpochMetrics:
 # ---------------------------------------------------------------------------
 # Tokenizer quality on the validation episodes (issue: a near-lossless Game Boy tokenizer)
 
-MAX_PALETTE = 16  # colours kept when a frame's palette is read off the frame itself
+MAX_PALETTE = MAX_COLOURS  # colours a frame's palette may hold (a Game Boy Color frame shows up to 56)
+_SNAP_BUDGET = 1 << 24  # pixel-colour distances per chunk: bounds memory at any palette size
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> Tensor:
@@ -177,31 +178,45 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def frame_palette(frame: Tensor, colours: int = MAX_PALETTE) -> Tensor:
-    """The palette of one (3,H,W) uint8 frame read off the frame: its `colours` most frequent colours.
+    """The palette of one (3,H,W) uint8 frame read off the frame: its distinct colours, most frequent first,
+    at most `colours` of them (P,3).
 
-    A Game Boy frame has at most 4 shades, so for one this is exactly the game's palette
-    (as far as the frame shows it). Rows are padded with the most frequent colour, so every
-    palette of a batch has the same length.
+    A Game Boy frame has at most 4 shades and a Game Boy Color frame at most 56 colours, so for
+    either this is exactly the colours the frame shows; only a resized frame (blended colours) is cut.
     """
     ids = (frame[0].int() << 16) | (frame[1].int() << 8) | frame[2].int()
     found, counts = torch.unique(ids.reshape(-1), return_counts=True)
-    top = found[counts.argsort(descending=True)[:colours]]
-    if top.numel() < colours:
-        top = torch.cat([top, top[:1].repeat(colours - top.numel())])
+    top = found[counts.argsort(descending=True, stable=True)[:colours]]
     return torch.stack([(top >> 16) & 255, (top >> 8) & 255, top & 255], dim=1).to(torch.uint8)
+
+
+def stack_palettes(palettes: Sequence[Tensor]) -> Tensor:
+    """(B,P,3) uint8 from palettes of different lengths, each padded with its first colour to the longest.
+
+    Padding to the batch's longest palette, not to MAX_PALETTE, keeps snapping 4-shade frames as cheap
+    as 4 colours make it.
+    """
+    longest = max(len(p) for p in palettes)
+    return torch.stack([torch.cat([p, p[:1].expand(longest - len(p), 3)]) for p in palettes])
 
 
 def snap_to_palette(images: Tensor, palettes: Tensor) -> Tensor:
     """Each pixel of (B,3,H,W) [0,1] images replaced by the nearest colour of its frame's palette (B,P,3) uint8.
 
-    Returns uint8 (B,3,H,W): what the frame looks like once shown with the game's shades.
+    Returns uint8 (B,3,H,W): what the frame looks like once shown with the game's shades. The
+    distances are one batched matrix product (|c|^2 - 2 x.c, centred on mid-grey so float32 keeps
+    them exact to far below a shade step), in chunks of frames that bound memory at 56 colours.
     """
-    pixels = images.float().clamp(0, 1) * 255
-    colours = palettes.float()  # (B,P,3)
-    distances = (pixels.unsqueeze(1) - colours[:, :, :, None, None]).pow(2).sum(dim=2)  # (B,P,H,W)
-    nearest = distances.argmin(dim=1)  # (B,H,W)
-    snapped = torch.gather(colours, 1, nearest.flatten(1).unsqueeze(-1).expand(-1, -1, 3))  # (B,H*W,3)
-    return snapped.transpose(1, 2).reshape(images.shape).round().to(torch.uint8)
+    b, c, h, w = images.shape
+    pixels = (images.float().clamp(0, 1) * 255 - 128).reshape(b, c, h * w).transpose(1, 2)  # (B,HW,3)
+    colours = palettes.to(images.device).float() - 128  # (B,P,3)
+    step = max(1, _SNAP_BUDGET // max(1, colours.shape[1] * h * w))
+    nearest = torch.cat([  # |c|^2 - 2 x.c per pixel and colour, (b,HW,P): the nearest colour is the smallest
+        torch.baddbmm((cs * cs).sum(-1).unsqueeze(1), ps, cs.transpose(1, 2), alpha=-2).argmin(dim=-1)
+        for ps, cs in zip(pixels.split(step), colours.split(step))
+    ])  # (B,HW)
+    snapped = torch.gather(palettes.to(images.device), 1, nearest.unsqueeze(-1).expand(-1, -1, 3))  # (B,HW,3)
+    return snapped.transpose(1, 2).reshape(b, c, h, w)
 
 
 def tile_changed(frames: Tensor, previous: Tensor, tile: int) -> Tensor:
@@ -210,9 +225,8 @@ def tile_changed(frames: Tensor, previous: Tensor, tile: int) -> Tensor:
     return F.max_pool2d(diff, tile).squeeze(1) > 0
 
 
-def _padded(palette: Tensor, device: torch.device) -> Tensor:
-    palette = palette.to(device=device, dtype=torch.uint8).reshape(-1, 3)[:MAX_PALETTE]
-    return torch.cat([palette, palette[:1].repeat(MAX_PALETTE - len(palette), 1)])
+def _known(palette: Tensor, device: torch.device) -> Tensor:
+    return palette.to(device=device, dtype=torch.uint8).reshape(-1, 3)[:MAX_PALETTE]
 
 
 def tile_rows(frames: Tensor, tile: int) -> Tensor:
@@ -313,7 +327,8 @@ class QualityMetrics(EpochMetrics):
         recon, frames = recon.detach().float(), to_uint8(target.detach())
         self._ssim_sum += float(ssim(recon, frames.float() / 255).sum())
         known = palettes if palettes is not None else [None] * len(frames)
-        palette = torch.stack([frame_palette(f) if p is None else _padded(p, f.device) for f, p in zip(frames, known)])
+        palette = stack_palettes([frame_palette(f) if p is None else _known(p, f.device)
+                                  for f, p in zip(frames, known)])
         right = (snap_to_palette(recon, palette) == frames).all(dim=1)  # (B,H,W)
         self._right += int(right.sum())
         self._exact += int(right.flatten(1).all(dim=1).sum())

@@ -52,7 +52,7 @@ def test_frames_without_annotations_have_none(tmp_path):
     [
         (b"{not json", "Expecting property name"),
         (json.dumps({"key": "x"}).encode(), "expected a JSON list"),
-        (json.dumps([{"key": "a.png", "palette": [[1, 2]]}]).encode(), "palette must be 1-16 RGB colours"),
+        (json.dumps([{"key": "a.png", "palette": [[1, 2]]}]).encode(), "palette must be 1-64 RGB colours"),
         (json.dumps([{"key": "a.png", "palette": [[1, 2, 300]]}]).encode(), "0-255"),
         (json.dumps([{"key": "a.png", "has_dialog": True, "dialog_box": [0, 0, 999, 160]}]).encode(), "not inside"),
         (b"\xff\xfe\x00garbage", "Ignoring frame annotations"),
