@@ -5,13 +5,19 @@ tile dictionaries a learned tokenizer must beat.
     python -m benchmarks.quality --full          # the issue's budget, 50 epochs per variant (for a GPU)
     python -m benchmarks.quality --quick         # CI smoke: tiny data, seconds; checks it runs, not quality
     python -m benchmarks.quality --variants default --epochs 50 --time-budget 30m   # the 2-core budget
+    python -m benchmarks.quality --data ucity --baselines-only   # real frames, the tile dictionaries alone (no model)
+    python -m benchmarks.quality --data-dir DIR                  # any folder of frames in pokevq's layout
 
-Frames are synthetic Game Boy gameplay (`pokevq synth`, `--style gameplay`: scrolling maps, sprites,
-window text, fades, battles; `--style classic` for the old aligned-tile look), 2 games x 10 episodes x
-200 frames at the CPU and full sizes, with their annotations (palettes, dialog and menu boxes), read
-from a local folder through the library's own storage, cache and data path. Each variant is a set of
-`TrainConfig` options trained by the library's own `Trainer` for the same number of epochs, batch
-size and learning rate, from the same seed; the figures are the trainer's own validation metrics
+Frames (`--data`): synthetic Game Boy gameplay (`gameplay`, the default: `pokevq synth`, scrolling maps,
+sprites, window text, fades, battles; `classic` for the old aligned-tile look), 2 games x 10 episodes x
+200 frames at the CPU and full sizes, with their annotations (palettes, dialog and menu boxes); or real
+Game Boy Color frames (`ucity`: µCity 1.2 played in PyBoy, benchmarks/ucity_split.json, generated into
+the workdir by benchmarks/ucity_frames.py; needs the ROM and `pip install -r requirements-bench.lock`); or
+any folder (`--data-dir DIR`, e.g. frames made by ucity_frames once). They are read from a local folder through the
+library's own storage, cache and data path, and split by the trainer's own rule (10 % of episodes).
+
+Each variant is a set of `TrainConfig` options trained by the library's own `Trainer` for the same number of
+epochs, batch size and learning rate, from the same seed; the figures are the trainer's own validation metrics
 (pokevq.train.metrics.QualityMetrics) after the last epoch, on the held-out episodes.
 
 The same trainer scores the baselines on the same validation frames (pokevq.train.baselines): a
@@ -22,7 +28,9 @@ The first variants add the quantizer techniques one at a time (a ladder from the
 to the default); the later ones try issue 12's techniques: larger codebooks (EMA and FSQ), encoder
 context, a warm-up and cosine schedule, a 10x learning rate, and one code per 4x4 patch. The
 full-resolution conv architecture runs only with --full or --with-conv (~40x slower per frame on a
-CPU). Results go to benchmarks/QUALITY-<style>-<size>.md (or --results), with the machine they were measured on.
+CPU). `--baselines-only` trains nothing: it scores the dictionaries alone and says how many validation
+tiles never occur in training (benchmarks/dictionaries.py). Results go to benchmarks/QUALITY-<data>-<size>.md
+(or --results), with the machine they were measured on.
 """
 
 from __future__ import annotations
@@ -105,26 +113,94 @@ def _log(started: float, message: str) -> None:
     print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
 
 
-def prepare_data(root: Path, size: dict[str, Any], style: str) -> tuple[Any, Any, dict]:
-    """Write the synthetic frames, index them, and warm a cache that holds all of them decoded."""
+DATA = ("gameplay", "classic", "ucity")
+QUICK_UCITY = dict(episodes=3, frames=40)  # --quick --data ucity: the split's first episodes, shortened
+
+
+class DataUnavailable(Exception):
+    """Frames the benchmark cannot have here (no ROM, no PyBoy, no folder): one line says what to do."""
+
+
+def write_frames(root: Path, size: dict[str, Any], data: str, quick: bool) -> tuple[Path, str]:
+    """Frames for `data` under `root`; returns their folder and what they are, in words."""
+    frames = root / "frames"
+    if data == "ucity":
+        return frames, _ucity_frames(frames, quick)
+    from pokevq.synth.generate import generate_dataset
+
+    generate_dataset(frames, games=size["games"], episodes=size["episodes"], frames=size["frames"], seed=0, style=data)
+    return frames, (f"synthetic {data} frames (`pokevq synth --style {data}`), {size['games']} games × "
+                    f"{size['episodes']} episodes × {size['frames']} frames")
+
+
+def _ucity_frames(frames: Path, quick: bool) -> str:
+    from benchmarks import ucity_frames
+
+    split = ucity_frames.load_split()
+    try:
+        if not quick:
+            ucity_frames.generate_split(frames, log=lambda line: None)
+            return _ucity_split_what(split)
+        rom = ucity_frames.default_rom(split)
+        ucity_frames.check_rom(rom, split["rom"]["sha256"])
+        ucity_frames.check_pyboy()
+        episodes = dict(list(split["episodes"].items())[:QUICK_UCITY["episodes"]])
+        ucity_frames.write_frames(frames, episodes, QUICK_UCITY["frames"], tuple(split["sampling"]["every_ticks"]),
+                                  rom, log=lambda line: None)
+        return f"µCity 1.2 frames, the split's first {len(episodes)} episodes × {QUICK_UCITY['frames']} frames"
+    except ucity_frames.Unavailable as exc:
+        raise DataUnavailable(str(exc)) from None
+
+
+def _ucity_split_what(split: dict[str, Any]) -> str:
+    return (f"µCity 1.2 frames (`python -m benchmarks.ucity_frames`, benchmarks/ucity_split.json): "
+            f"{len(split['episodes'])} episodes × {split['frames_per_episode']} frames, validating on "
+            f"{' and '.join(split['validation'])}")
+
+
+def check_ucity_validation(manifest: Any) -> None:
+    """The trainer's validation episodes must be the split's (benchmarks/ucity_split.json)."""
+    from benchmarks.ucity_frames import load_split
+
+    val = manifest[manifest["split"] == "val"]
+    # DIR/ucity/episode13/... lists as game "ucity", episode "episode13"; DIR/ucity/ itself as game "episode13".
+    found = sorted({episode or game for game, episode in zip(val["game"].astype(str), val["episode"].astype(str))})
+    wanted = sorted(load_split()["validation"])
+    if found != wanted:
+        raise DataUnavailable(f"the trainer validates on {', '.join(found)}, but benchmarks/ucity_split.json on "
+                              f"{', '.join(wanted)}: these are not the split's frames")
+
+
+def prepare_data(root: Path, size: dict[str, Any], data: str, data_dir: str | None,
+                 quick: bool) -> tuple[Any, Any, dict, str]:
+    """Write (or find) the frames, index them, and warm a cache that holds all of them decoded."""
     from pokevq.config import parse_image_size
     from pokevq.data import FrameSource, warm_frames
     from pokevq.data.annotations import load_annotations
     from pokevq.data.cache import FrameCache
     from pokevq.data.manifest import index_frames
     from pokevq.storage import LocalStorage
-    from pokevq.synth.generate import generate_dataset
 
-    frames = root / "frames"
-    generate_dataset(frames, games=size["games"], episodes=size["episodes"], frames=size["frames"], seed=0,
-                     style=style)
+    if data_dir:
+        frames, what = Path(data_dir), f"the frames in `{data_dir}`"
+        if data == "ucity" and not quick:
+            from benchmarks.ucity_frames import load_split
+
+            what = f"{_ucity_split_what(load_split())}, read from `{data_dir}`"
+        if not frames.is_dir():
+            raise DataUnavailable(f"--data-dir {data_dir} is not a folder: point it at frames laid out as "
+                                  "DIR/<game>/<episode>/frame_<n>.png")
+    else:
+        frames, what = write_frames(root, size, data, quick)
     storage = LocalStorage(str(frames))
     manifest = index_frames(storage, "", val_fraction=0.1, seed=0)
+    if data == "ucity" and not (quick and not data_dir):
+        check_ucity_validation(manifest)
     annotations = load_annotations(storage, "")
     cache = FrameCache(root / "cache", max_items=len(manifest) + 1)
     source = FrameSource(storage, cache)
     warm_frames(source, manifest, limit=len(manifest), progress=False, image_size=parse_image_size(size["image_size"]))
-    return manifest, source, annotations
+    return manifest, source, annotations, what
 
 
 def train_variant(variant: Variant, size: dict[str, Any], data: tuple, workdir: Path, args: argparse.Namespace,
@@ -132,7 +208,7 @@ def train_variant(variant: Variant, size: dict[str, Any], data: tuple, workdir: 
     from pokevq.config import TrainConfig
     from pokevq.train.trainer import Trainer
 
-    manifest, source, annotations = data
+    manifest, source, annotations, _ = data
     options = dict(
         experiment_name=f"quality-{variant.name}".replace("+", "-"),
         num_epochs=size["epochs"],
@@ -239,8 +315,9 @@ def console_table(results: list[dict[str, Any]]) -> str:
     )
 
 
-def target_check(result: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) for the default variant against the issue's reach."""
+def target_check(result: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for the default variant against the issue's reach; met is None when the frames
+    cannot say (no dialog boxes annotated, e.g. real frames)."""
     v = result["val"]
     codebook = result["codebook_size"]
     psnr = v.get("psnr", 0.0)
@@ -263,8 +340,15 @@ def target_check(result: dict[str, Any], baselines: dict[str, dict[str, Any]]) -
         else:
             value = v.get(name)
             shown = _num(value) + " dB" if name == "psnr" else _pct(value, 3)
+            if value is None and name == "dialog_accuracy":
+                checks.append((label, "– (no boxes annotated)", None))
+                continue
             checks.append((label, shown, value is not None and ok(value)))
     return checks
+
+
+def _verdict(met: bool | None) -> str:
+    return "n/a" if met is None else "met" if met else "MISSED"
 
 
 def data_yardstick(result: dict[str, Any]) -> str:
@@ -279,7 +363,7 @@ def data_yardstick(result: dict[str, Any]) -> str:
 
 
 def write_results(path: Path, results: list[dict[str, Any]], skipped: list[str], args: argparse.Namespace,
-                  size: dict[str, Any], size_name: str) -> None:
+                  size: dict[str, Any], size_name: str, what: str) -> None:
     machine = machine_info()
     lines = ["# Tokenizer quality", "", f"Generated by `python -m benchmarks.quality{_argv()}`.", "",
              "## Machine", ""]
@@ -288,9 +372,7 @@ def write_results(path: Path, results: list[dict[str, Any]], skipped: list[str],
         "", "## Settings", "",
         f"- size: **{size_name}**"
         + (" (reduced: the issue's budget is `--full`, 50 epochs)" if size_name == "cpu" else ""),
-        f"- data: synthetic {args.style} frames (`pokevq synth --style {args.style}`), "
-        f"{size['games']} games × {size['episodes']} episodes × {size['frames']} frames, "
-        f"{size['image_size']}, validation = 10 % of episodes",
+        f"- data: {what}, {size['image_size']}, validation = 10 % of episodes",
         f"- budget per variant: {size['epochs']} epochs, batch {args.batch_size}, "
         f"AdamW lr {args.learning_rate}, seed 0",
         "", "## Results (validation episodes, after the last epoch)", "",
@@ -305,12 +387,49 @@ def write_results(path: Path, results: list[dict[str, Any]], skipped: list[str],
     default = next((r for r in results if r["variant"] == "default"), None)
     if default is not None:
         lines += ["", "## The default against the issue's reach", "", "| target | measured | |", "|---|---:|---|"]
-        lines += [f"| {label} | {shown} | {'met' if met else 'MISSED'} |"
+        lines += [f"| {label} | {shown} | {_verdict(met)} |"
                   for label, shown, met in target_check(default, default.get("baselines", {}))]
         yardstick = data_yardstick(default)
         if yardstick:
             lines += ["", yardstick]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def score_dictionaries(data: tuple, size: dict[str, Any], chosen: list[Variant], quick: bool) -> dict[str, Any]:
+    """--baselines-only: the dictionaries at the chosen variants' codebook sizes and 512, and the coverage."""
+    from benchmarks.dictionaries import baselines_only
+    from pokevq.config import TrainConfig, parse_image_size
+    from pokevq.train.baselines import SMALL_KMEANS
+
+    manifest, source, annotations, _ = data
+    default = 64 if quick else TrainConfig.__dataclass_fields__["codebook_size"].default
+    codebooks = [v.options.get("codebook_size", default) for v in chosen] + [SMALL_KMEANS]
+    return baselines_only(manifest, source, parse_image_size(size["image_size"]), codebooks, annotations)
+
+
+def report_dictionaries(found: dict[str, Any], args: argparse.Namespace, size_name: str, label: str, what: str) -> int:
+    """--baselines-only: one table of the dictionaries and the coverage line, to the console and a results file."""
+    from benchmarks.dictionaries import coverage_line
+
+    rows = baseline_rows([{"baselines": found["baselines"]}])
+    path = Path(args.results) if args.results else HERE / f"QUALITY-{label}-dictionaries.md"
+    lines = ["# Tile dictionaries", "", f"Generated by `python -m benchmarks.quality{_argv()}` (no model trained).",
+             "", "## Machine", ""]
+    lines += [f"- **{k}**: {v}" for k, v in machine_info().items()]
+    lines += ["", "## Settings", "", f"- size: **{size_name}**",
+              f"- data: {what}, validation = 10 % of episodes (the trainer's own split)",
+              "- dictionaries built from every training frame, scored on every validation frame",
+              "", "## Results (validation episodes)", ""]
+    lines += markdown_table(rows) + [""] + [f"- **{r['variant']}**: {r['what']}" for r in rows]
+    lines += ["", coverage_line(found["coverage"])]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"size": size_name, "data": label, **found}, indent=1, default=str))
+    print()
+    print(f"Tile dictionaries ({label} frames, no model). Written to {path}.")
+    print("  " + coverage_line(found["coverage"]))
+    print(console_table(rows))
+    return 0
 
 
 def _argv() -> str:
@@ -322,13 +441,22 @@ def main(argv: list[str] | None = None) -> int:
     size_group = parser.add_mutually_exclusive_group()
     size_group.add_argument("--quick", action="store_true", help="CI smoke size (seconds).")
     size_group.add_argument("--full", action="store_true", help="The issue's size and budget (for a GPU).")
-    parser.add_argument("--variants", default=None, help="Comma-separated variant names (default: all).")
+    parser.add_argument("--variants", default=None,
+                        help="Comma-separated variant names (default: all; with --baselines-only: default).")
     parser.add_argument("--epochs", type=int, default=None, help="Epochs per variant (default: the size's).")
     parser.add_argument("--time-budget", default=None,
                         help="Also end each variant's training after this long (e.g. 30m), at a step boundary.")
     parser.add_argument("--with-conv", action="store_true", help="Also run the conv architecture on a CPU.")
-    parser.add_argument("--style", default="gameplay", choices=("gameplay", "classic"),
-                        help="Synthetic frames: gameplay (the picture processor's, default) or classic (the old look).")
+    parser.add_argument("--data", "--style", dest="data", default=None, choices=DATA,
+                        help="Frames: gameplay (synthetic, the picture processor's; the default), classic (synthetic, "
+                             "the old look) or ucity (real Game Boy Color frames; needs the ROM and PyBoy). "
+                             "--style is its old name.")
+    parser.add_argument("--data-dir", default=None,
+                        help="Use the frames in this folder (DIR/<game>/<episode>/frame_<n>.png) instead of writing "
+                             "them; with --data ucity, the split's frames made by benchmarks.ucity_frames.")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="Train nothing: score the tile dictionaries (k-means at each variant's codebook size "
+                             "and at 512, the exact dictionary) and count the validation tiles training never shows.")
     parser.add_argument("--batch-size", type=int, default=16, help="Batch size (default: 16, the guide's).")
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="Learning rate (default: 1e-4, the guide's).")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto).")
@@ -352,29 +480,44 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
         chosen = [known[name] for name in args.variants.split(",")]
+    elif args.baselines_only:
+        chosen = [known["default"]]
     else:
         chosen = list(VARIANTS)
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     skipped = [v.name for v in chosen if v.slow_on_cpu and not (on_gpu or args.full or args.with_conv or args.quick)]
     chosen = [v for v in chosen if v.name not in skipped]
+    data_kind = args.data or ("custom" if args.data_dir else "gameplay")
+    label = args.data or (Path(args.data_dir).name if args.data_dir else "gameplay")
 
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
+    dictionaries: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pokevq-quality-") as scratch:
         root = Path(args.workdir) if args.workdir else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
-        _log(started, f"size {size_name}: {size['games']}x{size['episodes']}x{size['frames']} frames, "
-                      f"{size['epochs']} epochs per variant, device {'cuda' if on_gpu else 'cpu'}")
-        data = prepare_data(root, size, args.style)
+        _log(started, f"size {size_name}: {label} frames, "
+                      + ("tile dictionaries only" if args.baselines_only else f"{size['epochs']} epochs per variant")
+                      + f", device {'cuda' if on_gpu else 'cpu'}")
+        try:
+            data = prepare_data(root, size, data_kind, args.data_dir, args.quick)
+        except DataUnavailable as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 2
         _log(started, f"data ready: {len(data[0])} frames ({int((data[0]['split'] == 'val').sum())} validation)")
-        for variant in chosen:
+        if args.baselines_only:
+            dictionaries = score_dictionaries(data, size, chosen, args.quick)
+            _log(started, "tile dictionaries scored")
+        for variant in [] if args.baselines_only else chosen:
             _log(started, f"{variant.name}: {variant.what}")
             results.append(train_variant(variant, size, data, root / "runs" / variant.name, args, started))
 
-    results_path = Path(args.results) if args.results else HERE / f"QUALITY-{args.style}-{size_name}.md"
-    write_results(results_path, results, skipped, args, size, size_name)
+    if args.baselines_only:
+        return report_dictionaries(dictionaries, args, size_name, label, data[3])
+    results_path = Path(args.results) if args.results else HERE / f"QUALITY-{label}-{size_name}.md"
+    write_results(results_path, results, skipped, args, size, size_name, data[3])
     if args.json:
-        Path(args.json).write_text(json.dumps({"size": size_name, "style": args.style, "results": results,
+        Path(args.json).write_text(json.dumps({"size": size_name, "data": label, "results": results,
                                                "baselines": baseline_rows(results), "skipped": skipped}, indent=1,
                                               default=str))
     print()
@@ -383,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     default = next((r for r in results if r["variant"] == "default"), None)
     if default is not None:
         for label, shown, met in target_check(default, default.get("baselines", {})):
-            print(f"  default: {label:<34} {shown:>22}  {'met' if met else 'MISSED'}")
+            print(f"  default: {label:<34} {shown:>22}  {_verdict(met)}")
         yardstick = data_yardstick(default)
         if yardstick:
             print("  " + yardstick)

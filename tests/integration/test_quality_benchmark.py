@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -57,3 +59,40 @@ def test_unknown_variant_is_refused_in_one_line():
     assert result.returncode == 2
     assert "unknown variant(s) nope; choose from vq, ema" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_real_colour_frames_without_annotations_and_the_dictionaries_alone(tmp_path, capsys):
+    # µCity frames (tests/fixtures/ucity) carry no palettes or dialog boxes: the palettes come off the frames,
+    # the dialog figure is "–" and its target cannot be judged; --baselines-only scores the trainer's dictionaries.
+    from benchmarks import quality
+
+    fixture = ROOT / "tests" / "fixtures" / "ucity"
+    common = ["--data-dir", str(fixture), "--quick", "--workdir", str(tmp_path / "work")]
+    assert quality.main([*common, "--variants", "default", "--results", str(tmp_path / "QUALITY.md"),
+                         "--json", str(tmp_path / "trained.json")]) == 0
+    trained = json.loads((tmp_path / "trained.json").read_text())["results"][0]
+    assert "dialog_accuracy" not in trained["val"] and 0 < trained["val"]["pixel_accuracy"] < 1
+    report = (tmp_path / "QUALITY.md").read_text()
+    assert "| dialog and menu accuracy ≥ 99.9 % | – (no boxes annotated) | n/a |" in report
+
+    assert quality.main([*common, "--baselines-only", "--results", str(tmp_path / "DICT.md"),
+                         "--json", str(tmp_path / "alone.json")]) == 0
+    alone = json.loads((tmp_path / "alone.json").read_text())
+    assert list(alone["baselines"]) == list(trained["baselines"]) == ["k-means 64", "k-means 512", "exact dictionary"]
+    for name, figures in alone["baselines"].items():  # the same dictionaries, the same frames, the same figures
+        for metric in ("psnr", "pixel_accuracy", "exact_frames", "data_tiles"):
+            assert figures[metric] == pytest.approx(trained["baselines"][name][metric]), (name, metric)
+    cover = alone["coverage"]
+    assert 0 < cover["val_positions_unseen"] < cover["val_positions"] and cover["val_tiles_unseen"] < cover["val_tiles"]
+    assert cover["val_tiles"] == trained["val"]["data_tiles"]
+    out = capsys.readouterr().out
+    assert "tile positions hold a tile that never occurs in training" in out and "Written to" in out
+
+
+def test_ucity_without_its_rom_is_one_line(tmp_path, monkeypatch, capsys):
+    from benchmarks import quality, ucity_frames
+
+    monkeypatch.setenv(ucity_frames.ROM_ENV, str(tmp_path / "nowhere.gbc"))
+    assert quality.main(["--data", "ucity", "--baselines-only", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: µCity ROM not found at") and err.count("\n") == 0
