@@ -82,10 +82,10 @@ def pokevq(
     rdzv_endpoint: str | None = None,
     image_size: str = "144x160",
     hidden_channels: int = 128,
-    codebook_size: int = 512,
+    codebook_size: int = 65536,
     embedding_dim: int = 64,
     downsample: int = 8,
-    architecture: str = "tile",
+    architecture: str = "patch",
     quantizer: str = "ema",
     codebook_init: str = "kmeans",
     dead_code_restart: str = "worst",
@@ -146,14 +146,18 @@ def pokevq(
         rdzv_endpoint: host:port where the machines meet: machine 0's address and a free port (default on one
                     machine: 127.0.0.1 and a free port).
         image_size: Frame size HxW fed to the model (Game Boy: 144x160).
-        hidden_channels: Channels of the encoder/decoder.
-        codebook_size: Number of codebook vectors.
-        embedding_dim: Dimension of each codebook vector.
+        hidden_channels: Channels of the encoder/decoder (patch: of the decoder's context).
+        codebook_size: Number of codebook vectors (65,536: 16 bits per token).
+        embedding_dim: Dimension of each codebook vector (tile and conv).
         downsample: Spatial downsampling factor: 4, 8 or 16.
-        architecture: tile (one code per downsample-sized patch, convolutions on the code grid) or conv.
-        quantizer: ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization).
-        codebook_init: Codebook initialisation on the first batch: kmeans, data or random.
-        dead_code_restart: Restart unused codes on the worst-represented latents (worst), random latents, or off.
+        architecture: patch (codes are pixel patches seeded from the training frames at every offset, a decoder
+                    that corrects from neighbouring codes), tile (a learned encoder per patch, convolutions on the
+                    code grid) or conv.
+        quantizer: ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization); tile
+                    and conv.
+        codebook_init: Codebook initialisation on the first batch: kmeans, data or random (tile and conv).
+        dead_code_restart: Restart unused codes on the worst-represented latents (worst), random latents, or off
+                    (tile and conv).
         code_dim: Look codes up in a learned projection of this many dimensions (0: embedding_dim).
         cosine_codes: Look codes up by cosine similarity (l2-normalised codes).
         encoder_kernel: Encoder kernel on the tile grid: 1 (a code from its own tile's pixels) or 3 (a code also

@@ -214,25 +214,27 @@ class TrainConfig:
         "Frame size HxW fed to the model (Game Boy: 144x160).",
         metavar="HxW",
     )
-    hidden_channels: int = option(128, "model", "Channels of the encoder/decoder.")
-    codebook_size: int = option(512, "model", "Number of codebook vectors.")
-    embedding_dim: int = option(64, "model", "Dimension of each codebook vector.")
+    hidden_channels: int = option(128, "model", "Channels of the encoder/decoder (patch: of the decoder's context).")
+    codebook_size: int = option(65536, "model", "Number of codebook vectors (65,536: 16 bits per token).")
+    embedding_dim: int = option(64, "model", "Dimension of each codebook vector (tile and conv).")
     downsample: int = option(8, "model", "Spatial downsampling factor: 4, 8 or 16.")
     architecture: str = option(
-        "tile", "model",
-        "tile (one code per downsample-sized patch, convolutions on the code grid) or conv.",
+        "patch", "model",
+        "patch (codes are pixel patches seeded from the training frames at every offset, a decoder that "
+        "corrects from neighbouring codes), tile (a learned encoder per patch, convolutions on the code grid) "
+        "or conv.",
     )
     quantizer: str = option(
         "ema", "model",
-        "ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization).",
+        "ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization); tile and conv.",
     )
     codebook_init: str = option(
         "kmeans", "model",
-        "Codebook initialisation on the first batch: kmeans, data or random.",
+        "Codebook initialisation on the first batch: kmeans, data or random (tile and conv).",
     )
     dead_code_restart: str = option(
         "worst", "model",
-        "Restart unused codes on the worst-represented latents (worst), random latents, or off.",
+        "Restart unused codes on the worst-represented latents (worst), random latents, or off (tile and conv).",
     )
     code_dim: int = option(
         0, "model",

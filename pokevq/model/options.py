@@ -9,7 +9,7 @@ import math
 from pokevq.errors import ConfigError
 
 DOWNSAMPLE_FACTORS = (4, 8, 16)
-ARCHITECTURES = ("tile", "conv")
+ARCHITECTURES = ("tile", "conv", "patch")
 QUANTIZERS = ("ema", "vq", "fsq")
 CODEBOOK_INITS = ("kmeans", "data", "random")
 DEAD_CODE_RESTARTS = ("worst", "random", "off")

@@ -8,8 +8,16 @@ Everything the model is made of can be read top to bottom here (the quantizers l
       -> quantizer                     one code per position (EMA codebook, VQ or FSQ)
       -> decoder       (B,3,H,W)       sigmoid, so recon is in [0,1]
 
-Two architectures, chosen by `ModelConfig.architecture`:
+Three architectures, chosen by `ModelConfig.architecture`:
 
+- ``patch`` (the default): the codes are pixel patches, seeded before training from the training
+  frames' d x d patches on the grid and at every other offset (pokevq.model.patches), so a patch
+  the training frames hold, on the grid or scrolled off it, is coded exactly and any other gets
+  its nearest patch. There is no learned encoder. The decoder draws each code's pixels and adds
+  a correction computed from the neighbouring codes (3x3 residual blocks on the code grid, zero at
+  the start), trained on frames shifted by a random phase of the grid. Measured against the tile
+  dictionary a user builds in seconds, it is the only one of the three that beats it
+  (benchmarks/QUALITY*.md).
 - ``tile`` (the default): each d x d patch is embedded by one linear map (a ViT-style patch
   embedding, written as PixelUnshuffle + 1x1 conv), refined by residual blocks on the
   latent grid, and the decoder ends in a 1x1 conv to d*d*3 values per position and a
@@ -36,10 +44,12 @@ from torch import Tensor, nn
 from pokevq.config import TrainConfig
 from pokevq.errors import ConfigError
 from pokevq.model.options import ARCHITECTURES, ENCODER_KERNELS, MODEL_CHOICES, fsq_levels
+from pokevq.model.patches import PatchCodebook, patch_rows, seed_patches
 from pokevq.model.quantizers import (
     FSQ,
     VectorQuantizer,
     VectorQuantizerEMA,
+    batch_perplexity,
     count_codes,
 )
 
@@ -78,12 +88,12 @@ class ModelConfig:
     image_size: tuple[int, int] = (144, 160)  # (H, W)
     in_channels: int = 3
     hidden_channels: int = 128
-    codebook_size: int = 512
+    codebook_size: int = 65536
     embedding_dim: int = 64
     downsample: int = 8  # 4, 8 or 16: the side of the patch one code stands for
     num_res_blocks: int = 2
     encoder_kernel: int = 1  # 1: a tile's code from its own pixels; 3: from its 3x3 neighbourhood of tiles
-    architecture: str = "tile"  # tile or conv, see the module docstring
+    architecture: str = "patch"  # patch, tile or conv, see the module docstring
     quantizer: str = "ema"  # ema, vq or fsq (pokevq.model.quantizers)
     codebook_init: str = "kmeans"  # kmeans, data or random
     dead_code_restart: str = "worst"  # worst, random or off
@@ -211,6 +221,25 @@ class TileDecoder(nn.Module):
         return self.pixels(self.out(F.relu(self.res(self.proj(z)))))
 
 
+class PatchDecoder(nn.Module):
+    """Codes -> image for the ``patch`` architecture: each code's own pixels, plus a correction the
+    residual blocks compute from the neighbouring codes (zero at the start: the seeded dictionary)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c, d = config.hidden_channels, config.downsample
+        width = config.in_channels * d * d
+        self.proj = nn.Conv2d(width, c, 1)
+        self.res = nn.Sequential(*[ResBlock(c, kernel=3) for _ in range(config.num_res_blocks)])
+        self.out = nn.Conv2d(c, width, 1)
+        self.pixels = nn.PixelShuffle(d)
+
+    def forward(self, patches: Tensor) -> Tensor:
+        """patches (B, C*d*d, h, w) in [0,1] -> image (B,C,H,W) in [0,1]."""
+        residual = self.out(F.relu(self.res(self.proj(patches * 2.0 - 1.0))))
+        return self.pixels(patches + residual).clamp(0.0, 1.0)
+
+
 class ConvEncoder(nn.Module):
     """Image -> latents: stem, log2(downsample) stride-2 stages, res blocks, 1x1 projection."""
 
@@ -291,6 +320,14 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = config
         tile = config.architecture == "tile"
+        self.patch = config.architecture == "patch"
+        if self.patch:
+            # No learned encoder: a code is looked up from the patch's own pixels (pokevq.model.patches).
+            self.quantizer: nn.Module = PatchCodebook(config.codebook_size, config.downsample, config.in_channels)
+            self.decoder: nn.Module = PatchDecoder(config)
+            self.apply(self._init_weights)
+            nn.init.zeros_(self.decoder.out.weight)
+            return
         self.encoder = TileEncoder(config) if tile else ConvEncoder(config)
         self.quantizer = build_quantizer(config)
         self.decoder = TileDecoder(config) if tile else ConvDecoder(config)
@@ -316,9 +353,56 @@ class VQVAE(nn.Module):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(module.bias)
 
+    @property
+    def needs_seeding(self) -> bool:
+        """True for a patch codebook not yet seeded from the training frames (`seed_codebook`)."""
+        return self.patch and not self.quantizer.seeded
+
+    @torch.no_grad()
+    def seed_codebook(self, frames: Any) -> int:
+        """Seed a patch codebook from batches of (B,C,H,W) frames in [0,1]; returns the codes filled."""
+        uint8 = ((b.float().clamp(0, 1) * 255).round().to(torch.uint8) for b in frames)
+        self.quantizer.seed(seed_patches(uint8, self.config.codebook_size, self.config.downsample))
+        return int(self.quantizer.filled)
+
+    def _patch_codes(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        d = self.config.downsample
+        rows = patch_rows((x.float().clamp(0, 1) * 255).round().to(torch.uint8), d)
+        if not self.quantizer.seeded:  # no seeding pass (a bare forward): this batch's patches
+            self.seed_codebook([x])
+        return self.quantizer.lookup(rows).view(b, h // d, w // d)
+
+    def patch_codes_by_search(self, x: Tensor) -> Tensor:
+        """`encode` for a patch codebook without its hash: plain tensor operations, as TorchScript can trace them."""
+        b, _, h, w = x.shape
+        d = self.config.downsample
+        rows = patch_rows((x.float().clamp(0, 1) * 255).round().to(torch.uint8), d)
+        return self.quantizer.search(rows).view(b, h // d, w // d)
+
+    def _patch_image(self, codes: Tensor) -> Tensor:
+        b, h, w = codes.shape
+        pixels = self.quantizer.pixels(codes).view(b, h, w, -1).permute(0, 3, 1, 2)
+        return self.decoder(pixels)
+
+    def _patch_forward(self, x: Tensor) -> VQOutput:
+        shift = (0, 0)
+        if self.training:
+            # A random phase of the 8-pixel grid: the decoder meets patches the codebook does not hold, as a
+            # validation frame shows them, and learns to correct them from their neighbours.
+            d = self.config.downsample
+            shift = (int(torch.randint(0, d, ())), int(torch.randint(0, d, ())))
+        codes = self._patch_codes(torch.roll(x, shift, dims=(2, 3)))
+        recon = torch.roll(self._patch_image(codes), (-shift[0], -shift[1]), dims=(2, 3)).to(x.dtype)
+        recon_loss = F.mse_loss(recon.float(), x.float())
+        perplexity = batch_perplexity(count_codes(codes, self.config.codebook_size))
+        return VQOutput(recon, recon_loss, recon_loss, recon_loss.new_zeros(()), codes, perplexity)
+
     def forward(self, x: Tensor) -> VQOutput:
         """x: (B,C,H,W) float in [0,1]. In training mode this also updates the codebook."""
         self._check_input(x)
+        if self.patch:
+            return self._patch_forward(x)
         z_e = self.encoder(x)
         quantized = self.quantizer(z_e)
         # Sigmoid in fp32: bf16 steps of 1/256 near 1.0 would cap PSNR around 50 dB.
@@ -331,11 +415,15 @@ class VQVAE(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Code indices (B, H/d, W/d) long. Never updates the codebook, even in train mode."""
         self._check_input(x)
+        if self.patch:
+            return self._patch_codes(x)
         return self.quantizer.lookup(self.encoder(x))
 
     @torch.no_grad()
     def decode_codes(self, codes: Tensor) -> Tensor:
         """Image (B,C,H,W) in [0,1] from code indices (B, H/d, W/d)."""
+        if self.patch:
+            return self._patch_image(codes).float()
         return torch.sigmoid(self.decoder(self.quantizer.embed(codes)).float())
 
     def num_parameters(self) -> int:

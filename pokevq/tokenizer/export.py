@@ -54,9 +54,13 @@ class _Scripted(torch.nn.Module):
         self.model = model
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        if self.model.patch:  # the nearest-patch search alone: it finds a seen patch's own code, as the hash does
+            return self.model.patch_codes_by_search(images)
         return self.model.quantizer.lookup(self.model.encoder(images))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        if self.model.patch:
+            return self.model.decode_codes(codes)
         return torch.sigmoid(self.model.decoder(self.model.quantizer.embed(codes)).float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 PREVIEW_FRAMES = 8
 MAX_SKIPPED_KEPT = 10_000  # skipped-frame reasons carried in checkpoints, so a resumed report still lists them
 BASELINE_TRAIN_FRAMES = 1000  # training frames the baseline tile dictionaries are built from
+SEED_TRAIN_FRAMES = 4096  # training frames a patch codebook is seeded from (memory: 69 KB each at 144x160)
 BASELINE_VAL_FRAMES = 1000  # validation frames they are scored on (the first ones, in episode order)
 STALL_WARNING = 0.20  # an epoch that waited longer than this share of its time for data says what to do
 
@@ -201,6 +202,8 @@ class Trainer:
             self._restore(resume_state, resume_name)
         elif init_from is not None:
             self._warm_start(init_from, resume_name)
+        if self.model.needs_seeding and self.writes:
+            self._seed_codebook(train_rows)
         if self.world_size > 1:
             self._share_state()
 
@@ -619,22 +622,32 @@ class Trainer:
 
     def _fit_baselines(self) -> list[TileDictionary]:
         """k-means and exact tile dictionaries of a sample of training frames: what the model must beat."""
-        def batches() -> Any:
-            images = []
-            for image in self._readable_frames(self.baseline_rows):
-                images.append(image)
-                if len(images) == 64:
-                    yield torch.stack(images).to(self.device)
-                    images = []
-            if images:
-                yield torch.stack(images).to(self.device)
-
         started = time.perf_counter()
-        found = fit_baselines(batches(), self.model_config.codebook_size, self.model_config.downsample,
+        batches = (batch.to(self.device) for batch in self._frame_batches(self.baseline_rows))
+        found = fit_baselines(batches, self.model_config.codebook_size, self.model_config.downsample,
                               self.config.seed)
         log.info("Baseline tile dictionaries from %d training frames in %.1f s: %s", len(self.baseline_rows),
                  time.perf_counter() - started, ", ".join(f"{d.name} ({d.size} tiles)" for d in found))
         return found
+
+    def _seed_codebook(self, train_rows: pd.DataFrame) -> None:
+        """A patch codebook starts as the training frames' patches at every offset (pokevq.model.patches)."""
+        rows = train_rows.sample(n=min(SEED_TRAIN_FRAMES, len(train_rows)), random_state=self.config.seed)
+        started = time.perf_counter()
+        filled = self.model.seed_codebook(self._frame_batches(rows))
+        log.info("Seeded %d of %d codes from the patches of %d training frames in %.1f s", filled,
+                 self.model_config.codebook_size, len(rows), time.perf_counter() - started)
+
+    def _frame_batches(self, rows: pd.DataFrame, size: int = 64) -> Any:
+        """`_readable_frames` in batches of (size,C,H,W) on the CPU."""
+        images = []
+        for image in self._readable_frames(rows):
+            images.append(image)
+            if len(images) == size:
+                yield torch.stack(images)
+                images = []
+        if images:
+            yield torch.stack(images)
 
     def _readable_frames(self, rows: pd.DataFrame) -> Any:
         """Decoded frames of `rows`, read through the source; an unreadable frame is left out."""

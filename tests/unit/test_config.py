@@ -40,7 +40,7 @@ def test_guide_defaults(clean_env):
     assert config.learning_rate == pytest.approx(1e-4)
     assert config.image_size == "144x160"
     assert config.image_hw == (144, 160)
-    assert config.codebook_size == 512
+    assert config.codebook_size == 65536  # pokevq's own default (16 bits per token); the guide names none
 
 
 def test_auto_experiment_name_is_timestamped(clean_env):
@@ -221,7 +221,7 @@ def test_secrets_never_appear_in_dicts(clean_env):
 def test_model_option_defaults_are_the_benchmarked_best(clean_env):
     config = TrainConfig()
     assert (config.architecture, config.quantizer, config.codebook_init, config.dead_code_restart) == (
-        "tile", "ema", "kmeans", "worst"
+        "patch", "ema", "kmeans", "worst"
     )
     assert config.code_dim == 0 and config.cosine_codes is False and config.downsample == 8
 
@@ -229,7 +229,7 @@ def test_model_option_defaults_are_the_benchmarked_best(clean_env):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(architecture="vit"), "architecture (--architecture) must be one of tile, conv; got 'vit'"),
+        (dict(architecture="vit"), "architecture (--architecture) must be one of tile, conv, patch; got 'vit'"),
         (dict(quantizer="rvq"), "quantizer (--quantizer) must be one of ema, vq, fsq; got 'rvq'"),
         (dict(codebook_init="zeros"), "codebook_init (--codebook-init) must be one of kmeans, data, random"),
         (dict(dead_code_restart="always"), "dead_code_restart (--dead-code-restart) must be one of worst, random, off"),

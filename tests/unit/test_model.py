@@ -17,6 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread_seeded")
 
 def tiny_config(**overrides) -> ModelConfig:
     base = dict(
+        architecture="tile",
         image_size=(32, 40),
         hidden_channels=16,
         embedding_dim=8,
@@ -74,7 +75,7 @@ def test_output_shapes(image_size, downsample):
 @pytest.mark.parametrize("image_size, downsample", [((100, 160), 8), ((144, 160), 32), ((72, 80), 16)])
 def test_image_size_not_divisible_raises(image_size, downsample):
     with pytest.raises(ValueError, match="image_size"):
-        ModelConfig(image_size=image_size, downsample=downsample)
+        ModelConfig(image_size=image_size, downsample=downsample, architecture="tile")
 
 
 def test_wrong_input_size_raises():

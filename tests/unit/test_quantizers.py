@@ -175,7 +175,8 @@ def test_gradient_codebook_learns_through_its_loss_and_ema_codebook_does_not():
 
 
 def test_tile_codes_depend_on_their_own_tile_only():
-    model = VQVAE(ModelConfig(image_size=(32, 40), hidden_channels=16, embedding_dim=8, codebook_size=32)).eval()
+    model = VQVAE(ModelConfig(architecture="tile", image_size=(32, 40), hidden_channels=16, embedding_dim=8,
+                                codebook_size=32)).eval()
     x = torch.rand(1, 3, 32, 40)
     changed = x.clone()
     changed[:, :, 8:16, 16:24] = torch.rand(1, 3, 8, 8)  # tile (1, 2)
@@ -187,7 +188,7 @@ def test_tile_codes_depend_on_their_own_tile_only():
 
 
 def test_tile_model_is_much_cheaper_than_conv():
-    tile = VQVAE(ModelConfig())
+    tile = VQVAE(ModelConfig(architecture="tile", codebook_size=512))
     conv = VQVAE(ModelConfig(architecture="conv"))
     x = torch.rand(1, 3, 144, 160)
 
@@ -226,19 +227,20 @@ def test_checkpoints_from_before_architectures_load_as_conv():
 def test_an_old_checkpoint_against_the_new_default_names_the_architecture():
     _, saved = _legacy_checkpoint_state()
     configured = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16)
-    with pytest.raises(CheckpointError, match="architecture='conv' \\(configured 'tile'\\)"):
+    with pytest.raises(CheckpointError, match="architecture='conv' \\(configured 'patch'\\)"):
         check_model_shape({"model_config": saved}, configured.to_dict(), "old.pt")
 
 
 def test_checkpoints_from_before_encoder_context_load_with_one_tile_of_context():
-    old = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16)
+    old = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16, architecture="tile")
     model = VQVAE(old)
     saved = {k: v for k, v in old.to_dict().items() if k != "encoder_kernel"}
     config = ModelConfig.from_dict(saved)
     assert config.encoder_kernel == 1
     VQVAE(config).load_state_dict(model.state_dict())
     check_model_shape({"model_config": saved}, config.to_dict(), "old.pt")  # the same model: no complaint
-    wider = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16, encoder_kernel=3)
+    wider = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16, encoder_kernel=3,
+                        architecture="tile")
     with pytest.raises(CheckpointError, match="encoder_kernel=1 \\(configured 3\\)"):
         check_model_shape({"model_config": saved}, wider.to_dict(), "old.pt")
 
@@ -250,7 +252,7 @@ def test_encoder_context_lets_a_code_see_its_neighbours():
     changed[:, :, :8, :8] = 1 - changed[:, :, :8, :8]  # only the top-left tile
     for kernel, neighbour_moves in ((1, False), (3, True)):
         model = VQVAE(ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16,
-                                  encoder_kernel=kernel)).eval()
+                                  encoder_kernel=kernel, architecture="tile")).eval()
         with torch.no_grad():
             moved = (model.encoder(x) - model.encoder(changed)).abs().sum(1)[0]  # (h, w)
         assert bool(moved[0, 1] > 0) is neighbour_moves and float(moved[3:, 3:].sum()) == 0  # 2 blocks: 2 tiles
