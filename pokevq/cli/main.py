@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pokevq.cli.console import prepare_prefect_logging
+from pokevq.cli.demo import DEMO_EPOCHS
 from pokevq.cli.flags import add_train_options
 from pokevq.config import TrainConfig
 from pokevq.data.sizes import parse_size
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="Run the whole pipeline on a local S3 endpoint with synthetic frames (CPU, a few minutes)."
     )
-    demo.add_argument("--epochs", type=int, default=30, help="Epochs to train (default: 30).")
+    demo.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"Epochs to train (default: {DEMO_EPOCHS}).")
     demo.add_argument("--out", default="./demo_outputs", help="Where to copy the results (default: ./demo_outputs).")
 
     tokenize = commands.add_parser(

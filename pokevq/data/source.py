@@ -70,8 +70,14 @@ class FrameSource:
                 pass  # a newer pack replaced that shard: the frame's own object still holds it
         return self.storage.get_bytes(key)
 
-    def read(self, key: str, etag: str) -> tuple[bytes, bool]:
-        """The frame's bytes and whether they came from the cache."""
+    def read(self, key: str, etag: str, keep: bool = True) -> tuple[bytes, bool]:
+        """The frame's bytes and whether they came from the cache.
+
+        `keep=False` leaves a miss out of the cache: a one-off read (seeding the codebook, the baselines) must not
+        take the room of what the epochs read.
+        """
+        if not keep and not self.cache.contains(self.storage.namespace, key, etag):
+            return self._fetch(key, etag), False
         fetched = False
 
         def fetch() -> bytes:

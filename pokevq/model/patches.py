@@ -169,6 +169,10 @@ class PatchCodebook(nn.Module):
         self.filled.fill_(n)
         self._index = None
 
+    def build_index(self) -> None:
+        """Build the lookup's index now (it is built on first use otherwise): a traced export must not trace it."""
+        self._lookup_index()
+
     def _lookup_index(self) -> _Index:
         if self._index is None or self._index.hashes.device != self.patches.device:
             self._index = _Index.build(self.patches[: int(self.filled)], self.patch, self.channels)
@@ -244,13 +248,22 @@ class _Index:
 
     def nearest(self, rows: Tensor) -> Tensor:
         """Nearest code of each row (L2 in pixels), among the shortlist of the nearest in the principal directions."""
-        rows = rows.float()
         k = min(self.SHORTLIST, self.codes.shape[0])
         step = max(1, _DISTANCE_BUDGET // max(1, self.codes.shape[0]))
-        found = []
-        for chunk in rows.split(step):
-            coarse = self.projected_norms - 2 * ((chunk - self.mean) @ self.basis) @ self.projected.T
-            candidates = coarse.topk(k, dim=1, largest=False).indices  # (n, k)
-            exact = ((self.codes[candidates] - chunk[:, None]) ** 2).sum(2)
-            found.append(candidates.gather(1, exact.argmin(1, keepdim=True)).squeeze(1))
-        return torch.cat(found)
+        return _shortlisted_nearest(rows.float(), self.codes, self.mean, self.basis, self.projected,
+                                    self.projected_norms, k, step)
+
+
+@torch.jit.script
+def _shortlisted_nearest(rows: Tensor, codes: Tensor, mean: Tensor, basis: Tensor, projected: Tensor,
+                         projected_norms: Tensor, k: int, step: int) -> Tensor:
+    """Scripted, so a traced export keeps the loop over chunks for any batch size."""
+    found: list[Tensor] = []
+    for chunk in rows.split(step):
+        coarse = projected_norms - 2 * ((chunk - mean) @ basis) @ projected.T
+        candidates = coarse.topk(k, dim=1, largest=False).indices  # (n, k)
+        exact = ((codes[candidates] - chunk[:, None]) ** 2).sum(2)
+        found.append(candidates.gather(1, exact.argmin(1, keepdim=True)).squeeze(1))
+    if len(found) == 0:
+        return torch.zeros(0, dtype=torch.long, device=rows.device)
+    return torch.cat(found)

@@ -70,6 +70,8 @@ class _Scripted(torch.nn.Module):
 def _torchscript(tokenizer: Tokenizer, path: Path) -> Path:
     model = VQVAE(tokenizer.model_config)
     model.load_state_dict(tokenizer.model.state_dict())
+    if model.patch:
+        model.quantizer.build_index()
     wrapper = _Scripted(model.eval())
     h, w = tokenizer.image_size
     generator = torch.Generator().manual_seed(0)

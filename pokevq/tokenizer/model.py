@@ -143,7 +143,7 @@ class Tokenizer:
         """Codes of one batch of float images (B, 3, H, W) in [0, 1], on the CPU."""
         images = images.to(self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model.quantizer.lookup(self.model.encoder(images)).cpu()
+            return self.model.encode(images).cpu()
 
     def as_images(self, frames: Any) -> torch.Tensor:
         """Float (B, 3, H, W) in [0, 1] at the model's size, from any of the inputs `encode` takes."""

@@ -12,6 +12,7 @@ import math
 import random
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 PREVIEW_FRAMES = 8
 MAX_SKIPPED_KEPT = 10_000  # skipped-frame reasons carried in checkpoints, so a resumed report still lists them
 BASELINE_TRAIN_FRAMES = 1000  # training frames the baseline tile dictionaries are built from
+READ_THREADS = 16  # concurrent reads of the frames outside the epochs (seeding, baselines, previews)
 SEED_TRAIN_FRAMES = 4096  # training frames a patch codebook is seeded from (memory: 69 KB each at 144x160)
 BASELINE_VAL_FRAMES = 1000  # validation frames they are scored on (the first ones, in episode order)
 STALL_WARNING = 0.20  # an epoch that waited longer than this share of its time for data says what to do
@@ -649,19 +651,27 @@ class Trainer:
         if images:
             yield torch.stack(images)
 
-    def _readable_frames(self, rows: pd.DataFrame) -> Any:
-        """Decoded frames of `rows`, read through the source; an unreadable frame is left out."""
-        for key, etag in zip(rows["key"], rows["etag"].astype(str)):
+    def _readable_frames(self, rows: pd.DataFrame, keep: bool = False) -> Any:
+        """Decoded frames of `rows`, read through the source on threads; an unreadable frame is left out. Frames
+        read once (seeding, baselines) stay out of the cache unless `keep`: the epochs' data path owns its room."""
+        def read(pair: tuple[str, str]) -> bytes | None:
             try:
-                data, _ = self.source.read(key, etag)
-                yield decode_frame(data, self.config.image_hw)
-            except (FrameDecodeError, StorageError):
-                continue
+                return self.source.read(*pair, keep=keep)[0]
+            except StorageError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            for data in pool.map(read, zip(rows["key"], rows["etag"].astype(str))):
+                try:
+                    if data is not None:
+                        yield decode_frame(data, self.config.image_hw)
+                except FrameDecodeError:
+                    continue
 
     @torch.no_grad()
     def preview(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Originals and reconstructions of a fixed set of frames, for TensorBoard and the report."""
-        images = list(self._readable_frames(self.preview_rows))
+        images = list(self._readable_frames(self.preview_rows, keep=True))  # read again every epoch
         if not images:
             return None
         originals = torch.stack(images).to(self.device)

@@ -205,4 +205,4 @@ def test_quickstart_demo_runs_the_default_model_end_to_end(tmp_path, prefect_ser
     assert (reports[0].parent / "reconstructions.png").is_file()
     checkpoints = tmp_path / "demo_outputs" / "s3" / "checkpoints"
     checkpoint = torch.load(next(checkpoints.glob("demo-*/checkpoint_latest.pt")), weights_only=True)
-    assert checkpoint["model_config"]["architecture"] == "tile" and checkpoint["model_config"]["codebook_size"] == 512
+    assert (checkpoint["model_config"]["architecture"], checkpoint["model_config"]["codebook_size"]) == ("patch", 65536)

@@ -230,7 +230,7 @@ def _rank(rank: int, world: int, frames: str, port: int, out: str) -> None:
     manifest = index_frames(storage, "", val_fraction=0.2, seed=0)
     # bf16 autocast on the CPU: the mixed-precision step GPUs take, in DDP.
     config = TrainConfig(experiment_name="ranks", batch_size=8, learning_rate=3e-3, num_workers=0, device="cpu",
-                         precision="bf16", dead_code_restart="random", **TINY)
+                         precision="bf16", dead_code_restart="random", **{**TINY, "architecture": "tile"})
     source = FrameSource(storage, FrameCache(Path(out) / f"cache{rank}", max_items=len(manifest) + 1))
     trainer = Trainer(config, manifest, source, Path(out) / f"work{rank}")
     differences = []

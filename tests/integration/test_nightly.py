@@ -86,7 +86,7 @@ def test_nightly_never_falls_back_to_local_storage(prefect_harness, tmp_path, sy
 def test_nightly_after_a_model_change_trains_from_scratch_and_says_why(
     prefect_harness, tmp_path, moto_endpoint, bucket, s3_client, synth_frames
 ):
-    # Last night's model was the conv architecture; tonight's options are the tile default.
+    # Last night's model was the conv architecture; tonight's options are the patch default.
     upload_tree(s3_client, bucket, synth_frames)
     common = dict(use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, output_dir=str(tmp_path), **TINY)
     pokevq(experiment_name="nightly-20200101", architecture="conv", **common)
@@ -95,7 +95,7 @@ def test_nightly_after_a_model_change_trains_from_scratch_and_says_why(
     today = f"nightly-{datetime.now():%Y%m%d}"
     log = _log(s3_client, bucket, today)
     assert (f"Warm start skipped, training from scratch: Checkpoint s3://{bucket}/checkpoints/nightly-20200101/"
-            "checkpoint_best.pt does not match the configured model: architecture='conv' (configured 'tile')") in log
+            "checkpoint_best.pt does not match the configured model: architecture='conv' (configured 'patch')") in log
     assert "Warm-started the model" not in log
 
 
