@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 
 DEMO_BUCKET = "pokevq-demo"
 # The default model (patch codes seeded from the training frames before the first step) starts above the
-# tile dictionary; a few epochs train its decoder's context correction. A 10x learning rate suits so few steps.
+# tile dictionary; two epochs train its decoder's context correction. A 10x learning rate suits so few steps.
 DEMO_LEARNING_RATE = 1e-3
-DEMO_EPOCHS = 5
+DEMO_EPOCHS = 2
 
 
 def _copy_outputs(storage: S3Storage, experiment: str, out: Path) -> None:

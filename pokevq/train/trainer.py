@@ -53,9 +53,10 @@ log = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 8
 MAX_SKIPPED_KEPT = 10_000  # skipped-frame reasons carried in checkpoints, so a resumed report still lists them
-BASELINE_TRAIN_FRAMES = 1000  # training frames the baseline tile dictionaries are built from
 READ_THREADS = 16  # concurrent reads of the frames outside the epochs (seeding, baselines, previews)
-SEED_TRAIN_FRAMES = 4096  # training frames a patch codebook is seeded from (memory: 69 KB each at 144x160)
+# Training frames a patch codebook is seeded from and the baseline dictionaries are built from: the same frames,
+# so the report compares like with like (seeding holds them decoded: 69 KB each at 144x160).
+SAMPLE_TRAIN_FRAMES = 4096
 BASELINE_VAL_FRAMES = 1000  # validation frames they are scored on (the first ones, in episode order)
 STALL_WARNING = 0.20  # an epoch that waited longer than this share of its time for data says what to do
 
@@ -147,7 +148,8 @@ class Trainer:
         data_path: DataPath | None = None,
         on_step_checkpoint: Any = None,
         run_id: str = "",
-        baseline_frames: int = BASELINE_TRAIN_FRAMES,
+        sample_frames: int = SAMPLE_TRAIN_FRAMES,
+        baseline_frames: int | None = None,
     ) -> None:
         self.config = config
         self.started = time.monotonic()  # the time budget counts from here
@@ -185,7 +187,10 @@ class Trainer:
             else None
         )
         self.preview_rows = (val_rows if len(val_rows) else train_rows).head(PREVIEW_FRAMES)
-        self.baseline_rows = train_rows.sample(n=min(baseline_frames, len(train_rows)), random_state=config.seed)
+        self.sample_rows = train_rows.sample(n=min(sample_frames, len(train_rows)), random_state=config.seed)
+        # The baselines come from the same frames unless told otherwise (0: none, for a caller that scores its own).
+        self.baseline_rows = self.sample_rows if baseline_frames is None else train_rows.sample(
+            n=min(baseline_frames, len(train_rows)), random_state=config.seed)
         self.baselines: dict[str, dict[str, Any]] | None = None  # tile dictionaries' figures, once per experiment
         self.source = source
         # What the validation metrics need per frame: its episode (token stability) and, where the
@@ -205,7 +210,7 @@ class Trainer:
         elif init_from is not None:
             self._warm_start(init_from, resume_name)
         if self.model.needs_seeding and self.writes:
-            self._seed_codebook(train_rows)
+            self._seed_codebook()
         if self.world_size > 1:
             self._share_state()
 
@@ -632,13 +637,12 @@ class Trainer:
                  time.perf_counter() - started, ", ".join(f"{d.name} ({d.size} tiles)" for d in found))
         return found
 
-    def _seed_codebook(self, train_rows: pd.DataFrame) -> None:
+    def _seed_codebook(self) -> None:
         """A patch codebook starts as the training frames' patches at every offset (pokevq.model.patches)."""
-        rows = train_rows.sample(n=min(SEED_TRAIN_FRAMES, len(train_rows)), random_state=self.config.seed)
         started = time.perf_counter()
-        filled = self.model.seed_codebook(self._frame_batches(rows))
+        filled = self.model.seed_codebook(self._frame_batches(self.sample_rows))
         log.info("Seeded %d of %d codes from the patches of %d training frames in %.1f s", filled,
-                 self.model_config.codebook_size, len(rows), time.perf_counter() - started)
+                 self.model_config.codebook_size, len(self.sample_rows), time.perf_counter() - started)
 
     def _frame_batches(self, rows: pd.DataFrame, size: int = 64) -> Any:
         """`_readable_frames` in batches of (size,C,H,W) on the CPU."""
