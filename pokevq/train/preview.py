@@ -11,20 +11,21 @@ from PIL import Image
 SCALE = 2
 
 
-def image_grid(originals: torch.Tensor, reconstructions: torch.Tensor, gap: int = 2) -> torch.Tensor:
-    """Originals on the top row, reconstructions under them: a (3, H', W') tensor in [0, 1]."""
-    count, channels, height, width = originals.shape
-    grid = torch.ones(channels, 2 * height + 3 * gap, count * width + (count + 1) * gap)
-    for i in range(count):
-        x = gap + i * (width + gap)
-        grid[:, gap : gap + height, x : x + width] = originals[i]
-        grid[:, 2 * gap + height : 2 * gap + 2 * height, x : x + width] = reconstructions[i]
+def image_grid(*rows: torch.Tensor, gap: int = 2) -> torch.Tensor:
+    """One row of frames per argument (originals on top, reconstructions under them): (3, H', W') in [0, 1]."""
+    count, channels, height, width = rows[0].shape
+    grid = torch.ones(channels, len(rows) * (height + gap) + gap, count * width + (count + 1) * gap)
+    for r, row in enumerate(rows):
+        y = gap + r * (height + gap)
+        for i in range(count):
+            x = gap + i * (width + gap)
+            grid[:, y : y + height, x : x + width] = row[i]
     return grid.clamp(0, 1)
 
 
-def grid_png(originals: torch.Tensor, reconstructions: torch.Tensor) -> bytes:
+def grid_png(*rows: torch.Tensor) -> bytes:
     """The grid as a PNG, upscaled with nearest neighbours so pixel art stays crisp."""
-    grid = image_grid(originals, reconstructions)
+    grid = image_grid(*rows)
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     image = Image.fromarray(array).resize((array.shape[1] * SCALE, array.shape[0] * SCALE), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
