@@ -146,12 +146,12 @@ def pokevq(
         rdzv_endpoint: host:port where the machines meet: machine 0's address and a free port (default on one
                     machine: 127.0.0.1 and a free port).
         image_size: Frame size HxW fed to the model (Game Boy: 144x160).
-        hidden_channels: Channels of the encoder/decoder (tile and conv).
+        hidden_channels: Channels of the encoder/decoder (patch: of the decoder's context).
         codebook_size: Number of codebook vectors (65,536: 16 bits per token).
         embedding_dim: Dimension of each codebook vector (tile and conv).
         downsample: Spatial downsampling factor: 4, 8 or 16.
-        architecture: patch (codes are pixel patches seeded from the training frames at every offset, each drawing
-                    its own pixels), tile (a VQ-VAE learned by gradient: an encoder per patch, convolutions on the
+        architecture: patch (codes are pixel patches seeded from the training frames at every offset, a decoder
+                    that corrects from neighbouring codes), tile (a learned encoder per patch, convolutions on the
                     code grid) or conv.
         quantizer: ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization); tile
                     and conv.

@@ -214,14 +214,14 @@ class TrainConfig:
         "Frame size HxW fed to the model (Game Boy: 144x160).",
         metavar="HxW",
     )
-    hidden_channels: int = option(128, "model", "Channels of the encoder/decoder (tile and conv).")
+    hidden_channels: int = option(128, "model", "Channels of the encoder/decoder (patch: of the decoder's context).")
     codebook_size: int = option(65536, "model", "Number of codebook vectors (65,536: 16 bits per token).")
     embedding_dim: int = option(64, "model", "Dimension of each codebook vector (tile and conv).")
     downsample: int = option(8, "model", "Spatial downsampling factor: 4, 8 or 16.")
     architecture: str = option(
         "patch", "model",
-        "patch (codes are pixel patches seeded from the training frames at every offset, each drawing its own "
-        "pixels), tile (a VQ-VAE learned by gradient: an encoder per patch, convolutions on the code grid) "
+        "patch (codes are pixel patches seeded from the training frames at every offset, a decoder that "
+        "corrects from neighbouring codes), tile (a learned encoder per patch, convolutions on the code grid) "
         "or conv.",
     )
     quantizer: str = option(

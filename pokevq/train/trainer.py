@@ -168,9 +168,7 @@ class Trainer:
 
         self.model_config = ModelConfig.for_run(config)
         self.model = VQVAE(self.model_config).to(self.device)
-        # A patch model has nothing to learn by gradient (its codebook is fitted by seeding): an empty group.
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW([{"params": trainable}], lr=config.learning_rate)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate)
 
         train_rows = manifest[manifest["split"] == "train"]
         val_rows = manifest[manifest["split"] == "val"]
@@ -226,7 +224,7 @@ class Trainer:
         # The step runs through DDP in several processes (gradients all-reduced); the codebook keeps itself
         # identical across ranks (pokevq.model.quantizers), so buffers need no broadcast per step.
         self.step_model: torch.nn.Module = self.model
-        if self.world_size > 1 and trainable:
+        if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -371,8 +369,7 @@ class Trainer:
             with self._autocast():
                 out = self.step_model(images)
             self.optimizer.zero_grad(set_to_none=True)
-            if out.loss.requires_grad:
-                out.loss.backward()
+            out.loss.backward()
             self._set_learning_rate(steps)
             self.optimizer.step()
             self.global_step += 1
