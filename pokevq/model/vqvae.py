@@ -386,14 +386,11 @@ class VQVAE(nn.Module):
         return self.decoder(pixels)
 
     def _patch_forward(self, x: Tensor) -> VQOutput:
-        shift = (0, 0)
-        if self.training:
-            # A random phase of the 8-pixel grid: the decoder meets patches the codebook does not hold, as a
-            # validation frame shows them, and learns to correct them from their neighbours.
-            d = self.config.downsample
-            shift = (int(torch.randint(0, d, ())), int(torch.randint(0, d, ())))
-        codes = self._patch_codes(torch.roll(x, shift, dims=(2, 3)))
-        recon = torch.roll(self._patch_image(codes), (-shift[0], -shift[1]), dims=(2, 3)).to(x.dtype)
+        # No shift augmentation: trained on frames at a random grid phase, the correction cost µCity 2.2 dB and
+        # the classic frames 14 dB (it cannot tell an exact code from an approximate one). On the frames as they
+        # are, it learns only what the codebook cannot hold of the training frames, and stays at zero otherwise.
+        codes = self._patch_codes(x)
+        recon = self._patch_image(codes).to(x.dtype)
         recon_loss = F.mse_loss(recon.float(), x.float())
         perplexity = batch_perplexity(count_codes(codes, self.config.codebook_size))
         return VQOutput(recon, recon_loss, recon_loss, recon_loss.new_zeros(()), codes, perplexity)
