@@ -135,9 +135,14 @@ def _windows_of(frames: list[Tensor], chosen: Tensor, d: int) -> Tensor:
 def _first_per_target(targets: Tensor) -> tuple[Tensor, Tensor]:
     """Each distinct target once, with the position of its first occurrence."""
     unique, inverse = torch.unique(targets, return_inverse=True)
-    first = torch.full((unique.numel(),), targets.numel(), dtype=torch.long).scatter_reduce_(
-        0, inverse, torch.arange(targets.numel()), reduce="amin")
-    return unique, first
+    return unique, _first_positions(inverse, unique.numel())
+
+
+def _first_positions(inverse: Tensor, groups: int) -> Tensor:
+    """For `torch.unique`'s inverse indices, where each of the `groups` distinct values first occurs."""
+    positions = torch.arange(inverse.numel(), device=inverse.device)
+    first = torch.full((groups,), inverse.numel(), dtype=torch.long, device=inverse.device)
+    return first.scatter_reduce_(0, inverse, positions, reduce="amin")
 
 
 class PatchCodebook(nn.Module):
@@ -199,9 +204,7 @@ class PatchCodebook(nn.Module):
     @staticmethod
     def _rows_of(rows: Tensor, inverse: Tensor, which: Tensor) -> Tensor:
         """The first row of each distinct hash in `which` (indices into the distinct hashes)."""
-        first = torch.full((int(inverse.max()) + 1,), rows.shape[0], dtype=torch.long, device=rows.device)
-        first.scatter_reduce_(0, inverse, torch.arange(rows.shape[0], device=rows.device), reduce="amin")
-        return rows[first[which]]
+        return rows[_first_positions(inverse, int(inverse.max()) + 1)[which]]
 
     def pixels(self, codes: Tensor) -> Tensor:
         """(N,) codes -> (N, C*d*d) float pixels in [0, 1]."""
