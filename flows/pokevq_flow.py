@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, wait
 
-from flows.runtime import experiment_name_for_run, load_bucket_block
+from flows.runtime import experiment_name_for_run, load_bucket_block, temporary_server_patience
 from flows.tokenize_flow import pokevq_tokenize
 from pokevq.config import TrainConfig
 from pokevq.run.logs import CONSOLE
@@ -308,4 +308,5 @@ def _raise_first_failure(futures: list[PrefectFuture]) -> None:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run the `pokevq` flow from Python with a `TrainConfig` (README: "From Python")."""
-    return pokevq(**config.to_dict())
+    with temporary_server_patience():
+        return pokevq(**config.to_dict())

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,9 +14,38 @@ from prefect.runtime import flow_run
 
 from pokevq import settings
 from pokevq.config import default_experiment_name, nightly_experiment_name
+from pokevq.errors import PokevqError
 from pokevq.storage import S3Credentials
 
 log = logging.getLogger(__name__)
+
+TEMPORARY_SERVER_WAIT_S = 120  # Prefect waits 20 s; a fresh database on a busy 2-core machine can take longer
+_WAIT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+@contextmanager
+def temporary_server_patience() -> Iterator[None]:
+    """Give Prefect's temporary server time to start on a busy machine, and say in one line if it never does.
+
+    A user's own `PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS` wins; the wait only matters when
+    no `PREFECT_API_URL` is set (the temporary server starts once per process).
+    """
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    wait_s = int(os.environ.get(_WAIT_SETTING) or TEMPORARY_SERVER_WAIT_S)
+    try:
+        if _WAIT_SETTING in os.environ:
+            yield
+        else:
+            with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: wait_s}):
+                yield
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        raise PokevqError(
+            f"Prefect's temporary server did not start within {wait_s} s: set {_WAIT_SETTING} higher, "
+            "or start one with `prefect server start` and set PREFECT_API_URL to it"
+        ) from exc
 
 
 

@@ -32,3 +32,19 @@ def test_train_console_shows_epochs_and_report_and_the_log_keeps_the_rest(tmp_pa
     log = (Path(tmp_path / "out") / "runs" / "console" / "training.log").read_text(encoding="utf-8")
     assert "Finished in state Completed()" in log  # the task states moved here, not lost
     assert "Epoch 2/2: train loss" in log
+
+
+def test_a_temporary_server_that_never_starts_is_one_error_line_naming_the_fixes(tmp_path, synth_frames):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}  # the user's own wait wins; 0 never connects
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "pokevq", "train", "--frames-dir", str(synth_frames), "--output-dir",
+               str(tmp_path / "out"), "--experiment-name", "noserver", "--epochs", "1", "--num-workers", "0"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert "did not start within 0 s" in errors[0]
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in errors[0] and "PREFECT_API_URL" in errors[0]
