@@ -17,6 +17,7 @@ from flows.runtime import experiment_name_for_run, load_bucket_block, temporary_
 from flows.tokenize_flow import pokevq_tokenize
 from pokevq.config import TrainConfig
 from pokevq.run.logs import CONSOLE
+from pokevq.run.nightly import is_first_of_day
 from pokevq.run.session import RunSession
 from pokevq.run.validate import StoragePlan
 from tasks.artifacts import advance_progress, progress_artifact
@@ -25,6 +26,7 @@ from tasks.report import write_report
 from tasks.setup import (
     acquire_lease,
     index_manifest,
+    name_nightly,
     pack_new_frames,
     validate,
     warm_cache,
@@ -130,8 +132,10 @@ def pokevq(
         num_workers: DataLoader worker processes.
         val_fraction: Share of episodes held out for validation.
         debug: Debug logging (botocore too) and tracebacks.
-        nightly: A scheduled retraining run: experiment nightly-YYYYMMDD, never falls back to local storage.
-        warm_start: With --nightly, start from the previous nightly's checkpoint_best.pt when one exists.
+        nightly: A scheduled retraining run: experiment nightly-YYYYMMDD (the day's second: nightly-YYYYMMDD-2, ...),
+                    never falls back to local storage.
+        warm_start: With --nightly, start from the previous nightly's checkpoint_best.pt (the same day's, if any) when
+                    one exists.
         tokenize_after: After training, tokenize the frames with the run's best checkpoint (the pokevq-tokenize
                     flow); default: on with --nightly, off otherwise.
         data_path: auto (cached when every frame fits the cache, else streaming), cached or streaming.
@@ -183,6 +187,9 @@ def pokevq(
     )
 
     plan = validate_(config, credentials)
+    if config["nightly"] and not config["resume"] and is_first_of_day(config["experiment_name"]):
+        # The day's second nightly takes nightly-YYYYMMDD-2 (a retry of this run keeps the name it chose).
+        config["experiment_name"] = name_nightly.with_options(**retrying)(config, plan, credentials)
     pending: list[PrefectFuture] = []
     with RunSession(TrainConfig.from_dict(config), StoragePlan.from_dict(plan, credentials), run_id()) as run:
         try:

@@ -159,11 +159,13 @@ class TrainConfig:
     debug: bool = option(False, "training", "Debug logging (botocore too) and tracebacks.")
     nightly: bool = option(
         False, "training",
-        "A scheduled retraining run: experiment nightly-YYYYMMDD, never falls back to local storage.",
+        "A scheduled retraining run: experiment nightly-YYYYMMDD (the day's second: nightly-YYYYMMDD-2, ...), never "
+        "falls back to local storage.",
     )
     warm_start: bool = option(
         True, "training",
-        "With --nightly, start from the previous nightly's checkpoint_best.pt when one exists.",
+        "With --nightly, start from the previous nightly's checkpoint_best.pt (the same day's, if any) when one "
+        "exists.",
     )
     tokenize_after: bool | None = option(
         None, "training",

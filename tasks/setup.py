@@ -12,10 +12,12 @@ from pokevq.config import TrainConfig
 from pokevq.data.manifest import index_frames, summarize
 from pokevq.data.pack import pack
 from pokevq.data.warm import warm_frames
+from pokevq.layout import Layout
 from pokevq.run.lease import Lease, LeaseOwner
+from pokevq.run.nightly import next_nightly_name
 from pokevq.run.resume import check_resume_exists
 from pokevq.run.session import RunSession, Stopwatch
-from pokevq.run.validate import validate_setup
+from pokevq.run.validate import StoragePlan, validate_setup
 from pokevq.storage import S3Credentials
 from tasks.common import IO_RETRY, IO_TASK, retry_unless_unreachable
 
@@ -38,6 +40,16 @@ def validate(config: dict[str, Any], credentials: S3Credentials | None = None) -
         get_run_logger().warning("S3 set-up failed, so this run FALLS BACK TO LOCAL STORAGE in %s: %s",
                                  plan.output_root, plan.fallback_reason)
     return plan.to_dict()
+
+
+@task(name="name_nightly", task_run_name="name_nightly", **IO_TASK)  # cached: a retry keeps its name
+def name_nightly(config: dict[str, Any], plan: dict[str, Any], credentials: S3Credentials | None = None) -> str:
+    """`nightly-YYYYMMDD`, or the day's next number when a nightly of that day already wrote anything."""
+    storage = StoragePlan.from_dict(plan, credentials).output_storage()
+    name = next_nightly_name(storage, Layout.for_config(TrainConfig.from_dict(config)))
+    if name != config["experiment_name"]:
+        get_run_logger().info("%s already ran today: this nightly is %s", config["experiment_name"], name)
+    return name
 
 
 @task(

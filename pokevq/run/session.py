@@ -35,6 +35,7 @@ from pokevq.errors import (
 from pokevq.layout import Layout
 from pokevq.run.lease import Lease, LeaseLostError
 from pokevq.run.logs import attach_training_log, detach_training_log
+from pokevq.run.nightly import nightly_order
 from pokevq.run.resume import fetch_checkpoint, resolve_resume
 from pokevq.run.validate import StoragePlan
 from pokevq.train.checkpoint import (
@@ -49,6 +50,12 @@ from pokevq.train.trainer import Trainer
 log = logging.getLogger(__name__)
 
 _STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt")
+
+
+def _nightly_key(name: str) -> tuple[str, int]:
+    """Order of nightly experiments: by date, then the day's number (`-10` after `-9`); others by name."""
+    order = nightly_order(name)
+    return order if order is not None else (name.removeprefix("nightly-"), 0)
 
 
 class RunSession:
@@ -257,14 +264,16 @@ class RunSession:
             ) from exc
 
     def previous_nightly_best(self) -> tuple[dict[str, Any], str] | None:
-        """The newest earlier `nightly-*` experiment's best checkpoint, if any."""
+        """The newest earlier `nightly-*` experiment's best checkpoint, if any (the day's last, on a day's second)."""
         prefix = f"{self.layout.checkpoint_prefix}/nightly-"
         bests = sorted(
-            info.key
-            for info in self.storage.list(prefix)
-            if info.key.endswith("/checkpoint_best.pt") and not info.key.startswith(self.layout.checkpoints)
+            (info.key
+             for info in self.storage.list(prefix)
+             if info.key.endswith("/checkpoint_best.pt") and not info.key.startswith(self.layout.checkpoints)),
+            key=lambda key: _nightly_key(key.split("/")[-2]),
         )
-        earlier = [key for key in bests if key.split("/")[-2] < str(self.config.experiment_name)]
+        own = _nightly_key(str(self.config.experiment_name))
+        earlier = [key for key in bests if _nightly_key(key.split("/")[-2]) < own]
         if not earlier:
             return None
         key = earlier[-1]

@@ -11,6 +11,7 @@ import torch
 from flows import pokevq
 from pokevq.errors import ConnectError
 from tests.helpers.frames import upload_tree
+from tests.helpers.runs import list_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +23,16 @@ def _log(s3_client, bucket: str, experiment: str) -> str:
     return s3_client.get_object(Bucket=bucket, Key=f"logs/{experiment}/training_latest.log")["Body"].read().decode()
 
 
+def _best(s3_client, bucket: str, experiment: str, name: str = "checkpoint_best.pt") -> dict:
+    body = s3_client.get_object(Bucket=bucket, Key=f"checkpoints/{experiment}/{name}")["Body"].read()
+    return torch.load(io.BytesIO(body), weights_only=True)
+
+
+def _same_weights(warm: dict, earlier: dict) -> bool:
+    name = next(k for k in earlier["model"] if k.endswith("weight"))
+    return torch.allclose(warm["model"][name], earlier["model"][name], atol=1e-6)
+
+
 def test_nightly_runs_are_dated_and_warm_start_from_the_previous_nightly(
     prefect_harness, tmp_path, moto_endpoint, bucket, s3_client, synth_frames
 ):
@@ -29,38 +40,56 @@ def test_nightly_runs_are_dated_and_warm_start_from_the_previous_nightly(
     common = dict(use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, output_dir=str(tmp_path), **TINY)
     today = f"nightly-{datetime.now():%Y%m%d}"
 
-    # The first nightly has nothing to warm-start from, and says so.
+    # Given an earlier nightly's best checkpoint, the day's nightly starts from its weights.
+    pokevq(experiment_name="nightly-20200101", **common)
+    earlier = _best(s3_client, bucket, "nightly-20200101")
+    first = pokevq(nightly=True, learning_rate=1e-12, **common)  # a negligible step keeps the weights recognisable
+    assert first["report_uri"] == f"s3://{bucket}/reports/{today}/report.md"
+    log = _log(s3_client, bucket, today)
+    assert f"Warm-started the model from s3://{bucket}/checkpoints/nightly-20200101/checkpoint_best.pt" in log
+    warm = _best(s3_client, bucket, today, "checkpoint_latest.pt")
+    assert _same_weights(warm, earlier)
+    assert warm["epoch"] == 1  # a new experiment: warm start copies weights, not the epoch count
+    # After training, the nightly tokenizes every episode with its best checkpoint; no nightly, no tokens.
+    assert first["tokens"]["episodes"] == 4 and first["tokens"]["frames"] == 24
+    assert _token_sets(s3_client, bucket, today) == {first["tokens"]["lineage_of"]["checkpoint_sha256"][:12]: 4}
+    assert _token_sets(s3_client, bucket, "nightly-20200101") == {}
+
+
+def test_a_second_nightly_on_the_same_day_takes_the_next_name_and_warm_starts_from_the_first(
+    prefect_harness, tmp_path, moto_endpoint, bucket, s3_client, synth_frames
+):
+    """Issue 24, item 7: the day's second nightly never writes into the first one's experiment."""
+    upload_tree(s3_client, bucket, synth_frames)
+    common = dict(use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, output_dir=str(tmp_path),
+                  tokenize_after=False, **TINY)
+    today = f"nightly-{datetime.now():%Y%m%d}"
+
     first = pokevq(nightly=True, **common)
     assert first["report_uri"] == f"s3://{bucket}/reports/{today}/report.md"
     assert "Warm start skipped: no earlier nightly experiment" in _log(s3_client, bucket, today)
-    # After training, the nightly tokenizes every episode with its best checkpoint.
-    assert first["tokens"]["episodes"] == 4 and first["tokens"]["frames"] == 24
-    assert _token_sets(s3_client, bucket, today) == {first["tokens"]["lineage_of"]["checkpoint_sha256"][:12]: 4}
+    kept = {key: s3_client.head_object(Bucket=bucket, Key=key)["ETag"] for key in list_keys(s3_client, bucket)
+            if today in key}
+    assert f"manifests/{today}/manifest.parquet" in kept and f"checkpoints/{today}/checkpoint_best.pt" in kept
+    best = _best(s3_client, bucket, today)
 
-    # Given an earlier nightly's best checkpoint, the next nightly starts from its weights.
-    pokevq(experiment_name="nightly-20200101", **common)
-    earlier = torch.load(
-        io.BytesIO(
-            s3_client.get_object(Bucket=bucket, Key="checkpoints/nightly-20200101/checkpoint_best.pt")["Body"].read()
-        ),
-        weights_only=True,
-    )
-    pokevq(nightly=True, learning_rate=1e-12, **common)  # a negligible step keeps the weights recognisable
-    log = _log(s3_client, bucket, today)
-    assert f"Warm-started the model from s3://{bucket}/checkpoints/nightly-20200101/checkpoint_best.pt" in log
-    warm = torch.load(
-        io.BytesIO(
-            s3_client.get_object(Bucket=bucket, Key=f"checkpoints/{today}/checkpoint_latest.pt")["Body"].read()
-        ),
-        weights_only=True,
-    )
-    name = next(k for k in earlier["model"] if k.endswith("weight"))
-    assert torch.allclose(warm["model"][name], earlier["model"][name], atol=1e-6)
-    assert warm["epoch"] == 1  # a new experiment: warm start copies weights, not the epoch count
-    # The new best checkpoint wrote a token set of its own; the first one is untouched; no nightly, no tokens.
-    sets = _token_sets(s3_client, bucket, today)
-    assert len(sets) == 2 and set(sets.values()) == {4}
-    assert _token_sets(s3_client, bucket, "nightly-20200101") == {}
+    second = pokevq(nightly=True, learning_rate=1e-12, **common)
+    assert second["report_uri"] == f"s3://{bucket}/reports/{today}-2/report.md"
+    log = _log(s3_client, bucket, f"{today}-2")
+    assert f"Warm-started the model from s3://{bucket}/checkpoints/{today}/checkpoint_best.pt" in log
+    assert _same_weights(_best(s3_client, bucket, f"{today}-2", "checkpoint_latest.pt"), best)
+    # Nothing of the first nightly was rewritten, and nothing was added to its experiment.
+    after = {key: s3_client.head_object(Bucket=bucket, Key=key)["ETag"] for key in list_keys(s3_client, bucket)
+             if today in key and f"{today}-2" not in key}
+    assert after == kept
+
+    # A third nightly that day: -3, from the day's last best (-2's).
+    s3_client.copy_object(Bucket=bucket, Key=f"checkpoints/{today}-9/checkpoint_best.pt",
+                          CopySource={"Bucket": bucket, "Key": f"checkpoints/{today}-2/checkpoint_best.pt"})
+    third = pokevq(nightly=True, **{**common, "num_epochs": 0})
+    assert third["report_uri"] == f"s3://{bucket}/reports/{today}-10/report.md"  # after -9, not after -2 as text
+    assert (f"Warm-started the model from s3://{bucket}/checkpoints/{today}-9/checkpoint_best.pt"
+            in _log(s3_client, bucket, f"{today}-10"))
 
 
 def _token_sets(s3_client, bucket: str, experiment: str) -> dict[str, int]:
