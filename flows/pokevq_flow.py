@@ -16,10 +16,12 @@ from prefect.futures import PrefectFuture, wait
 from flows.runtime import experiment_name_for_run, load_bucket_block, temporary_server_patience
 from flows.tokenize_flow import pokevq_tokenize
 from pokevq.config import TrainConfig
+from pokevq.errors import RunStoppedError
 from pokevq.run.logs import CONSOLE
 from pokevq.run.nightly import is_first_of_day
 from pokevq.run.session import RunSession
 from pokevq.run.validate import StoragePlan
+from pokevq.train.stop import SIGTERM, describe_stop
 from tasks.artifacts import advance_progress, progress_artifact
 from tasks.common import retry_options, run_id
 from tasks.report import write_report
@@ -211,6 +213,11 @@ def pokevq(
             upload_logs_(run, "final", summary)
         finally:
             wait(pending)  # never abandon an upload that already started, even when training failed
+    if stopped_by is not None and stopped_by["budget"] == SIGTERM:  # the lease is released by now
+        raise RunStoppedError(
+            f"Stopped by SIGTERM at step {stopped_by['global_step']} inside epoch {stopped_by['epoch']}, with a "
+            f"checkpoint: retry this flow run, or run again with --resume {stopped_by['checkpoint']}, to continue there"
+        )
     if TrainConfig.from_dict(config).tokenizes_after and summary.get("artifacts", {}).get("checkpoint_best"):
         summary["tokens"] = _tokenize_after(config, plan, summary["artifacts"]["checkpoint_best"])
     return summary
@@ -280,10 +287,10 @@ def _train_epochs(
         unchecked += uploads
         older, newest = newest, uploads
         previous = result
-        if result.get("partial"):  # --max-steps or --time-budget: the run ends at a step boundary
+        if result.get("partial"):  # --max-steps, --time-budget or SIGTERM: the run ends at a step boundary
             epochs.stopped_by = {"budget": result["stopped_by"], "epoch": epoch, "global_step": result["global_step"]}
-            logger.warning("The %s budget ended training at step %d inside epoch %d; the checkpoint records the "
-                           "position, so a resume continues this epoch", result["stopped_by"],
+            logger.warning("%s ended training at step %d inside epoch %d; the checkpoint records the position, so a "
+                           "resume continues this epoch", describe_stop(result["stopped_by"]),
                            result["global_step"], epoch)
             break
         epochs.completed = epoch

@@ -47,6 +47,10 @@ class ObjectNotFoundError(StorageError):
     """A key does not exist in the storage."""
 
 
+class RunStoppedError(PokevqError):
+    """The run was told to stop (SIGTERM) and stopped at a step boundary, with a checkpoint to continue from."""
+
+
 class CacheDirError(PokevqError):
     """The local cache directory cannot be created or written."""
 

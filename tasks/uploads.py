@@ -20,7 +20,7 @@ def upload_checkpoint(run: RunSession, epoch: int, result: dict[str, Any]) -> di
     """
     return publish_checkpoint(
         run.storage, run.layout, result["checkpoint_path"], epoch, result["checkpoint_sha256"], result["is_best"],
-        global_step=result.get("global_step"), mid_epoch=bool(result.get("partial")),
+        global_step=result.get("global_step"), mid_epoch=bool(result.get("partial")), guard=run.check_lease,
     )
 
 

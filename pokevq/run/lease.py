@@ -4,11 +4,12 @@ Before training, a run writes `checkpoints/<experiment>/.lease.json` naming its 
 orchestrator's flow run id, else host:pid) and an expiry (now + ttl). It renews the expiry while
 it trains (every epoch, and from a heartbeat thread) and deletes the lease on any exit, failed or
 not, so a retry can take it again. A second run of the same experiment refuses to start while the
-lease is held and unexpired. A lease is taken over when:
+lease is held and unexpired (or unreadable and written less than a ttl ago). A lease is taken over when:
 
 - it has expired (its owner stopped renewing it: killed, or lost its connection for a whole ttl);
 - its owner is this same owner (a retry of the same flow run may always take its own lease);
-- it was written by a process on this host that no longer runs (killed with SIGKILL, say).
+- it was written by a process on this host that no longer runs (killed with SIGKILL, say);
+- it is unreadable and was last written over a ttl ago.
 
 Every write goes through the storage interface's conditional operations, on the token that
 `get_with_token` read with the lease: acquiring is `put_if_absent`, or `put_if_match` to take over;
@@ -139,6 +140,7 @@ class Lease:
         self.expires_at = 0.0
         self.lost: LeaseLostError | None = None
         self.taken_over: str | None = None  # why an existing lease was taken over by acquire(), if it was
+        self._unreadable = ""  # why the lease last read could not be parsed
         self._acquired_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -223,14 +225,22 @@ class Lease:
             current, token = self._read()
             self.held = False
             if current is None or current.owner.id != self.owner.id or token is None:
+                holder = current.owner.describe() if current is not None else "nobody this run can read"
+                log.warning("Lease %s not released: it is held by %s now, not by this run", self.uri, holder)
                 return False
-            if not self.storage.delete_if_match(self.key, token):
-                return False  # taken over between the read and the delete: theirs now
+            if not self.storage.delete_if_match(self.key, token):  # a 412, 409 or 404 from the store
+                log.warning("Lease %s not released: the store refused the conditional delete (the lease changed "
+                            "or went away meanwhile). It expires by itself by %s.", self.uri, _iso(self.expires_at))
+                return False
         log.info("Lease on experiment %s released", self.experiment)
         return True
 
-    def start_heartbeat(self, interval: float | None = None) -> None:
-        """Renew from a daemon thread every `interval` seconds (ttl/3), until released."""
+    def start_heartbeat(self, interval: float | None = None,
+                        on_lost: Callable[[LeaseLostError], None] | None = None) -> None:
+        """Renew from a daemon thread every `interval` seconds (ttl/3), until released.
+
+        When another run has taken the lease, `on_lost` is told (the run stops at its next step).
+        """
         if self._thread is not None:
             return
         interval = interval if interval is not None else max(0.5, self.ttl / 3)
@@ -241,7 +251,10 @@ class Lease:
                 try:
                     self.renew()
                 except LeaseLostError as exc:
-                    log.error("%s", exc)
+                    if on_lost is not None:
+                        on_lost(exc)
+                    else:
+                        log.error("%s", exc)
                     return
                 except PokevqError as exc:  # S3 unreachable for a moment: the lease still has time left
                     log.warning("Could not renew the lease on experiment %s (%s); retrying in %.0fs",
@@ -263,7 +276,7 @@ class Lease:
 
     def _takeover_reason(self, current: LeaseRecord | None, now: float) -> str | None:
         if current is None:
-            return f"the lease {self.uri} was unreadable"
+            return self._unreadable_takeover(now)
         if current.owner.id == self.owner.id:
             return "it is this run's own lease (a retry)"
         if now >= current.expires_at:
@@ -275,6 +288,19 @@ class Lease:
         ):
             return f"{current.owner.describe()} no longer runs on this host"
         return None
+
+    def _unreadable_takeover(self, now: float) -> str:
+        """An unreadable lease is free once it was last written a whole ttl ago; before that, whoever wrote it
+        may still be training (a run of a newer pokevq, or a write cut short): `LeaseHeldError`."""
+        info = self.storage.head(self.key)
+        written = info.last_modified.timestamp() if info is not None else now
+        if now - written >= self.ttl:
+            return f"the lease {self.uri} was unreadable and last written at {_iso(written)}, over {self.ttl:.0f} s ago"
+        raise LeaseHeldError(
+            f"The lease {self.uri} of experiment {self.experiment} is unreadable ({self._unreadable}) and was "
+            f"written at {_iso(written)}, less than POKEVQ_LEASE_TTL ({self.ttl:.0f} s) ago: another run may hold "
+            f"it. Wait until {_iso(written + self.ttl)}, or delete it if no run trains {self.experiment}."
+        )
 
     def _held(self, record: LeaseRecord) -> None:
         self.held = True
@@ -303,7 +329,8 @@ class Lease:
         try:
             return LeaseRecord.from_bytes(data), token
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("Lease %s is unreadable (%s): treating it as free", self.uri, exc)
+            self._unreadable = f"{type(exc).__name__}: {str(exc)[:120]}"
+            log.warning("Lease %s is unreadable (%s)", self.uri, self._unreadable)
             return None, token
 
     def _create(self, record: LeaseRecord) -> bool:

@@ -6,6 +6,8 @@ import math
 from collections import Counter
 from typing import Any
 
+from pokevq.train.stop import describe_stop
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or value == "":
@@ -120,7 +122,7 @@ def render_report(summary: dict[str, Any]) -> str:
     lines += ["", "## Training", ""]
     budget = summary.get("stopped_by")
     if budget:
-        lines += [f"> ⏱️ **The {budget['budget']} budget ended training** at step {budget['global_step']}, inside "
+        lines += [f"> ⏱️ **{describe_stop(budget['budget'])} ended training** at step {budget['global_step']}, inside "
                   f"epoch {budget['epoch']}; its checkpoint records the position. Resume with "
                   f"`--resume {budget['checkpoint']}` to continue that epoch where it stopped.", ""]
     if epochs:

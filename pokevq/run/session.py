@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +47,7 @@ from pokevq.train.publish import (
     StepCheckpointPublisher,
     TensorBoardSync,
 )
+from pokevq.train.stop import LEASE_LOST, SIGTERM, StopRequest
 from pokevq.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -79,8 +82,11 @@ class RunSession:
         self._annotations: dict[str, Any] | None = None
         self._trainer: Trainer | None = None
         self._data_path: DataPath | None = None
-        self.step_publisher = StepCheckpointPublisher(self.storage, self.layout)
+        self.step_publisher = StepCheckpointPublisher(self.storage, self.layout, guard=self.check_lease)
         self.lease: Lease | None = None
+        self.stop = StopRequest()  # SIGTERM and a lost lease end training at the next step boundary
+        self._previous_sigterm: Any = None
+        self._catch_sigterm()
         self.group: TrainingGroup | None = None  # the other training processes, when there are any
         self._group_quiet = True  # no collective was left half-done (so the ranks can be told to stop)
         fell_back = f" (S3 set-up failed, so LOCAL storage: {plan.fallback_reason})" if plan.fallback_reason else ""
@@ -169,7 +175,7 @@ class RunSession:
 
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Trainer:
         common = dict(annotations=self.annotations, data_path=self.data_path, on_step_checkpoint=self.step_publisher,
-                      run_id=self.run_id)
+                      run_id=self.run_id, stop=self.stop)
         with self._with_ranks({"kind": "build"}):  # every rank builds it too, and takes this one's state
             if weights_only and state is not None:
                 return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state,
@@ -288,7 +294,22 @@ class RunSession:
         self.lease = lease
         if lease.taken_over:
             log.warning("Took over the lease of experiment %s: %s", self.config.experiment_name, lease.taken_over)
-        lease.start_heartbeat()
+        lease.start_heartbeat(on_lost=self._lease_lost)
+
+    def _lease_lost(self, exc: LeaseLostError) -> None:
+        """Another run holds the lease now: training stops at its next step and writes nothing more."""
+        log.warning("%s Stopping at the next step.", exc)
+        self.stop.request(LEASE_LOST, exc)
+
+    def check_lease(self) -> None:
+        """Before a checkpoint is published: renew the lease, so nothing is written once another run holds it."""
+        if self.lease is None:
+            return
+        try:
+            self.lease.renew()
+        except LeaseLostError as exc:
+            self._lease_lost(exc)
+            raise
 
     def renew_lease(self) -> None:
         """Before each epoch: fail when another run took the lease; a storage hiccup only warns."""
@@ -314,6 +335,27 @@ class RunSession:
                 "and a retry of this flow run may take it at once.", lease.uri, exc,
             )
 
+    # ------------------------------------------------------------- SIGTERM
+    def _catch_sigterm(self) -> None:
+        """While the run lives, SIGTERM (a pod eviction, a spot reclaim) ends training like a budget does."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set a handler; the process keeps its own
+        self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.stop.reason == SIGTERM:  # the second one: no more patience
+            self._restore_sigterm()
+            signal.raise_signal(signum)
+            return
+        self.stop.request(SIGTERM)
+        log.warning("SIGTERM received: training stops at the next step boundary with a checkpoint and the lease "
+                    "is released (send SIGTERM again to stop at once)")
+
+    def _restore_sigterm(self) -> None:
+        previous, self._previous_sigterm = self._previous_sigterm, None
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
     def timed(self, stage: str, seconds: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 3)
 
@@ -334,6 +376,7 @@ class RunSession:
         if self._cache is not None:
             self._cache.close()
         self.release_lease()
+        self._restore_sigterm()
         detach_training_log(self.log_handler)
 
 

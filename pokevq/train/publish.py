@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,8 +36,11 @@ def publish_checkpoint(
     *,
     global_step: int | None = None,
     mid_epoch: bool = False,
+    guard: Callable[[], None] | None = None,
 ) -> dict[str, str]:
     """Upload a checkpoint, verify it, then point `latest` (and `best`) at it.
+
+    `guard` runs before anything is written and raises to write nothing (the run's lease, renewed).
 
     An epoch's checkpoint goes to `checkpoint_epoch_N.pt`; a mid-epoch one (`mid_epoch`) to
     `checkpoint_step_S.pt`. `latest` only ever moves forward in training steps: an upload that
@@ -62,6 +66,8 @@ def publish_checkpoint(
     metadata = {SHA256_METADATA: sha256}
     if global_step is not None:
         metadata[STEP_METADATA] = str(int(global_step))
+    if guard is not None:
+        guard()
     storage.upload_file(local_path, key, metadata=metadata)
     verify_upload(storage, key, size, sha256, scratch=local_path.parent, remove_if_bad=True)
     uris = {"checkpoint": storage.uri(key), "latest": storage.uri(layout.checkpoint_latest)}
@@ -99,9 +105,10 @@ class StepCheckpointPublisher:
     verified); a failure only warns: the epoch's own checkpoint is still published with retries.
     """
 
-    def __init__(self, storage: Storage, layout: Layout) -> None:
+    def __init__(self, storage: Storage, layout: Layout, guard: Callable[[], None] | None = None) -> None:
         self.storage = storage
         self.layout = layout
+        self.guard = guard  # runs before each upload (see publish_checkpoint)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pokevq-step-checkpoint")
         self._previous: str | None = None
         self.published: list[str] = []
@@ -112,7 +119,7 @@ class StepCheckpointPublisher:
     def _publish(self, path: Path, sha256: str, global_step: int) -> None:
         try:
             uris = publish_checkpoint(self.storage, self.layout, path, 0, sha256, False, global_step=global_step,
-                                      mid_epoch=True)
+                                      mid_epoch=True, guard=self.guard)
         except Exception as exc:  # noqa: BLE001 - a missed mid-epoch checkpoint must not stop training
             log.warning("Mid-epoch checkpoint of step %d not published (%s); the epoch's checkpoint still will be",
                         global_step, exc)

@@ -48,6 +48,7 @@ from pokevq.train.checkpoint import (
 from pokevq.train.metrics import EpochMetrics, QualityMetrics
 from pokevq.train.preview import image_grid
 from pokevq.train.schedule import learning_rate_at
+from pokevq.train.stop import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class EpochResult:
     data_stall: float = 0.0  # that wait as a share of the training loop's time
     data_path: str = "cached"
     partial: bool = False  # the epoch stopped early at a step boundary (a budget): its checkpoint is a step's
-    stopped_by: str | None = None  # which budget ended training: "max_steps" or "time_budget"
+    stopped_by: str | None = None  # what ended training: "max_steps", "time_budget" or "sigterm"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,8 +151,10 @@ class Trainer:
         run_id: str = "",
         sample_frames: int = SAMPLE_TRAIN_FRAMES,
         baseline_frames: int | None = None,
+        stop: StopRequest | None = None,
     ) -> None:
         self.config = config
+        self.stop = stop  # asked from outside the loop (SIGTERM, a lost lease): stop at the next step boundary
         self.started = time.monotonic()  # the time budget counts from here
         self.run_id = run_id  # written into mid-epoch checkpoints: a retry of this run continues from them
         self.steps_run = 0  # steps trained by this process
@@ -327,8 +330,9 @@ class Trainer:
         """Train one epoch (or what is left of it), evaluate, log to TensorBoard and write a local checkpoint.
 
         With `checkpoint_every_steps`, a resumable checkpoint that records the loader's position is
-        written every N steps; with `max_steps` or `time_budget`, the epoch ends early at a step
-        boundary with such a checkpoint, and the result says so (`partial`, `stopped_by`).
+        written every N steps; with `max_steps` or `time_budget`, or when `stop` is requested (SIGTERM),
+        the epoch ends early at a step boundary with such a checkpoint, and the result says so (`partial`,
+        `stopped_by`). A request that carries an error (a lost lease) raises it there and writes nothing.
         """
         from tqdm.auto import tqdm
 
@@ -392,10 +396,10 @@ class Trainer:
                 speed = train_frames / max(train_seconds, 1e-9)
                 self.writer.add_scalar("train/frames_per_second", speed, self.global_step)
                 progress.set_postfix(loss=f"{loss:.4f}")
-            stopped_by = self._budget_spent()
-            if self.config.time_budget is not None:  # one rank's clock stops them all (max_steps agrees anyway)
-                if collectives.any_rank(stopped_by is not None, self.device):
-                    stopped_by = stopped_by or "time_budget"
+            stopped_by = self._stop_reason()
+            # One rank's clock or signal stops them all; only rank 0 hears a signal or loses the lease.
+            if self.world_size > 1 and collectives.any_rank(stopped_by is not None, self.device):
+                stopped_by = stopped_by or "time_budget"
             if stopped_by is not None:
                 break
             if every and self.global_step % every == 0 and number + 1 < steps:
@@ -406,6 +410,8 @@ class Trainer:
         progress.close()
         if frame_log is not None:
             frame_log.close()
+        if stopped_by is not None and self.stop is not None and self.stop.error is not None:
+            raise self.stop.error  # a lost lease: no checkpoint, the experiment is another run's now
         if self.world_size > 1:
             metrics, counters, train_frames, train_seconds, data_wait, loop_seconds = self._merge_ranks(
                 metrics, counters, train_frames, train_seconds, data_wait, loop_seconds)
@@ -516,13 +522,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = rate
 
-    def _budget_spent(self) -> str | None:
+    def _stop_reason(self) -> str | None:
+        """Why training stops after this step, if it does: a budget spent, or a request from outside the loop."""
         if self.config.max_steps and self.global_step >= self.config.max_steps:
             return "max_steps"
         budget = self.config.time_budget_seconds
         if budget is not None and time.monotonic() - self.started >= budget:
             return "time_budget"
-        return None
+        return self.stop.reason if self.stop is not None else None
 
     def _merge_ranks(self, metrics: EpochMetrics, counters: dict[str, Any], frames: int, seconds: float,
                      wait: float, loop: float) -> tuple[EpochMetrics, dict[str, Any], int, float, float, float]:

@@ -134,9 +134,12 @@ class FaultProxy:
     #             broken middlebox or store would, and relay S3's 200
     #   delay     wait `delay` seconds, then forward normally
     #   deny      answer 403 AccessDenied, as S3 does for a permission the keys lack
+    #   expired   answer 400 ExpiredToken, as S3 does once temporary (STS) credentials have run out
+    #   refuse    answer 412 PreconditionFailed, as S3 does for a conditional write whose condition failed
     # `rate` injects into that share of matching requests (seeded, so runs repeat), `every=n` into the
     # 1st, (n+1)th, … match only (so a client's retry of it goes through), `after=k` lets the first k
-    # matches through, `times` caps the injections.
+    # matches through, `times` caps the injections. `start_when` (a regex) keeps the fault off until a
+    # request matching it arrives (that request included): "from the upload of epoch 2 on, every request".
     # `go_down()` takes the endpoint down: the listening socket is closed (connections are refused) and
     # open keep-alive connections are closed unanswered; `come_back()` listens on the same port again.
     # `down_when(match)` goes down when a matching request arrives (that request is dropped) and then,
@@ -166,10 +169,12 @@ class FaultProxy:
         times: int | None = None,
         delay: float = 0.0,
         seed: int | None = None,
+        start_when: str | None = None,
     ) -> Fault:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}: one of {', '.join(FAULT_KINDS)}")
-        fault = Fault(kind, re.compile(match), rate=rate, every=max(1, every), after=after, times=times, delay=delay)
+        fault = Fault(kind, re.compile(match), rate=rate, every=max(1, every), after=after, times=times, delay=delay,
+                      start=re.compile(start_when) if start_when else None)
         with self._fault_lock:
             if seed is not None:
                 self._rng.seed(seed)
@@ -261,6 +266,10 @@ class FaultProxy:
                 self.injected.append(("down", handler.command, handler.path))
             else:
                 for fault in self.faults:
+                    if fault.start is not None:
+                        if not fault.start.search(request):
+                            continue
+                        fault.start = None  # on from here
                     if not fault.pattern.search(request):
                         continue
                     fault.matched += 1
@@ -291,6 +300,9 @@ class FaultProxy:
             return True
         if chosen.kind == "deny":
             _answer_error(handler, 403, "Forbidden", _ACCESS_DENIED)
+            return True
+        if chosen.kind in _ANSWERS:
+            _answer_error(handler, *_ANSWERS[chosen.kind])
             return True
         if chosen.kind == "truncate" and handler.command == "PUT" and body:
             status, reason, headers, payload = self._upstream(handler, *_truncated_put(handler, body))
@@ -342,11 +354,24 @@ class FaultProxy:
             handler.wfile.write(payload)
 
 
-FAULT_KINDS = ("drop", "reset", "slowdown", "truncate", "delay", "deny")
+FAULT_KINDS = ("drop", "reset", "slowdown", "truncate", "delay", "deny", "expired", "refuse")
 _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate. (injected by the test proxy)</Message></Error>"
 )
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message} (injected by the test proxy)</Message></Error>").encode()
+
+
+# Fault kinds answered with an S3 error: (status, reason, body).
+_ANSWERS = {
+    "expired": (400, "Bad Request", _error_body("ExpiredToken", "The provided token has expired.")),
+    "refuse": (412, "Precondition Failed",
+               _error_body("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")),
+}
 _CHECKSUM_HEADERS = ("content-md5", "x-amz-trailer", "x-amz-decoded-content-length", "x-amz-sdk-checksum-algorithm")
 
 
@@ -359,6 +384,7 @@ class Fault:
     after: int = 0
     times: int | None = None
     delay: float = 0.0
+    start: re.Pattern[str] | None = None  # off until a request matches this
     matched: int = 0
     injected: int = 0
 

@@ -25,7 +25,7 @@ from pokevq.train.checkpoint import (
     save_checkpoint,
     sha256_file,
 )
-from pokevq.train.publish import TensorBoardSync, publish_checkpoint, upload_log
+from pokevq.train.publish import StepCheckpointPublisher, TensorBoardSync, publish_checkpoint, upload_log
 
 MODEL_CONFIG = ModelConfig(image_size=(32, 40), hidden_channels=8, embedding_dim=4, codebook_size=16)
 
@@ -271,6 +271,53 @@ def test_publish_latest_and_best(s3, s3_client, bucket, tmp_path, saved):
     # What was published loads back as the checkpoint it was.
     assert load_checkpoint(s3.get_bytes("checkpoints/exp1/checkpoint_latest.pt"))["epoch"] == 2
     assert load_checkpoint(s3.get_bytes("checkpoints/exp1/checkpoint_best.pt"))["epoch"] == 1
+
+
+def test_a_step_checkpoint_replaces_the_previous_only_once_verified_and_latest_only_moves_forward(
+    fault_proxy, s3_client, bucket, tmp_path, saved
+):
+    model, optimizer, _, _ = saved
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=fault_proxy.url)
+    layout = Layout(experiment="steps")
+    prefix = "checkpoints/steps/"
+
+    def written(step: int, epoch: int = 0) -> tuple:
+        """A checkpoint of `step` as the trainer writes it: (path, sha256)."""
+        state = checkpoint_of(model, optimizer, epoch=epoch)
+        state["global_step"] = step
+        path = tmp_path / f"{epoch}-{step}.pt"
+        return path, save_checkpoint(state, path)
+
+    def objects() -> list[str]:
+        return sorted(item["Key"][len(prefix):]
+                      for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+    def latest_step() -> int:
+        body = s3_client.get_object(Bucket=bucket, Key=prefix + "checkpoint_latest.pt")["Body"].read()
+        return load_checkpoint(body)["global_step"]
+
+    publisher = StepCheckpointPublisher(storage, layout)
+    try:
+        publisher(*written(2), 2).result()
+        publisher(*written(4), 4).result()
+        assert objects() == ["checkpoint_latest.pt", "checkpoint_step_4.pt"]  # step 2 gone once 4 was verified
+        assert latest_step() == 4
+        # Step 6's upload is cut in half on its way: it never verifies, so step 4 stays, and latest with it.
+        fault_proxy.add_fault("truncate", rf"^PUT /{bucket}/{prefix}checkpoint_step_6\.pt", times=1)
+        publisher(*written(6), 6).result()
+        assert fault_proxy.injected_count("truncate") == 1
+        assert objects() == ["checkpoint_latest.pt", "checkpoint_step_4.pt"]
+        assert latest_step() == 4
+        # An epoch's checkpoint of an earlier step that lands late does not move latest back ...
+        path, sha = written(3, epoch=1)
+        publish_checkpoint(storage, layout, path, 1, sha, False, global_step=3)
+        assert latest_step() == 4
+        # ... and the next step checkpoint moves it on and replaces step 4.
+        publisher(*written(8), 8).result()
+        assert objects() == ["checkpoint_epoch_1.pt", "checkpoint_latest.pt", "checkpoint_step_8.pt"]
+        assert latest_step() == 8
+    finally:
+        publisher.close()
 
 
 # --- TensorBoard sync -------------------------------------------------------------------

@@ -8,6 +8,7 @@ API, and each second run is the real flow.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -95,6 +96,62 @@ def test_a_training_run_keeps_its_lease_for_many_ttls_and_every_second_run_is_re
     assert _lease(s3_client, bucket, key) is None  # released when the run ended
 
 
+def test_a_run_that_loses_its_lease_mid_epoch_stops_at_the_next_step_with_one_line_and_writes_nothing_more(
+    prefect_harness, fault_proxy, bucket, s3_client, episode_frames, tmp_path
+):
+    from prefect.settings import PREFECT_API_URL
+
+    from pokevq.data.pack import pack
+
+    proxy = fault_proxy
+    upload_tree(s3_client, bucket, episode_frames)
+    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
+    # Shards through a slow link: about one shard a step, so the epoch's 20 steps take seconds.
+    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.5)
+    frame_log = tmp_path / "frames.log"
+    args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url,
+            "--experiment-name", "lost", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
+            "--data-path", "streaming", "--output-dir", str(tmp_path / "out"), "--no-fallback", *TINY_FLAGS]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_LEASE_TTL": "3",  # renewed every 1 s
+           "POKEVQ_FRAME_LOG": str(frame_log)}
+    output = tmp_path / "run.log"
+    key = "checkpoints/lost/.lease.json"
+
+    def steps() -> list[int]:
+        return [int(line.split()[1]) for line in frame_log.read_text().splitlines()] if frame_log.exists() else []
+
+    with open(output, "wb") as log:
+        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while len(set(steps())) < 2:  # training is under way
+            assert process.poll() is None, output.read_text()[-3000:]
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.05)
+        # Another run takes the experiment over (as after this run's lease expired): its lease replaces ours.
+        other = LeaseOwner(id="other-run", hostname="elsewhere", pid=1, flow_run_id="other-run")
+        now = time.time()
+        record = LeaseRecord(experiment="lost", owner=other, acquired_at=now, expires_at=now + 3600)
+        s3_client.put_object(Bucket=bucket, Key=key, Body=record.to_bytes())
+        taken_at, seen = max(steps()), len(proxy.seen)
+        assert process.wait(timeout=120) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    console = output.read_text()
+    errors = [line for line in console.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: Lost the lease on experiment lost: it is now held by flow run other-run (elsewhere, "
+                      "pid 1). This run stops so two runs never write the same checkpoints."], console[-3000:]
+    assert "Traceback" not in console
+    # It stopped within a heartbeat (1 s, about two steps) of the takeover, long before the epoch's 20 steps.
+    assert max(steps()) <= taken_at + 6, (taken_at, max(steps()))
+    written = [f"{method} {path}" for method, path, _ in proxy.seen[seen:]
+               if method in ("PUT", "POST", "DELETE") and "/checkpoints/lost/" in path]
+    assert written == [], written  # no checkpoint, and the other run's lease neither renewed nor deleted
+    assert _lease(s3_client, bucket, key) == record
+
+
 def test_lease_race_through_a_store_that_ignores_conditional_writes_has_one_winner(
     fault_proxy, bucket, s3_client
 ):
@@ -141,3 +198,72 @@ def test_lease_race_through_a_store_that_ignores_conditional_writes_has_one_winn
     assert sorted(outcomes.values()) == ["refused"] * (contenders - 1) + ["won"], outcomes
     winner = next(name for name, outcome in outcomes.items() if outcome == "won")
     assert _lease(s3_client, bucket, "checkpoints/race/.lease.json").owner.id == winner
+
+
+def test_an_unreadable_lease_blocks_the_experiment_for_a_ttl_with_one_line_then_is_taken_over(
+    prefect_harness, bucket, s3_client, moto_endpoint, synth_frames, tmp_path
+):
+    upload_tree(s3_client, bucket, synth_frames)
+    key = "checkpoints/garbled/.lease.json"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"\x00not a lease{")
+    before = {item["Key"]: item["ETag"] for item in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
+    # Written just now: whoever wrote it may still be training, so the run stops before writing anything.
+    with pytest.raises(LeaseHeldError) as refused:
+        train(s3_train_config(tmp_path, bucket, moto_endpoint, experiment_name="garbled", num_epochs=1))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert re.match(rf"^The lease s3://{bucket}/{re.escape(key)} of experiment garbled is unreadable \(.+\) and was "
+                    r"written at \S+, less than POKEVQ_LEASE_TTL \(600 s\) ago: another run may hold it\. Wait until "
+                    r"\S+, or delete it if no run trains garbled\.$", message), message
+    assert {item["Key"]: item["ETag"] for item in s3_client.list_objects_v2(Bucket=bucket)["Contents"]} == before
+
+    # A whole ttl after it was last written, it is free: taken over, and the lease is a readable one again.
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+    owner = LeaseOwner(id="later-run", hostname="h", pid=1, flow_run_id="later-run")
+    lease = Lease.for_experiment(storage, "checkpoints/garbled/", "garbled", owner, ttl=600, race_delay=0,
+                                 clock=lambda: time.time() + 601)
+    assert re.match(rf"^the lease s3://{bucket}/{re.escape(key)} was unreadable and last written at \S+, over 600 s "
+                    "ago$", lease.acquire())
+    assert _lease(s3_client, bucket, key).owner == owner
+
+
+def test_a_release_the_store_refuses_warns_and_a_publish_after_the_lease_is_lost_writes_nothing(
+    fault_proxy, bucket, s3_client, tmp_path, caplog
+):
+    from pokevq.layout import Layout
+    from pokevq.run.lease import LeaseLostError
+    from pokevq.train.checkpoint import sha256_file
+    from pokevq.train.publish import publish_checkpoint
+
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=fault_proxy.url)
+    layout = Layout(experiment="held")
+    key = "checkpoints/held/.lease.json"
+    lease = Lease.for_experiment(storage, layout.checkpoints, "held", LeaseOwner.current(), ttl=600, race_delay=0)
+    lease.acquire()
+    # The store answers the conditional delete with 412 (as S3 does when the lease changed meanwhile): a warning.
+    fault_proxy.add_fault("refuse", rf"^DELETE /{bucket}/{re.escape(key)}", times=1)
+    with caplog.at_level(logging.WARNING, logger="pokevq.run.lease"):
+        assert lease.release() is False
+    assert fault_proxy.injected_count("refuse") == 1
+    refused = [r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING and "not released" in r.getMessage()]
+    assert refused and refused[0].startswith(f"Lease s3://{bucket}/{key} not released: the store refused the "
+                                             "conditional delete"), refused
+    assert _lease(s3_client, bucket, key).owner == lease.owner  # still there: it expires by itself
+
+    # A checkpoint is published only while the lease is this run's: once another run holds it, nothing is written.
+    s3_client.delete_object(Bucket=bucket, Key=key)
+    lease = Lease.for_experiment(storage, layout.checkpoints, "held", LeaseOwner.current(), ttl=600, race_delay=0)
+    lease.acquire()
+    path = tmp_path / "checkpoint_step_2.pt"
+    path.write_bytes(b"weights")
+    publish_checkpoint(storage, layout, path, 0, sha256_file(path), False, global_step=2, mid_epoch=True,
+                       guard=lease.renew)
+    other = LeaseRecord(experiment="held", owner=LeaseOwner(id="other", hostname="x", pid=1), acquired_at=time.time(),
+                        expires_at=time.time() + 600)
+    s3_client.put_object(Bucket=bucket, Key=key, Body=other.to_bytes())
+    with pytest.raises(LeaseLostError):
+        publish_checkpoint(storage, layout, path, 0, sha256_file(path), False, global_step=4, mid_epoch=True,
+                           guard=lease.renew)
+    listed = sorted(item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert listed == [key, "checkpoints/held/checkpoint_latest.pt", "checkpoints/held/checkpoint_step_2.pt"]

@@ -20,6 +20,7 @@ import pytest
 from pokevq.config import TrainConfig
 from pokevq.data.pack import pack
 from pokevq.storage import S3Storage
+from pokevq.train.checkpoint import load_checkpoint
 from tests.helpers.frames import upload_tree
 from tests.helpers.runs import TINY, TINY_FLAGS
 
@@ -155,6 +156,36 @@ def test_step_budget_ends_the_run_with_a_checkpoint_and_a_resume_finishes_the_ep
     epoch1 = _frame_log(first_log, epoch=1) + _frame_log(second_log, epoch=1)
     assert Counter(epoch1) == Counter(train_keys)
     assert Counter(_frame_log(second_log, epoch=2)) == Counter(train_keys)
+
+
+def test_time_budget_ends_the_run_at_a_step_boundary_with_a_checkpoint_and_the_report_says_so(
+    prefect_harness, tmp_path, bucket, s3_client, moto_endpoint, frames
+):
+    from flows.pokevq_flow import train
+
+    upload_tree(s3_client, bucket, frames, "pokemon_frames/")
+    started = time.monotonic()
+    summary = train(TrainConfig(
+        use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, experiment_name="timed", num_epochs=30,
+        batch_size=4, num_workers=0, time_budget="1s", output_dir=str(tmp_path / "o"),
+        local_cache_dir=str(tmp_path / "c"), no_fallback=True, **TINY,
+    ))
+    seconds = time.monotonic() - started
+    stopped = summary["stopped_by"]
+    assert stopped and stopped["budget"] == "time_budget", summary["epochs_trained"]
+    assert summary["epochs_trained"] == stopped["epoch"] - 1 < 30  # it ended inside an epoch, long before the last
+    assert seconds >= 1  # not before the budget was spent
+    step = stopped["global_step"]
+    keys = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix="checkpoints/timed/")["Contents"]]
+    assert f"checkpoints/timed/checkpoint_step_{step}.pt" in keys
+    assert _latest_step(s3_client, bucket, "timed") == step
+    latest = s3_client.get_object(Bucket=bucket, Key="checkpoints/timed/checkpoint_latest.pt")["Body"].read()
+    state = load_checkpoint(latest)
+    assert state["global_step"] == step and state["position"]["epoch"] == stopped["epoch"]  # resumable mid-epoch
+    report = s3_client.get_object(Bucket=bucket, Key="reports/timed/report.md")["Body"].read().decode()
+    assert (f"The time_budget budget ended training** at step {step}, inside epoch {stopped['epoch']}; "
+            f"its checkpoint records the position. Resume with `--resume s3://{bucket}/checkpoints/timed/"
+            "checkpoint_latest.pt`") in report
 
 
 def test_retried_flow_run_continues_the_interrupted_epoch_from_its_step_checkpoint(
