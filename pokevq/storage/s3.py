@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 _LISTING_CLIENTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 # S3 error codes that mean "these keys are wrong", as opposed to "not allowed".
-_BAD_KEY_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
+_BAD_KEY_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "InvalidClientTokenId"}
+_EXPIRED_CODES = {"ExpiredToken", "TokenRefreshRequired"}  # temporary credentials ran out
 _DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "Forbidden", "403"}
 _MISSING_BUCKET_CODES = {"NoSuchBucket"}
 _CONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}  # a conditional write lost a race
@@ -244,6 +245,12 @@ class S3Storage(Storage):
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             message = error.get("Message") or code
+            if code in _EXPIRED_CODES:
+                return InvalidCredentialsError(
+                    f"AWS credentials expired (access key {_key_id_hint(self.session)}): {code} during {operation} "
+                    f"of {target}. Renew them (a new session token, `aws sso login`, or an IAM role, which renews "
+                    "itself), then retry the flow run or resume from checkpoint_latest.pt: what was uploaded is kept."
+                )
             if code in _BAD_KEY_CODES:
                 return InvalidCredentialsError(
                     f"AWS credentials are invalid (access key {_key_id_hint(self.session)}): {code}. "

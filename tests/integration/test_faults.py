@@ -30,7 +30,7 @@ import torch
 
 from flows import pokevq, train
 from pokevq import TrainConfig
-from pokevq.errors import StorageError
+from pokevq.errors import InvalidCredentialsError, StorageError
 from pokevq.model.vqvae import VQVAE, ModelConfig
 from pokevq.run.lease import Lease, LeaseHeldError, LeaseLostError, LeaseOwner
 from pokevq.run.resume import resolve_resume
@@ -369,6 +369,42 @@ def test_endpoint_down_fails_clearly_keeps_uploads_and_a_retry_resumes(
                         weights_only=True)
     assert [h["epoch"] for h in final["history"]] == [1, 2]
     assert final["history"][0] == epoch1["history"][0]
+
+
+def test_credentials_that_expire_mid_run_fail_with_one_line_keep_uploads_and_a_retry_resumes(
+    prefect_harness, proxy, monkeypatch, tmp_path, frames_bucket, s3
+):
+    """Temporary (STS) credentials running out during training: S3 answers every request `ExpiredToken`."""
+    monkeypatch.setenv("POKEVQ_TASK_RETRY_DELAYS", "0.2,0.2")
+    # From the upload of epoch 2's checkpoint on, every request is refused: the session's token has expired.
+    proxy.add_fault("expired", ".*",
+                    start_when=rf"^PUT /{re.escape(frames_bucket)}/checkpoints/expired/checkpoint_epoch_2\.pt")
+    state = pokevq(**_config(tmp_path, frames_bucket, proxy.url, "expired").to_dict(), return_state=True)
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, InvalidCredentialsError) and "\n" not in str(error)
+    assert re.match(r"^AWS credentials expired \(access key \S+\): ExpiredToken during upload_file of "
+                    r"checkpoints/expired/checkpoint_epoch_2\.pt\. Renew them .* then retry the flow run or resume "
+                    r"from checkpoint_latest\.pt: what was uploaded is kept\.$", str(error)), error
+    assert proxy.injected_count("expired") >= 1
+    # Not retried in vain: an expired token is refused again until it is renewed.
+    assert sum(1 for _, method, path in proxy.injected if method == "PUT" and "checkpoint_epoch_2" in path) == 1
+    before = objects(s3, frames_bucket, "expired")
+    assert "checkpoints/expired/checkpoint_epoch_2.pt" not in before
+    epoch1 = before["checkpoints/expired/checkpoint_epoch_1.pt"]
+    assert before["checkpoints/expired/checkpoint_latest.pt"][1] == epoch1[1]
+
+    # Renewed credentials: a retry of the flow run uploads epoch 2 and keeps what was uploaded before.
+    proxy.clear_faults()
+    flow_run_id = state.state_details.flow_run_id
+    retried = retry_flow_run(flow_run_id)
+    assert retried.is_completed(), retried
+    after = objects(s3, frames_bucket, "expired")
+    assert after["checkpoints/expired/checkpoint_epoch_1.pt"] == epoch1
+    assert task_states(flow_run_id)["train_epoch[2]"][-1] == "Cached"  # trained once, uploaded by the retry
+    assert_checkpoints_verify(s3, frames_bucket, "expired", epochs=2)
+    assert "checkpoints/expired/.lease.json" not in after  # the retry took its own lease and released it
 
 
 # ----------------------------------------------------------------------------- a killed run, and a second run

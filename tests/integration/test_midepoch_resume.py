@@ -4,6 +4,7 @@ epoch is trained exactly once (counted from the frame log, `POKEVQ_FRAME_LOG`)."
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -125,6 +126,72 @@ def test_run_killed_mid_epoch_resumes_at_its_position_with_every_frame_once(
     log_text = s3_client.get_object(Bucket=bucket, Key="logs/mid/training_latest.log")["Body"].read().decode()
     assert f"in epoch 1 after global step {step}" in log_text
     assert "stopped mid-epoch on the streaming data path" in log_text  # auto would have chosen cached here
+
+
+def test_sigterm_mid_epoch_stops_at_a_step_boundary_with_a_checkpoint_releases_the_lease_and_a_rerun_resumes(
+    proxy, prefect_harness, tmp_path, bucket, s3_client, frames, monkeypatch
+):
+    """A pod eviction or a spot reclaim: SIGTERM ends the run like a budget, then says so in one line."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.pokevq_flow import train
+
+    upload_tree(s3_client, bucket, frames, "pokemon_frames/")
+    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
+    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.5)
+    args = ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", "term",
+            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming",
+            "--cache-dir", str(tmp_path / "cache1"), "--output-dir", str(tmp_path / "out1"), "--no-fallback",
+            *TINY_FLAGS]
+    first_log = tmp_path / "frames1.log"
+    output = tmp_path / "run1.log"
+    process = _start_run(args, {"PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log)},
+                         output)
+    try:
+        _wait_for(lambda: first_log.exists() and len(_frame_log(first_log, epoch=1)) >= 8, process, output,
+                  "training never started")
+        os.kill(process.pid, signal.SIGTERM)
+        proxy.clear_faults()  # the rest (validation, uploads) at full speed
+        assert process.wait(timeout=120) == 1, output.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    console = output.read_text()
+    prefix = f"s3://{bucket}/checkpoints/term/"
+    errors = [line for line in console.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in console, console[-3000:]
+    found = re.fullmatch(rf"Error: Stopped by SIGTERM at step (\d+) inside epoch 1, with a checkpoint: retry this "
+                         rf"flow run, or run again with --resume {re.escape(prefix)}checkpoint_latest\.pt, to "
+                         "continue there", errors[0])
+    assert found, errors
+    step = int(found.group(1))
+    steps = {int(line.split()[1]) for line in first_log.read_text().splitlines()}
+    assert max(steps) == step  # the step under way finished, and no other began
+    train_keys = _train_keys(s3_client, bucket, "term")
+    assert step < len(train_keys) // 4  # inside the epoch
+    # latest is that step's checkpoint, whole: its bytes are the ones recorded, and it loads with its position.
+    head = s3_client.head_object(Bucket=bucket, Key="checkpoints/term/checkpoint_latest.pt")
+    body = s3_client.get_object(Bucket=bucket, Key="checkpoints/term/checkpoint_latest.pt")["Body"].read()
+    assert int(head["Metadata"]["global-step"]) == step
+    assert hashlib.sha256(body).hexdigest() == head["Metadata"]["sha256"]
+    state = load_checkpoint(body)
+    assert state["global_step"] == step and state["position"]["epoch"] == 1
+    listed = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix="checkpoints/term/")["Contents"]]
+    assert "checkpoints/term/.lease.json" not in listed  # released
+    report = s3_client.get_object(Bucket=bucket, Key="reports/term/report.md")["Body"].read().decode()
+    assert f"SIGTERM ended training** at step {step}, inside epoch 1" in report
+
+    # Run again from latest: the epoch continues where SIGTERM stopped it.
+    second_log = tmp_path / "frames2.log"
+    monkeypatch.setenv("POKEVQ_FRAME_LOG", str(second_log))
+    summary = train(TrainConfig(
+        use_s3=True, s3_bucket=bucket, s3_endpoint_url=proxy.url, num_epochs=1, batch_size=4, num_workers=0,
+        resume=f"{prefix}checkpoint_latest.pt", local_cache_dir=str(tmp_path / "cache2"),
+        output_dir=str(tmp_path / "out2"), no_fallback=True, **TINY,
+    ))
+    assert summary["epochs_trained"] == 1
+    assert Counter(_frame_log(first_log, epoch=1) + _frame_log(second_log, epoch=1)) == Counter(train_keys)
 
 
 def test_step_budget_ends_the_run_with_a_checkpoint_and_a_resume_finishes_the_epoch(
