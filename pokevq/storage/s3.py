@@ -183,7 +183,7 @@ class S3Storage(Storage):
                     region_name=self.region,
                     connect_timeout=opts["connect_timeout"],
                     read_timeout=opts["read_timeout"],
-                    retries={"mode": "adaptive", "max_attempts": opts["max_attempts"]},
+                    retries={"mode": "adaptive", "total_max_attempts": opts["max_attempts"]},  # the first one included
                     max_pool_connections=opts["max_pool_connections"],
                     s3={"addressing_style": "path"} if self.endpoint_url else None,
                 )

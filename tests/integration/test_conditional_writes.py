@@ -65,48 +65,57 @@ def test_delete_if_match_keeps_another_writers_version(storage):
     assert not storage.exists("d")
 
 
-@pytest.mark.parametrize("instances", ["shared", "one per thread"])
-def test_local_threads_racing_to_create_one_winner(tmp_path, instances):
-    shared = LocalStorage(tmp_path / "store")
-    wins, start = [], threading.Barrier(8)
+def _race(contend, contenders: int = 8) -> list[str]:
+    """Each contender's outcome, `contend(n)` started by all at once in threads: "won", "refused" or its crash."""
+    outcomes: list[str] = ["did not finish"] * contenders
+    start = threading.Barrier(contenders)
 
-    def claim(n: int) -> None:
-        storage = shared if instances == "shared" else LocalStorage(tmp_path / "store")
-        start.wait()
+    def run(n: int) -> None:
         try:
-            storage.put_if_absent("race/.lease.json", f"{n}".encode())
-            wins.append(n)
+            start.wait()
+            contend(n)
+            outcomes[n] = "won"
         except PreconditionFailedError:
-            pass
+            outcomes[n] = "refused"
+        except BaseException as exc:  # noqa: BLE001 - asserted in the test's thread
+            outcomes[n] = f"crashed: {exc!r}"
 
-    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(contenders)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(wins) == 1 and shared.get_bytes("race/.lease.json") == str(wins[0]).encode()
+    return outcomes
+
+
+def _one_winner(outcomes: list[str]) -> int:
+    """The winner, when exactly one won and every other contender was refused (none crashed)."""
+    assert sorted(outcomes) == ["refused"] * (len(outcomes) - 1) + ["won"], outcomes
+    return outcomes.index("won")
+
+
+@pytest.mark.parametrize("instances", ["shared", "one per thread"])
+def test_local_threads_racing_to_create_one_winner(tmp_path, instances):
+    shared = LocalStorage(tmp_path / "store")
+
+    def claim(n: int) -> None:
+        storage = shared if instances == "shared" else LocalStorage(tmp_path / "store")
+        storage.put_if_absent("race/.lease.json", f"{n}".encode())
+
+    winner = _one_winner(_race(claim))
+    assert shared.get_bytes("race/.lease.json") == str(winner).encode()
 
 
 def test_local_threads_racing_to_replace_one_winner(tmp_path):
     """Eight writers read the same token; only one replacement is accepted."""
     storage = LocalStorage(tmp_path / "store")
     token = storage.put_if_absent("k", b"start")
-    wins, start = [], threading.Barrier(8)
 
     def replace(n: int) -> None:
-        start.wait()
-        try:
-            LocalStorage(tmp_path / "store").put_if_match("k", f"writer {n}".encode(), token)
-            wins.append(n)
-        except PreconditionFailedError:
-            pass
+        LocalStorage(tmp_path / "store").put_if_match("k", f"writer {n}".encode(), token)
 
-    threads = [threading.Thread(target=replace, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(wins) == 1 and storage.get_bytes("k") == f"writer {wins[0]}".encode()
+    winner = _one_winner(_race(replace))
+    assert storage.get_bytes("k") == f"writer {winner}".encode()
 
 
 def _claim_in_process(root: str, n: int, barrier, results) -> None:
@@ -116,6 +125,8 @@ def _claim_in_process(root: str, n: int, barrier, results) -> None:
         results.put(n)
     except PreconditionFailedError:
         results.put(None)
+    except BaseException as exc:  # noqa: BLE001 - asserted in the test's process
+        results.put(f"crashed: {exc!r}")
 
 
 def test_local_processes_racing_to_create_one_winner(tmp_path):
@@ -142,7 +153,9 @@ def test_the_lease_uses_only_the_interface(storage):
     first.renew()
     assert first.release()
     assert second.acquire() is None
-    assert not storage.exists("checkpoints/exp/.lease.json") or second.release()
+    assert storage.exists("checkpoints/exp/.lease.json")
+    assert second.release()
+    assert not storage.exists("checkpoints/exp/.lease.json")
 
 
 def test_tokens_differ_after_two_quick_writes(storage):

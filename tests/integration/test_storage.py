@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +19,7 @@ from pokevq.errors import (
     ObjectNotFoundError,
     StorageError,
 )
-from pokevq.storage import LocalStorage, S3Storage, parse_s3_uri, storage_for_uri
+from pokevq.storage import FAST_FAIL, LocalStorage, S3Storage, parse_s3_uri, storage_for_uri
 from pokevq.storage.local_server import free_port
 
 
@@ -212,17 +215,36 @@ def test_missing_bucket(moto_endpoint):
         assert "does not exist" in message
 
 
-def test_endpoint_down_is_a_connect_error_quickly():
-    port = free_port()
-    # The fast client options validation uses (pokevq.storage.FAST_FAIL).
-    storage = S3Storage(
-        "b", "us-east-1", endpoint_url=f"http://127.0.0.1:{port}", connect_timeout=3.0, read_timeout=5.0, max_attempts=2
-    )
-    with pytest.raises(ConnectError) as info:
-        storage.list_one("frames/")
-    config = storage.client.meta.config  # how long it may take is bounded by configuration, not by a clock
-    assert config.connect_timeout * config.retries["total_max_attempts"] <= 15
-    assert str(info.value).startswith(f"Unable to connect to S3 at http://127.0.0.1:{port}")
+def test_a_check_gives_up_after_four_attempts_within_seconds():
+    """Validation's checks (pokevq.storage.FAST_FAIL) make 4 attempts, as the README says, then fail in one line.
+
+    The endpoint accepts each connection, reads the request and resets it: every attempt is counted.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    attempts: list[int] = []
+
+    def answer_with_a_reset() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            attempts.append(len(connection.recv(65536)))
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+
+    threading.Thread(target=answer_with_a_reset, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    storage = S3Storage("b", "us-east-1", endpoint_url=endpoint, **FAST_FAIL)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectError) as info:
+            storage.list_one("frames/")
+    finally:
+        server.close()
+    assert time.monotonic() - started < 10
+    assert len(attempts) == 4 and all(attempts), attempts  # 4 whole requests: the first and 3 retries
+    assert str(info.value).startswith(f"Unable to connect to S3 at {endpoint}")
 
 
 def test_endpoint_down_on_download(tmp_path):

@@ -16,7 +16,7 @@ from pokevq.data.choose import DataPath
 from pokevq.data.manifest import index_frames
 from pokevq.data.pack import pack
 from pokevq.data.plan import Position, group_units, rank_frames, worker_streams
-from pokevq.data.shard_cache import ShardCache
+from pokevq.data.shard_cache import ShardCache, shard_file_name
 from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, ShardIndexError, index_key
 from pokevq.data.source import FrameSource
 from pokevq.errors import ConfigError
@@ -296,18 +296,50 @@ def test_shard_cache_is_shared_by_threads_without_downloading_twice(tmp_path):
             calls.append((start, end))
         return data[start:end]
 
-    def read() -> None:
-        opened = cache.open("ns", "shard-a", 2000, fetch)
-        assert opened.view(100, 5) == data[100:105]
-        opened.close()
+    read: list[bytes | BaseException] = []
 
-    threads = [threading.Thread(target=read) for _ in range(8)]
+    def reader() -> None:
+        try:
+            opened = cache.open("ns", "shard-a", 2000, fetch)
+            read.append(opened.view(100, 5))
+            opened.close()
+        except BaseException as exc:  # noqa: BLE001 - asserted in the test's thread
+            read.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert read == [data[100:105]] * 8  # every thread read the shard's bytes
     assert calls == [(0, 2000)]
     assert cache.used_bytes() == 2000
+
+
+def _on_disk(opened) -> bool:
+    """Whether a shard open from the cache is still a file in it (an evicted file stays readable on Linux)."""
+    return opened.fd >= 0 and os.fstat(opened.fd).st_nlink > 0
+
+
+def test_a_shard_being_read_is_never_evicted(tmp_path):
+    size = 4096
+    data = os.urandom(size)
+    # Two workers' caches over one directory, room for two shards.
+    first, second = (ShardCache(tmp_path / "shards", 2 * size) for _ in range(2))
+    read = first.open("ns", "read", size, lambda a, b: data[a:b])  # the least recently used, and in use
+    second.open("ns", "done", size, lambda a, b: data[a:b]).close()
+    newer = second.open("ns", "newer", size, lambda a, b: data[a:b])  # room made by evicting "done", not "read"
+    assert _on_disk(read) and _on_disk(newer)
+    assert not (tmp_path / "shards" / shard_file_name("ns", "done", size)).exists()
+    crowded = second.open("ns", "crowded", size, lambda a, b: data[a:b])  # all the room is being read: memory
+    assert crowded.fd < 0 and crowded.view(0, size) == data
+    assert _on_disk(read) and read.view(0, size) == data
+    assert second.used_bytes() <= 2 * size
+    read.close()
+    later = second.open("ns", "later", size, lambda a, b: data[a:b])  # once it is not read, it may go
+    assert _on_disk(later) and not (tmp_path / "shards" / shard_file_name("ns", "read", size)).exists()
+    for opened in (newer, crowded, later):
+        opened.close()
 
 
 def test_shard_index_validation_accepts_a_real_pack(bucket, packed, moto_endpoint):
@@ -419,6 +451,7 @@ def test_shard_cache_limit_holds_under_many_concurrent_readers(tmp_path):
             for _ in range(150):
                 opened = cache.open("ns", f"shard-{rng.randrange(40)}", size, lambda a, b: data[a:b])
                 assert opened.view(0, 16) == data[:16]
+                assert opened.fd < 0 or _on_disk(opened), "a shard was evicted while it was read"
                 opened.close()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
