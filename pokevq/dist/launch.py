@@ -93,7 +93,8 @@ def join_group(backend: str, rank: int, world_size: int, endpoint: str | None = 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrainingProcessError(
             f"Training processes could not meet at {endpoint or os.environ.get('MASTER_ADDR', '?')} within "
-            f"{timeout.total_seconds():.0f} s ({first}): check --rdzv-endpoint and that every --node-rank started"
+            f"{timeout.total_seconds():.0f} s ({first}): check --rdzv-endpoint and that every --node-rank started (or "
+            "raise POKEVQ_DIST_TIMEOUT)"
         ) from exc
 
 
