@@ -15,6 +15,7 @@ from prefect.futures import PrefectFuture, wait
 
 from flows.runtime import experiment_name_for_run, load_bucket_block, temporary_server_patience
 from flows.tokenize_flow import pokevq_tokenize
+from pokevq import settings
 from pokevq.config import TrainConfig
 from pokevq.errors import RunStoppedError
 from pokevq.run.logs import CONSOLE
@@ -170,6 +171,7 @@ def pokevq(
                     sees the tiles around it).
     """
     parameters = dict(locals())
+    settings.check_run_knobs()  # a bad POKEVQ_* value stops the run before anything starts
     block = load_bucket_block()  # deployments: bucket and keys from the S3Bucket block
     if block is not None:
         block.fill(parameters)

@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 
 from pokevq import settings
 from pokevq.config import default_experiment_name, nightly_experiment_name
-from pokevq.errors import PokevqError
+from pokevq.errors import ConfigError, PokevqError
 from pokevq.storage import S3Credentials
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,14 @@ def load_bucket_block() -> BucketBlock | None:
         return None
     from prefect_aws import S3Bucket
 
-    block = S3Bucket.load(name)
+    try:
+        block = S3Bucket.load(name)
+    except ValueError as exc:  # no such block, or one of another type
+        raise ConfigError(
+            f"POKEVQ_S3_BUCKET_BLOCK names the S3Bucket block {name!r}, which cannot be loaded "
+            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}): create it "
+            "(`pokevq stack up` does) or unset POKEVQ_S3_BUCKET_BLOCK"
+        ) from exc
     aws = block.credentials
     secret = aws.aws_secret_access_key.get_secret_value() if aws.aws_secret_access_key else None
     keys = None

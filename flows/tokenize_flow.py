@@ -6,7 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.runtime import load_bucket_block
+from flows.runtime import load_bucket_block, temporary_server_patience
+from pokevq import settings
 from pokevq.run.logs import CONSOLE
 from pokevq.tokenizer.job import TokenizeConfig, TokenizeSession
 from tasks.tokenize import (
@@ -55,6 +56,7 @@ def pokevq_tokenize(
         debug: Debug logging and tracebacks.
     """
     parameters = dict(locals())
+    settings.check_run_knobs()  # a bad POKEVQ_* value stops the run before anything starts
     block = load_bucket_block()
     if block is not None:
         block.fill(parameters)
@@ -73,4 +75,5 @@ def pokevq_tokenize(
 
 def tokenize(config: TokenizeConfig) -> dict[str, Any]:
     """Run the `pokevq-tokenize` flow from Python."""
-    return pokevq_tokenize(**config.to_dict())
+    with temporary_server_patience():
+        return pokevq_tokenize(**config.to_dict())

@@ -381,6 +381,10 @@ class TrainConfig:
             fail("expected_bucket_owner", f"must be a 12-digit AWS account id; got {self.expected_bucket_owner!r}")
         if self.use_s3 and self.frames_dir.strip("/") and ".." in self.frames_dir.split("/"):
             fail("frames_dir", f"must not contain '..'; got {self.frames_dir!r}")
+        if self.use_s3:
+            from pokevq.storage.s3 import check_endpoint_and_region
+
+            check_endpoint_and_region(self.s3_endpoint_url, self.s3_region)
 
     def _validate_distributed(self, fail: Any) -> None:
         nproc = self.nproc_per_node

@@ -73,6 +73,14 @@ def _text(text: str) -> str:
     return text
 
 
+def _appendable_file(text: str) -> str:
+    path = os.path.abspath(os.path.expanduser(text))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError("a file pokevq can append to, in an existing folder it may write")
+    return path
+
+
 HEARTBEAT_SECONDS = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY in deployments/prefect.yaml: Prefect's minimum
 
 S3_MAX_ATTEMPTS = Knob("POKEVQ_S3_MAX_ATTEMPTS", 8, _integer(1, 50),
@@ -83,7 +91,7 @@ DECODED_CACHE_BYTES = Knob("POKEVQ_DECODED_CACHE_BYTES", 8 * 1024**3, _byte_coun
                            "Size of the decoded-frame store beside the frame cache (0 turns it off).")
 TASK_RETRY_DELAYS = Knob("POKEVQ_TASK_RETRY_DELAYS", [2.0, 4.0, 8.0], _delays,
                          "Seconds before each retry of an I/O task (one retry per entry).")
-FRAME_LOG = Knob("POKEVQ_FRAME_LOG", None, _text,
+FRAME_LOG = Knob("POKEVQ_FRAME_LOG", None, _appendable_file,
                  "A file to append `epoch step key` to for every frame trained (an audit trail).")
 S3_BUCKET_BLOCK = Knob("POKEVQ_S3_BUCKET_BLOCK", None, _text,
                        "The Prefect S3Bucket block whose bucket and credentials a deployment's runs use.")
@@ -97,6 +105,13 @@ ZOMBIE_SECONDS = Knob("POKEVQ_ZOMBIE_SECONDS", 90, _integer(HEARTBEAT_SECONDS + 
 KNOBS = (S3_MAX_ATTEMPTS, LEASE_TTL, DECODED_CACHE_BYTES, TASK_RETRY_DELAYS, FRAME_LOG, S3_BUCKET_BLOCK, DIST_TIMEOUT,
          ZOMBIE_SECONDS)
 _EMPTY_MEANS_SOMETHING = {TASK_RETRY_DELAYS.name}  # "" turns retries off
+RUN_KNOBS = tuple(knob for knob in KNOBS if knob is not ZOMBIE_SECONDS)  # ZOMBIE_SECONDS: `pokevq stack up` only
+
+
+def check_run_knobs() -> None:
+    """Read every knob a run uses, so a bad value stops the run before it starts, in one line naming it."""
+    for knob in RUN_KNOBS:
+        knob.value()
 
 
 def s3_max_attempts() -> int:

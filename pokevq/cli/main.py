@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,8 +24,16 @@ from pokevq.errors import PokevqError
 
 log = logging.getLogger("pokevq.cli")
 
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one `Error:` line naming it (the usage is one `--help` away), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"Error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3, orchestrated by Prefect."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -173,12 +182,18 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
+def _at_least_one(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) < 1:
+            raise PokevqError(f"--{name} must be at least 1; got {getattr(args, name)}")
+
+
 def run_synth(args: argparse.Namespace) -> None:
     from pokevq.synth.generate import generate_dataset
 
-    for name in ("games", "episodes", "frames"):
-        if getattr(args, name) < 1:
-            raise PokevqError(f"--{name} must be at least 1; got {getattr(args, name)}")
+    _at_least_one(args, "games", "episodes", "frames")
+    if args.seed < 0:
+        raise PokevqError(f"--seed must be an integer >= 0; got {args.seed}")
     frames = generate_dataset(args.out, games=args.games, episodes=args.episodes, frames=args.frames, seed=args.seed,
                               style=args.style)
     print(f"Wrote {len(frames)} frames to {os.path.abspath(args.out)}")
@@ -201,6 +216,7 @@ def _bucket_config(args: argparse.Namespace) -> TrainConfig:
 def run_upload(args: argparse.Namespace) -> None:
     from pokevq.data.upload_frames import upload_directory
 
+    _at_least_one(args, "threads")
     config = _bucket_config(args)
     count = upload_directory(args.directory, config, threads=args.threads)
     print(f"Uploaded {count} frames to s3://{config.s3_bucket}/{config.frames_dir.strip('/')}/")
@@ -211,6 +227,7 @@ def run_pack(args: argparse.Namespace) -> None:
     from pokevq.run.validate import s3_security_options
     from pokevq.storage import S3Storage
 
+    _at_least_one(args, "threads")
     shard_bytes = parse_size(args.shard_size, "--shard-size")
     config = _bucket_config(args)
     storage = S3Storage(

@@ -118,6 +118,8 @@ class RunSession:
 
     def save_manifest(self, manifest: pd.DataFrame) -> str:
         self._manifest = manifest
+        if not self.config.nightly:  # (a nightly packs the new frames first, which rewrites a bad shard index)
+            _ = self.data_path  # a bad shard index, or a cache below one shard, stops the run before a write
         self.storage.put_bytes(self.layout.manifest, to_parquet_bytes(manifest))
         return self.storage.uri(self.layout.manifest)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import weakref
@@ -93,6 +94,20 @@ class S3Credentials:
                 "aws_session_token": self.session_token}
 
 
+_ENDPOINT = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")  # botocore's own check
+
+
+def check_endpoint_and_region(endpoint_url: str | None, region: str | None) -> None:
+    """One line naming the flag for an endpoint or region that botocore would refuse with a traceback."""
+    if endpoint_url is not None and not _ENDPOINT.fullmatch(str(endpoint_url)):
+        raise ConfigError(f"s3_endpoint_url (--s3-endpoint-url, else $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL) must "
+                          f"be an http:// or https:// URL, e.g. http://127.0.0.1:9000; got {endpoint_url!r}")
+    if region is not None and not _REGION.fullmatch(str(region)):
+        raise ConfigError(f"s3_region (--s3-region, else $AWS_REGION) must be an AWS region such as us-east-1; got "
+                          f"{region!r}")
+
+
 class S3Storage(Storage):
     """S3 through boto3: standard credential chain, adaptive retries, managed transfers."""
 
@@ -121,6 +136,7 @@ class S3Storage(Storage):
             raise ConfigError(f"s3_sse (--s3-sse) must be one of AES256, aws:kms; got {sse!r}")
         if kms_key_id and sse != "aws:kms":
             raise ConfigError(f"s3_kms_key_id (--s3-kms-key-id) is only used with --s3-sse aws:kms; got s3_sse={sse!r}")
+        check_endpoint_and_region(endpoint_url, region)
         self.bucket = bucket
         self.region = region
         self.endpoint_url = endpoint_url
@@ -278,6 +294,14 @@ class S3Storage(Storage):
                 )
             if code in _MISSING_KEY_CODES or status == 404:
                 return ObjectNotFoundError(f"Object not found: {self.uri(key)}")
+            if isinstance(status, int) and status >= 500:  # retried by botocore (503 SlowDown too), in vain
+                attempts = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0) + 1
+                named = f" {code}" if code and code != str(status) else ""
+                return StorageError(
+                    f"S3 answered HTTP {status}{named} ({message}) to {operation} of {self.uri(key)}, after "
+                    f"{attempts} attempts: the S3 service is failing; try again later (POKEVQ_S3_MAX_ATTEMPTS sets "
+                    "the attempts)"
+                )
             return StorageError(f"S3 {operation} of {self.uri(key)} failed: {code}: {message}")
         return StorageError(f"S3 {operation} of {self.uri(key)} failed: {type(exc).__name__}: {exc}")
 

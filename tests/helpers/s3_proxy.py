@@ -136,6 +136,7 @@ class FaultProxy:
     #   deny      answer 403 AccessDenied, as S3 does for a permission the keys lack
     #   expired   answer 400 ExpiredToken, as S3 does once temporary (STS) credentials have run out
     #   refuse    answer 412 PreconditionFailed, as S3 does for a conditional write whose condition failed
+    #   internal, badgateway, timeout   answer 500 InternalError, 502 or 504: 5xx errors botocore retries as a 503
     # `rate` injects into that share of matching requests (seeded, so runs repeat), `every=n` into the
     # 1st, (n+1)th, … match only (so a client's retry of it goes through), `after=k` lets the first k
     # matches through, `times` caps the injections. `start_when` (a regex) keeps the fault off until a
@@ -354,7 +355,8 @@ class FaultProxy:
             handler.wfile.write(payload)
 
 
-FAULT_KINDS = ("drop", "reset", "slowdown", "truncate", "delay", "deny", "expired", "refuse")
+FAULT_KINDS = ("drop", "reset", "slowdown", "truncate", "delay", "deny", "expired", "refuse", "internal", "badgateway",
+               "timeout")
 _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate. (injected by the test proxy)</Message></Error>"
@@ -371,6 +373,11 @@ _ANSWERS = {
     "expired": (400, "Bad Request", _error_body("ExpiredToken", "The provided token has expired.")),
     "refuse": (412, "Precondition Failed",
                _error_body("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")),
+    # 5xx answers other than 503 SlowDown: a failing store, or a load balancer in front of it.
+    "internal": (500, "Internal Server Error",
+                 _error_body("InternalError", "We encountered an internal error. Please try again.")),
+    "badgateway": (502, "Bad Gateway", _error_body("BadGateway", "The upstream server did not answer properly.")),
+    "timeout": (504, "Gateway Timeout", _error_body("GatewayTimeout", "The upstream server did not answer in time.")),
 }
 _CHECKSUM_HEADERS = ("content-md5", "x-amz-trailer", "x-amz-decoded-content-length", "x-amz-sdk-checksum-algorithm")
 
