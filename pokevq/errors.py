@@ -51,6 +51,10 @@ class RunStoppedError(PokevqError):
     """The run was told to stop (SIGTERM) and stopped at a step boundary, with a checkpoint to continue from."""
 
 
+class OutputDirError(PokevqError):
+    """A file under the output directory cannot be written (a full disk, say)."""
+
+
 class CacheDirError(PokevqError):
     """The local cache directory cannot be created or written."""
 

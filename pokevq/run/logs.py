@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -101,11 +102,36 @@ def install_redaction() -> None:
         _redaction_installed = True
 
 
+class TrainingLogFile(logging.FileHandler):
+    """training.log, which a full disk stops with one warning on the console instead of a traceback per record."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self.failed = True  # before the warning below reaches this handler
+        logging.getLogger(__name__).warning("Stopped writing %s: %s. Free disk space or pass another --output-dir.",
+                                            self.baseFilename, error.strerror or error)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # what the full disk kept from the file is lost, as the warning said
+            pass
+
+
 def attach_training_log(path: str | Path, debug: bool = False) -> logging.Handler:
     """Start writing `training.log`; detach with `detach_training_log`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = TrainingLogFile(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.setLevel(logging.DEBUG)
     install_redaction()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from pokevq.errors import (
     ConfigError,
     FrameDecodeError,
     NoFramesError,
+    OutputDirError,
     StorageError,
 )
 from pokevq.model.vqvae import VQVAE, ModelConfig
@@ -80,6 +82,51 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+class _TensorBoardFiles:
+    """TensorBoard's writer, whose failure to write its files (a full disk) ends the run with one line."""
+
+    def __init__(self, writer: Any, directory: Path) -> None:
+        self._writer, self.directory = writer, directory
+        _quiet_tensorboard_thread()
+
+    def _write(self, method: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            getattr(self._writer, method)(*args, **kwargs)
+        except OSError as exc:  # raised here, or kept by its writer thread until the next call
+            raise OutputDirError(f"Cannot write TensorBoard files in {self.directory}: {exc.strerror or exc}. "
+                                 "Free disk space or pass another --output-dir.") from exc
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        self._write("add_scalar", *args, **kwargs)
+
+    def add_image(self, *args: Any, **kwargs: Any) -> None:
+        self._write("add_image", *args, **kwargs)
+
+    def flush(self) -> None:
+        self._write("flush")
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        except OSError as exc:  # closing never hides the run's own outcome
+            log.warning("TensorBoard files in %s may be incomplete: %s", self.directory, exc.strerror or exc)
+
+
+def _quiet_tensorboard_thread() -> None:
+    """TensorBoard's writer thread keeps a write error for the writer's next call, then re-raises it, and Python
+    prints that thread's traceback: the error reaches the run once, as one line (`_TensorBoardFiles`), instead."""
+    previous = threading.excepthook
+    if getattr(previous, "pokevq_tensorboard", False):
+        return
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.pokevq_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class _NoWriter:
@@ -220,10 +267,10 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         self.tensorboard_dir = self.workdir / "tensorboard"
-        self.writer: Any = SummaryWriter(
+        self.writer: Any = _TensorBoardFiles(SummaryWriter(
             log_dir=str(self.tensorboard_dir),
             purge_step=self.global_step + 1 if resume_state is not None else None,
-        ) if self.writes else _NoWriter()
+        ), self.tensorboard_dir) if self.writes else _NoWriter()
         # The step runs through DDP in several processes (gradients all-reduced); the codebook keeps itself
         # identical across ranks (pokevq.model.quantizers), so buffers need no broadcast per step.
         self.step_model: torch.nn.Module = self.model

@@ -50,3 +50,32 @@ def tensorboard_scalars(client, bucket: str, experiment: str, target: Path) -> d
     accumulator = EventAccumulator(str(target / "tensorboard" / experiment))
     accumulator.Reload()
     return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}
+
+
+def slow_streaming_args(proxy, client, bucket: str, frames: Path, experiment: str, *options: str,
+                        delay: float = 0.6) -> list[str]:
+    """`pokevq train` arguments of a 1-epoch streaming TINY run over `frames`, packed into small shards that come
+    through the fault proxy's slow link (`delay` seconds a shard, about one a step): the epoch takes seconds, time
+    to act in the middle of it. `options` are more flags (an output directory, say)."""
+    import re
+
+    from pokevq.data.pack import pack
+    from pokevq.storage import S3Storage
+    from tests.helpers.frames import upload_tree
+
+    upload_tree(client, bucket, frames, "pokemon_frames/")
+    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
+    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=delay)
+    return ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", experiment,
+            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming", "--no-fallback",
+            *options, *TINY_FLAGS]
+
+
+def ended(process, output: Path) -> tuple[str, list[str]]:
+    """A `pokevq` process made sure to be gone (killed if it still runs): what its console showed (written to
+    `output`), and the console's `Error:` lines."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    console = output.read_text()
+    return console, [line for line in console.splitlines() if line.startswith("Error:")]

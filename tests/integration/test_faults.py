@@ -9,6 +9,7 @@ Retry button and a worker do.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -38,7 +39,7 @@ from pokevq.storage import LocalStorage, S3Storage
 from pokevq.train.checkpoint import CheckpointCorruptError, build_checkpoint
 from tests.helpers.flow_runs import retry_flow_run, task_states
 from tests.helpers.frames import upload_tree
-from tests.helpers.runs import TINY, list_keys, s3_train_config, tensorboard_scalars
+from tests.helpers.runs import TINY, TINY_FLAGS, ended, list_keys, s3_train_config, tensorboard_scalars
 from tests.helpers.s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.faults
@@ -405,6 +406,70 @@ def test_credentials_that_expire_mid_run_fail_with_one_line_keep_uploads_and_a_r
     assert task_states(flow_run_id)["train_epoch[2]"][-1] == "Cached"  # trained once, uploaded by the retry
     assert_checkpoints_verify(s3, frames_bucket, "expired", epochs=2)
     assert "checkpoints/expired/.lease.json" not in after  # the retry took its own lease and released it
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+def _on_a_small_disk(mountpoint: Path, size: str) -> list[str]:
+    """A command prefix that runs the command with a `size` tmpfs mounted at `mountpoint`, seen by it alone.
+
+    A user and mount namespace (`unshare -rm`) lets a test mount a real, small filesystem without root, so
+    the disk really fills (ENOSPC) under whatever the run writes; a file size limit (RLIMIT_FSIZE) would
+    fail only the large files, with another error (EFBIG), and a loop device needs root.
+    """
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {mountpoint}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs in a user namespace here: {probe.stderr.strip()}")
+    return ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@"', "sh",
+            size, str(mountpoint)]
+
+
+def test_a_full_disk_under_the_output_directory_ends_the_run_with_one_line_and_loses_nothing_uploaded(
+    prefect_harness, tmp_path, frames_bucket, moto_endpoint, s3
+):
+    from prefect.settings import PREFECT_API_URL
+
+    disk = tmp_path / "disk"
+    command = [*_on_a_small_disk(disk, "8m"), sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket",
+               frames_bucket, "--s3-endpoint-url", moto_endpoint, "--experiment-name", "fulldisk", "--epochs", "50",
+               "--batch-size", "4", "--num-workers", "0", "--output-dir", str(disk / "out"), "--cache-dir",
+               str(tmp_path / "cache"), "--no-fallback", *TINY_FLAGS]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_TASK_RETRY_DELAYS": "0.2"}
+    output = tmp_path / "run.log"
+    prefix = "checkpoints/fulldisk/"
+    with open(output, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while not list_keys(s3, frames_bucket, prefix + "checkpoint_latest.pt"):  # an epoch is saved
+            assert process.poll() is None, output.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint was published"
+            time.sleep(0.05)
+        # The disk fills up (another job on the machine, say), seen through the run's own mount namespace.
+        with pytest.raises(OSError) as full, open(f"/proc/{process.pid}/root{disk}/filler", "wb") as filler:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        assert full.value.errno == errno.ENOSPC
+        assert process.wait(timeout=180) == 1, output.read_text()[-3000:]
+    finally:
+        console, errors = ended(process, output)
+    assert len(errors) == 1 and "No space left on device" in errors[0], console[-3000:]
+    assert "--output-dir" in errors[0] or "free space" in errors[0], errors
+    assert "Traceback" not in console and "Logging error" not in console, console[-3000:]
+    # Everything uploaded before is whole: each checkpoint's bytes are the ones recorded, latest is one of them.
+    keys = list_keys(s3, frames_bucket, prefix)
+    for key in keys:
+        if key.endswith(".pt"):
+            response = s3.get_object(Bucket=frames_bucket, Key=key)
+            assert hashlib.sha256(response["Body"].read()).hexdigest() == response["Metadata"]["sha256"], key
+    latest = _get(s3, frames_bucket, prefix + "checkpoint_latest.pt")
+    epoch = torch.load(io.BytesIO(latest), weights_only=True)["epoch"]
+    assert latest == _get(s3, frames_bucket, prefix + f"checkpoint_epoch_{epoch}.pt")
+    assert prefix + ".lease.json" not in keys  # released
 
 
 # ----------------------------------------------------------------------------- a killed run, and a second run

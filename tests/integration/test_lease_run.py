@@ -23,7 +23,7 @@ from pokevq.errors import PreconditionFailedError
 from pokevq.run.lease import Lease, LeaseHeldError, LeaseOwner, LeaseRecord
 from pokevq.storage import S3Storage
 from tests.helpers.frames import upload_tree
-from tests.helpers.runs import TINY_FLAGS, s3_train_config
+from tests.helpers.runs import TINY_FLAGS, ended, s3_train_config, slow_streaming_args
 
 pytestmark = pytest.mark.faults
 
@@ -101,17 +101,12 @@ def test_a_run_that_loses_its_lease_mid_epoch_stops_at_the_next_step_with_one_li
 ):
     from prefect.settings import PREFECT_API_URL
 
-    from pokevq.data.pack import pack
-
     proxy = fault_proxy
-    upload_tree(s3_client, bucket, episode_frames)
-    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
     # Shards through a slow link: about one shard a step, so the epoch's 20 steps take seconds.
-    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.5)
+    options = slow_streaming_args(proxy, s3_client, bucket, episode_frames, "lost", "--output-dir",
+                                  str(tmp_path / "out"), delay=0.5)
+    args = [sys.executable, "-m", "pokevq", "train", *options]
     frame_log = tmp_path / "frames.log"
-    args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url,
-            "--experiment-name", "lost", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
-            "--data-path", "streaming", "--output-dir", str(tmp_path / "out"), "--no-fallback", *TINY_FLAGS]
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_LEASE_TTL": "3",  # renewed every 1 s
            "POKEVQ_FRAME_LOG": str(frame_log)}
     output = tmp_path / "run.log"
@@ -136,11 +131,7 @@ def test_a_run_that_loses_its_lease_mid_epoch_stops_at_the_next_step_with_one_li
         taken_at, seen = max(steps()), len(proxy.seen)
         assert process.wait(timeout=120) == 1
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    console = output.read_text()
-    errors = [line for line in console.splitlines() if line.startswith("Error:")]
+        console, errors = ended(process, output)
     assert errors == ["Error: Lost the lease on experiment lost: it is now held by flow run other-run (elsewhere, "
                       "pid 1). This run stops so two runs never write the same checkpoints."], console[-3000:]
     assert "Traceback" not in console

@@ -19,11 +19,9 @@ import pandas as pd
 import pytest
 
 from pokevq.config import TrainConfig
-from pokevq.data.pack import pack
-from pokevq.storage import S3Storage
 from pokevq.train.checkpoint import load_checkpoint
 from tests.helpers.frames import upload_tree
-from tests.helpers.runs import TINY, TINY_FLAGS
+from tests.helpers.runs import TINY, ended, slow_streaming_args
 
 
 @pytest.fixture
@@ -78,14 +76,9 @@ def test_run_killed_mid_epoch_resumes_at_its_position_with_every_frame_once(
 
     from flows.pokevq_flow import train
 
-    upload_tree(s3_client, bucket, frames, "pokemon_frames/")
-    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
     # Shards come through a slow link: the epoch takes seconds, time to kill it in the middle.
-    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.6)
-    args = ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", "mid",
-            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming",
-            "--checkpoint-every-steps", "2", "--cache-dir", str(tmp_path / "cache1"), "--output-dir",
-            str(tmp_path / "out1"), "--no-fallback", *TINY_FLAGS]
+    args = slow_streaming_args(proxy, s3_client, bucket, frames, "mid", "--checkpoint-every-steps", "2",
+                               "--cache-dir", str(tmp_path / "cache1"), "--output-dir", str(tmp_path / "out1"))
     first_log = tmp_path / "frames1.log"
     env = {"PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log)}
     prefix = "checkpoints/mid/"
@@ -136,13 +129,8 @@ def test_sigterm_mid_epoch_stops_at_a_step_boundary_with_a_checkpoint_releases_t
 
     from flows.pokevq_flow import train
 
-    upload_tree(s3_client, bucket, frames, "pokemon_frames/")
-    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
-    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.5)
-    args = ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", "term",
-            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming",
-            "--cache-dir", str(tmp_path / "cache1"), "--output-dir", str(tmp_path / "out1"), "--no-fallback",
-            *TINY_FLAGS]
+    args = slow_streaming_args(proxy, s3_client, bucket, frames, "term", "--cache-dir", str(tmp_path / "cache1"),
+                               "--output-dir", str(tmp_path / "out1"), delay=0.5)
     first_log = tmp_path / "frames1.log"
     output = tmp_path / "run1.log"
     process = _start_run(args, {"PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log)},
@@ -154,12 +142,8 @@ def test_sigterm_mid_epoch_stops_at_a_step_boundary_with_a_checkpoint_releases_t
         proxy.clear_faults()  # the rest (validation, uploads) at full speed
         assert process.wait(timeout=120) == 1, output.read_text()[-3000:]
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    console = output.read_text()
+        console, errors = ended(process, output)
     prefix = f"s3://{bucket}/checkpoints/term/"
-    errors = [line for line in console.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Traceback" not in console, console[-3000:]
     found = re.fullmatch(rf"Error: Stopped by SIGTERM at step (\d+) inside epoch 1, with a checkpoint: retry this "
                          rf"flow run, or run again with --resume {re.escape(prefix)}checkpoint_latest\.pt, to "
@@ -265,12 +249,8 @@ def test_retried_flow_run_continues_the_interrupted_epoch_from_its_step_checkpoi
 
     from tests.helpers.flow_runs import retry_flow_run, task_states
 
-    upload_tree(s3_client, bucket, frames, "pokemon_frames/")
-    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
-    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=0.6)
-    args = ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", "retried",
-            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming",
-            "--checkpoint-every-steps", "2", "--output-dir", str(tmp_path / "out"), "--no-fallback", *TINY_FLAGS]
+    args = slow_streaming_args(proxy, s3_client, bucket, frames, "retried", "--checkpoint-every-steps", "2",
+                               "--output-dir", str(tmp_path / "out"))
     first_log = tmp_path / "frames1.log"
     env = {"PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_FRAME_LOG": str(first_log),
            "POKEVQ_S3_MAX_ATTEMPTS": "1", "POKEVQ_TASK_RETRY_DELAYS": ""}
