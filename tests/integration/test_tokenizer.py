@@ -180,8 +180,17 @@ def test_tokenize_a_packed_bucket_resume_after_a_kill_and_decode(trained, proxy,
     assert 0 < len(before) < 6, (tmp_path / "first.log").read_text()[-2000:]
 
     proxy.clear_faults()
+    proxy.seen.clear()
     second = _tokenize([*args, "--cache-dir", str(tmp_path / "cache2")], env, tmp_path / "second.log")
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    # Shard by shard (issue 24, item 6): every frame came out of a shard, each shard in one GET, no frame on its own.
+    reads = [path.split("?")[0] for method, path, _ in list(proxy.seen) if method == "GET"]
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="pokemon_frames/_shards/")["Contents"]
+    shards = {item["Key"] for item in listed if item["Key"].endswith(".tar")}
+    shard_reads = Counter(path for path in reads if path.endswith(".tar"))
+    assert not [path for path in reads if path.endswith(".png")], reads  # never frame by frame
+    assert shard_reads and max(shard_reads.values()) == 1, shard_reads  # one GET per shard
+    assert {path.removeprefix(f"/{bucket}/") for path in shard_reads} <= shards
     output = (tmp_path / "second.log").read_text()
     assert f"{6 - len(before)} new episode file(s) ({len(before)} already there)" in output
     assert "sample PSNR" in output
@@ -258,6 +267,65 @@ def test_hostile_or_foreign_token_files_are_refused_in_one_line(trained, tmp_pat
                        (wrong_grid, "grid")):
         with pytest.raises(PokevqError, match="not a usable pokevq token file"):
             read_token_file(data, name)
+
+
+def test_decode_refuses_a_hostile_file_a_wrong_checkpoint_and_a_used_folder_in_one_line(trained, tmp_path, capsys):
+    """`pokevq decode` as a user runs it (issue 24, item 6): each refusal is one `Error:` line, nothing is
+    written into a new folder, and frames already decoded are never replaced."""
+    import json
+
+    from pokevq.cli.main import main
+    from pokevq.tokenizer.tokens import episode_bytes
+
+    sha = trained["sha256"]
+    token_set = tmp_path / "tokens" / "tok" / sha[:12]
+    (token_set / "game1").mkdir(parents=True)
+    (token_set / "lineage.json").write_text(json.dumps({"checkpoint_uri": str(trained["checkpoint"]),
+                                                       "checkpoint_sha256": sha}))
+    codes = np.arange(90, dtype=np.int64).reshape(9, 10) % 16
+    good = token_set / "game1" / "episode1.parquet"
+    good.write_bytes(episode_bytes("game1", "episode1", [(n, f"k{n}.png", "e", codes) for n in (1, 2)],
+                                   checkpoint_sha256=sha, grid=(9, 10), codebook_size=16))
+    hostile = {  # frame keys that climb out, noise that looks like Parquet, codes out of range, cut short
+        "noise.parquet": b"PAR1" + os.urandom(600) + b"PAR1",
+        "range.parquet": episode_bytes("game1", "range", [(1, "k", "e", codes + 16)], checkpoint_sha256=sha,
+                                       grid=(9, 10), codebook_size=16),
+        "short.parquet": good.read_bytes()[:200],
+    }
+    for name, data in hostile.items():
+        (token_set / "game1" / name).write_bytes(data)
+    state = torch.load(trained["checkpoint"], weights_only=True)
+    name = next(k for k in state["model"] if k.endswith("weight"))
+    state["model"][name] = state["model"][name] + 1  # another checkpoint of the same shape
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+
+    def decode(*args: str) -> tuple[int, str]:
+        rc = main(["decode", *args])
+        captured = capsys.readouterr()
+        return rc, captured.err
+
+    done = tmp_path / "done"
+    assert decode(str(good), "--out", str(done))[0] == 0
+    before = {path.name: path.read_bytes() for path in done.iterdir()}
+    assert "frame_00001.png" in before and "episode.gif" in before
+    cases = [
+        ((str(good), "--out", str(done)), f"Error: {done} already holds decoded frames"),
+        ((str(good), "--out", str(tmp_path / "o1"), "--checkpoint", str(other)),
+         f"Error: {good} was written by checkpoint {sha[:12]}, not by {other}"),
+        ((str(good), "--out", str(tmp_path / "o2"), "--checkpoint", str(tmp_path / "none.pt")),
+         "Error: Checkpoint not found: "),
+        *[((str(token_set / "game1" / name), "--out", str(tmp_path / f"o-{name}")),
+           f"Error: {token_set / 'game1' / name} is not a usable pokevq token file") for name in hostile],
+    ]
+    for args, expected in cases:
+        rc, err = decode(*args)
+        errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+        assert rc == 1 and len(errors) == 1 and errors[0].startswith(expected), (args, err)
+        assert "Traceback" not in err
+        out = Path(args[2])
+        assert out == done or not out.exists() or not any(out.iterdir()), args  # nothing written
+    assert {path.name: path.read_bytes() for path in done.iterdir()} == before  # nothing replaced
 
 
 def test_tokenize_benchmark_runs_and_writes_every_frame(tmp_path):
