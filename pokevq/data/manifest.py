@@ -19,10 +19,15 @@ from typing import Any
 import pandas as pd
 
 from pokevq.data.frames import is_image_key
-from pokevq.errors import NoFramesError
+from pokevq.errors import NoFramesError, PokevqError
 from pokevq.storage import ListingPage, ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
+
+
+class ManifestError(PokevqError):
+    """A run's saved manifest cannot be read back (a retry, or another machine's training processes)."""
+
 
 COLUMNS = ["key", "game", "episode", "frame", "size", "etag", "last_modified", "split"]
 _NUMBER = re.compile(r"(\d+)")
@@ -349,8 +354,18 @@ def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def from_parquet_bytes(data: bytes) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(data))
+def from_parquet_bytes(data: bytes, uri: str = "the manifest") -> pd.DataFrame:
+    """A manifest saved by `to_parquet_bytes`; one line naming `uri` when it is not one."""
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes are, the user's problem is the same
+        raise ManifestError(f"{uri} is not a readable manifest ({type(exc).__name__}): start a new run (a new flow "
+                            "run of the deployment) instead of retrying this one") from exc
+    missing = [name for name in COLUMNS if name not in frame.columns]
+    if missing:
+        raise ManifestError(f"{uri} is not a pokevq manifest (no {', '.join(missing)} column): start a new run (a "
+                            "new flow run of the deployment) instead of retrying this one")
+    return frame
 
 
 def summarize(frame: pd.DataFrame) -> dict:

@@ -127,7 +127,8 @@ class RunSession:
     def manifest(self) -> pd.DataFrame:
         """The run's manifest, reloaded from storage when this process did not index it."""
         if self._manifest is None:
-            self._manifest = from_parquet_bytes(self.storage.get_bytes(self.layout.manifest))
+            self._manifest = from_parquet_bytes(self.storage.get_bytes(self.layout.manifest),
+                                                self.storage.uri(self.layout.manifest))
         return self._manifest
 
     def manifest_at(self, uri: str) -> pd.DataFrame:

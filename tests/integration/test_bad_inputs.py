@@ -194,3 +194,40 @@ def test_5xx_errors_are_retried_before_the_line(bad_inputs):
     for case in ("500 on pack", "502 on train", "504 on upload"):
         error = [line for line in bad_inputs.results[case][1].splitlines() if line.startswith("Error: ")][0]
         assert re.search(r"after [2-9] attempts: the S3 service is failing; try again later", error), error
+
+
+def test_a_garbage_manifest_stops_the_retry_in_one_line_and_the_retry_keeps_its_nightly_name(
+    prefect_harness, fault_proxy, bucket, s3_client, synth_frames, tmp_path, monkeypatch
+):
+    """A retried flow run reads back the manifest its first attempt saved: garbage there is one line naming it.
+    The retry is a nightly's: it keeps the name its first attempt chose (no `-2` for a retry)."""
+    from datetime import datetime
+
+    from flows import pokevq
+    from pokevq import TrainConfig
+    from tests.helpers.flow_runs import retry_flow_run, task_states
+    from tests.helpers.runs import TINY
+
+    monkeypatch.setenv("POKEVQ_TASK_RETRY_DELAYS", "")
+    upload_tree(s3_client, bucket, synth_frames)
+    today = f"nightly-{datetime.now():%Y%m%d}"
+    fault_proxy.add_fault("deny", rf"^GET /{bucket}/pokemon_frames/game")  # packing the day's frames fails
+    config = TrainConfig(use_s3=True, s3_bucket=bucket, s3_endpoint_url=fault_proxy.url, nightly=True,
+                         tokenize_after=False, num_epochs=1, batch_size=4, num_workers=0,
+                         output_dir=str(tmp_path / "out"), local_cache_dir=str(tmp_path / "cache"), **TINY)
+    state = pokevq(**config.to_dict(), return_state=True)
+    assert state.is_failed()
+    flow_run_id = state.state_details.flow_run_id
+    manifest = f"manifests/{today}/manifest.parquet"
+    s3_client.put_object(Bucket=bucket, Key=manifest, Body=b"PAR1" + os.urandom(200) + b"PAR1")
+    fault_proxy.clear_faults()
+    before = _snapshot(s3_client, bucket)
+
+    retried = retry_flow_run(flow_run_id)
+
+    assert retried.is_failed(), retried
+    message = str(retried.result(raise_on_failure=False))
+    assert message.startswith(f"s3://{bucket}/{manifest} is not a readable manifest") and "\n" not in message
+    states = task_states(flow_run_id)
+    assert states["name_nightly"][-1] == "Cached" and states["index_manifest"][-1] == "Cached"
+    assert _snapshot(s3_client, bucket) == before  # no nightly-...-2, nothing written (the lease is released)
