@@ -96,18 +96,19 @@ def kmeans(rows: Tensor, k: int, iterations: int = KMEANS_ITERATIONS, cosine: bo
     """
     rows = rows.float()
     n = rows.shape[0]
-    first = int(torch.randint(0, n, (1,)))
-    centroids = rows[first : first + 1]
-    nearest = _squared_distances(rows, centroids).squeeze(1).clamp_min(0)
-    for _ in range(1, k):
+    if n <= k:  # every row is a centroid and the surplus repeat rows at random: no search to do
+        spare = torch.randint(0, n, (k - n,), device=rows.device)
+        return rows[torch.cat([torch.randperm(n, device=rows.device), spare])].clone()
+    centroids = rows.new_empty(k, rows.shape[1])  # filled in place: growing it by cat costs k^2
+    centroids[0] = rows[int(torch.randint(0, n, (1,)))]
+    nearest = _squared_distances(rows, centroids[:1]).squeeze(1).clamp_min(0)
+    for i in range(1, k):
         total = nearest.sum()
         if total <= 0:  # every row is already a centroid: repeat rows at random
-            pick = torch.randint(0, n, (k - centroids.shape[0],), device=rows.device)
-            centroids = torch.cat([centroids, rows[pick]])
+            centroids[i:] = rows[torch.randint(0, n, (k - i,), device=rows.device)]
             break
-        pick = torch.multinomial(nearest / total, 1)
-        chosen = rows[pick]
-        centroids = torch.cat([centroids, chosen])
+        chosen = rows[torch.multinomial(nearest / total, 1)]
+        centroids[i] = chosen[0]
         nearest = torch.minimum(nearest, _squared_distances(rows, chosen).squeeze(1).clamp_min(0))
     for _ in range(iterations):
         assign = _squared_distances(rows, centroids).argmin(1)
