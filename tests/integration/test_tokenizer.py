@@ -294,6 +294,10 @@ def test_decode_refuses_a_hostile_file_a_wrong_checkpoint_and_a_used_folder_in_o
     }
     for name, data in hostile.items():
         (token_set / "game1" / name).write_bytes(data)
+    garbage_lineage = tmp_path / "tokens" / "tok" / "000000000000"
+    (garbage_lineage / "game1").mkdir(parents=True)
+    (garbage_lineage / "lineage.json").write_bytes(b"\x00{not json")
+    (garbage_lineage / "game1" / "episode1.parquet").write_bytes(good.read_bytes())
     state = torch.load(trained["checkpoint"], weights_only=True)
     name = next(k for k in state["model"] if k.endswith("weight"))
     state["model"][name] = state["model"][name] + 1  # another checkpoint of the same shape
@@ -315,6 +319,8 @@ def test_decode_refuses_a_hostile_file_a_wrong_checkpoint_and_a_used_folder_in_o
          f"Error: {good} was written by checkpoint {sha[:12]}, not by {other}"),
         ((str(good), "--out", str(tmp_path / "o2"), "--checkpoint", str(tmp_path / "none.pt")),
          "Error: Checkpoint not found: "),
+        ((str(garbage_lineage / "game1" / "episode1.parquet"), "--out", str(tmp_path / "o3")),
+         f"Error: No lineage.json next to {garbage_lineage / 'game1' / 'episode1.parquet'} names its checkpoint"),
         *[((str(token_set / "game1" / name), "--out", str(tmp_path / f"o-{name}")),
            f"Error: {token_set / 'game1' / name} is not a usable pokevq token file") for name in hostile],
     ]
