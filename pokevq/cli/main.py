@@ -194,8 +194,12 @@ def run_synth(args: argparse.Namespace) -> None:
     _at_least_one(args, "games", "episodes", "frames")
     if args.seed < 0:
         raise PokevqError(f"--seed must be an integer >= 0; got {args.seed}")
-    frames = generate_dataset(args.out, games=args.games, episodes=args.episodes, frames=args.frames, seed=args.seed,
-                              style=args.style)
+    try:
+        frames = generate_dataset(args.out, games=args.games, episodes=args.episodes, frames=args.frames,
+                                  seed=args.seed, style=args.style)
+    except OSError as exc:
+        raise PokevqError(f"--out {args.out} is not a folder pokevq can write frames into ({exc.strerror or exc}): "
+                          "pick a new folder") from exc
     print(f"Wrote {len(frames)} frames to {os.path.abspath(args.out)}")
 
 

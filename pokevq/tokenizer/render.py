@@ -46,7 +46,11 @@ def decode_token_file(uri: str, out: Path, *, checkpoint: str | None = None, reg
                           f"({tokenizer.lineage.checkpoint_sha256[:12]}): decode it with its own checkpoint")
     frames = tokenizer.decode(tokens.codes)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out} is not a folder pokevq can write ({exc.strerror or exc}): pick a new folder") \
+            from exc
     existing = [p.name for p in out.iterdir() if p.name.startswith("frame_") or p.name == "episode.gif"]
     if existing:
         raise ConfigError(f"{out} already holds decoded frames ({existing[0]}, ...): pick a new --out, nothing "

@@ -92,6 +92,7 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
         "synth --games": (["synth", "--out", str(b.root / "synth"), "--games", "0"], {}, "--games"),
         "synth --frames": (["synth", "--out", str(b.root / "synth"), "--frames", "-3"], {}, "--frames"),
         "synth --style": (["synth", "--out", str(b.root / "synth"), "--style", "fancy"], {}, "--style"),
+        "synth --out": (["synth", "--out", str(b.root / "a-file"), "--frames", "1"], {}, "--out"),
         "synth --seed": (["synth", "--out", str(b.root / "synth"), "--seed", "-1"], {}, "--seed"),
         # upload's flags
         "upload DIRECTORY": (["upload", str(b.root / "nowhere"), *bucket_flags], {}, str(b.root / "nowhere")),
@@ -139,6 +140,7 @@ def bad_inputs(tmp_path_factory, moto_endpoint, synth_frames, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 
     root = tmp_path_factory.mktemp("bad-inputs")
+    (root / "a-file").write_text("not a folder")
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     names = {}
     for role in ("frames", "garbage", "columnless", "fail500", "fail502", "fail504"):

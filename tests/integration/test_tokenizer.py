@@ -119,6 +119,7 @@ def test_a_checkpoint_of_another_shape_or_corrupt_is_one_line(trained, tmp_path)
     state["model_config"]["codebook_size"] = 32  # the weights say 16
     other = tmp_path / "other.pt"
     torch.save(state, other)
+    other_bytes = other.read_bytes()
     with pytest.raises(PokevqError, match="does not match its own model configuration"):
         Tokenizer.from_checkpoint(other)
     broken = tmp_path / "broken.pt"
@@ -303,6 +304,7 @@ def test_decode_refuses_a_hostile_file_a_wrong_checkpoint_and_a_used_folder_in_o
     state["model"][name] = state["model"][name] + 1  # another checkpoint of the same shape
     other = tmp_path / "other.pt"
     torch.save(state, other)
+    other_bytes = other.read_bytes()
 
     def decode(*args: str) -> tuple[int, str]:
         rc = main(["decode", *args])
@@ -317,6 +319,7 @@ def test_decode_refuses_a_hostile_file_a_wrong_checkpoint_and_a_used_folder_in_o
         ((str(good), "--out", str(done)), f"Error: {done} already holds decoded frames"),
         ((str(good), "--out", str(tmp_path / "o1"), "--checkpoint", str(other)),
          f"Error: {good} was written by checkpoint {sha[:12]}, not by {other}"),
+        ((str(good), "--out", str(other)), f"Error: --out {other} is not a folder pokevq can write"),
         ((str(good), "--out", str(tmp_path / "o2"), "--checkpoint", str(tmp_path / "none.pt")),
          "Error: Checkpoint not found: "),
         ((str(garbage_lineage / "game1" / "episode1.parquet"), "--out", str(tmp_path / "o3")),
@@ -330,8 +333,9 @@ def test_decode_refuses_a_hostile_file_a_wrong_checkpoint_and_a_used_folder_in_o
         assert rc == 1 and len(errors) == 1 and errors[0].startswith(expected), (args, err)
         assert "Traceback" not in err
         out = Path(args[2])
-        assert out == done or not out.exists() or not any(out.iterdir()), args  # nothing written
+        assert out in (done, other) or not out.exists() or not any(out.iterdir()), args  # nothing written
     assert {path.name: path.read_bytes() for path in done.iterdir()} == before  # nothing replaced
+    assert other.read_bytes() == other_bytes
 
 
 def test_tokenize_benchmark_runs_and_writes_every_frame(tmp_path):
