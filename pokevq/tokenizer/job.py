@@ -59,6 +59,8 @@ class TokenizeConfig:
                 raise ConfigError(f"{name} (--{name.replace('_', '-')}) must be an integer >= {low}; got {value!r}")
         if self.device not in DEVICES or self.device == "mps":
             raise ConfigError(f"device (--device) must be auto, cpu or cuda; got {self.device!r}")
+        if self.bf16 and self.device == "cpu":
+            raise ConfigError("bf16 (--bf16) is for CUDA: with --device cpu leave --bf16 off (it encodes in fp32)")
         self.storage_config()  # the storage options are checked as a training run's are
 
     def storage_config(self, experiment: str = "tokens") -> TrainConfig:

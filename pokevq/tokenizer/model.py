@@ -58,7 +58,8 @@ class Tokenizer:
                  batch_size: int = DEFAULT_BATCH) -> None:
         self.device = _device(device)
         if bf16 and self.device.type != "cuda":
-            raise ConfigError("bf16 tokenization is for CUDA; on this device it runs in fp32 (leave bf16 off)")
+            raise ConfigError("bf16 (--bf16) tokenization is for CUDA; on this device it runs in fp32 (leave --bf16 "
+                              "off)")
         self.model = model.to(self.device).eval()
         self.lineage = lineage
         self.bf16 = bf16

@@ -72,6 +72,11 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
         "tokenize --frames-dir": ([*tokenize, "--frames-dir", "a/../b"], {}, "--frames-dir"),
         "tokenize --s3-endpoint-url": ([*tokenize[:7], "not-a-url", *tokenize[8:]], {}, "--s3-endpoint-url"),
         "tokenize --s3-bucket": ([*tokenize[:4], *tokenize[6:]], {}, "--s3-bucket"),
+        "tokenize --s3-region": ([*tokenize, "--s3-region", "us_east!"], {}, "--s3-region"),
+        "tokenize --output-dir": (["tokenize", "--checkpoint", str(b.root / "none.pt"), "--frames-dir", str(b.synth),
+                                   "--output-dir", str(b.root / "a-file")], {}, "--output-dir"),
+        "tokenize --cache-dir": ([*tokenize, "--cache-dir", str(b.root / "a-file" / "cache")], {}, "--cache-dir"),
+        "tokenize --bf16": ([*tokenize, "--device", "cpu", "--bf16"], {}, "--bf16"),
         "tokenize --checkpoint": ([*tokenize[:2], "", *tokenize[3:]], {}, "--checkpoint"),
         # decode's flags (a hostile file, a wrong checkpoint, an --out holding frames: test_tokenizer.py)
         "decode TOKENS_FILE": (["decode", f"s3://{b.frames}/tokens/none/game1/episode1.parquet", "--out",
@@ -79,6 +84,8 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
                                f"s3://{b.frames}/tokens/none/game1/episode1.parquet"),
         "decode --s3-region": (["decode", f"s3://{b.frames}/t.parquet", "--out", str(b.root / "decoded"),
                                 "--s3-region", "us_east!"], {}, "--s3-region"),
+        "decode --s3-endpoint-url": (["decode", f"s3://{b.frames}/t.parquet", "--out", str(b.root / "decoded"),
+                                      "--s3-endpoint-url", "nope"], {}, "--s3-endpoint-url"),
         "decode --out": (["decode", str(b.root / "none.parquet")], {}, "--out"),
         # pack's flags
         "pack --shard-size": (["pack", *bucket_flags, "--shard-size", "huge"], {}, "--shard-size"),
@@ -90,6 +97,7 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
         "pack --s3-bucket": (["pack", "--s3-endpoint-url", b.endpoint], {}, "--s3-bucket"),
         # synth's flags
         "synth --games": (["synth", "--out", str(b.root / "synth"), "--games", "0"], {}, "--games"),
+        "synth --episodes": (["synth", "--out", str(b.root / "synth"), "--episodes", "0"], {}, "--episodes"),
         "synth --frames": (["synth", "--out", str(b.root / "synth"), "--frames", "-3"], {}, "--frames"),
         "synth --style": (["synth", "--out", str(b.root / "synth"), "--style", "fancy"], {}, "--style"),
         "synth --out": (["synth", "--out", str(b.root / "a-file"), "--frames", "1"], {}, "--out"),
@@ -99,6 +107,8 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
         "upload --threads": (["upload", str(b.synth), *bucket_flags, "--threads", "0"], {}, "--threads"),
         "upload --frames-dir": (["upload", str(b.synth), *bucket_flags, "--frames-dir", "../x"], {},
                                 "--frames-dir"),
+        "upload --s3-bucket": (["upload", str(b.synth), "--s3-endpoint-url", b.endpoint], {}, "--s3-bucket"),
+        "upload --s3-region": (["upload", str(b.synth), *bucket_flags, "--s3-region", "us_east!"], {}, "--s3-region"),
         "upload --s3-sse": (["upload", str(b.synth), *bucket_flags, "--s3-sse", "DES"], {}, "--s3-sse"),
         "upload --s3-endpoint-url": (["upload", str(b.synth), "--s3-bucket", b.frames, "--s3-endpoint-url", "x:/"],
                                      {}, "--s3-endpoint-url"),
