@@ -62,7 +62,11 @@ def run_started_at() -> datetime | None:
 
 
 def experiment_name_for_run(nightly: bool) -> str:
-    """`nightly-YYYYMMDD` for scheduled retraining, else `pokevq-YYYYMMDD-HHMMSS`, fixed per flow run."""
+    """`nightly-YYYYMMDD` for scheduled retraining, else `pokevq-YYYYMMDD-HHMMSS`, fixed per flow run.
+
+    A day's second nightly is numbered later, once the bucket is known (`tasks.setup.name_nightly`:
+    `nightly-YYYYMMDD-2`, ...), and that choice is cached per flow run too.
+    """
     moment = run_started_at()
     return nightly_experiment_name(moment) if nightly else default_experiment_name(moment)
 
