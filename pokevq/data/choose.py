@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -73,6 +74,8 @@ class DataPath:
     mode: str
     index: ShardIndex | None = None
     shard_cache: ShardCache | None = None
+    # Frames of the run in each shard that holds frames of both splits: one rank reads such a shard, for both.
+    shared_shards: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def decide(cls, manifest: pd.DataFrame, source: FrameSource, *, requested: str, max_frames: int,
@@ -89,6 +92,12 @@ class DataPath:
             if len(sizes):
                 cache.check_fits(int(sizes.max()), source.storage.uri(index.prefix), max_bytes)
             packed = int((located.shard >= 0).sum())
+            if "split" in manifest.columns and len(located.shard_names):
+                rows = pd.DataFrame({"shard": located.shard, "split": manifest["split"].to_numpy()})
+                rows = rows[rows["shard"] >= 0]
+                splits = rows.groupby("shard")["split"].agg(["nunique", "size"])
+                path.shared_shards = {located.shard_names[int(shard)]: int(size)
+                                      for shard, size in splits.loc[splits["nunique"] > 1, "size"].items()}
         else:
             packed = 0
         log.info(
@@ -101,6 +110,19 @@ class DataPath:
                         "prefix for whole-shard reads.")
         return path
 
+    def pins(self, world_size: int) -> dict[str, int]:
+        """The rank that reads each shard holding frames of both splits (its training and its validation frames),
+        the same in every epoch and for both splits: largest first, to the rank with the fewest frames so far."""
+        if world_size <= 1:
+            return {}
+        heap = [(0, rank) for rank in range(world_size)]
+        pins = {}
+        for name, size in sorted(self.shared_shards.items(), key=lambda item: (-item[1], item[0])):
+            load, rank = heapq.heappop(heap)
+            pins[name] = rank
+            heapq.heappush(heap, (load + size, rank))
+        return pins
+
     def loader(self, rows: pd.DataFrame, source: FrameSource, image_size: tuple[int, int], *, batch_size: int,
                seed: int, shuffle: bool, num_workers: int, pin_memory: bool, rank: int = 0,
                world_size: int = 1) -> Any:
@@ -111,7 +133,7 @@ class DataPath:
         assert self.shard_cache is not None
         options = StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
         dataset = StreamingFrames(rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index,
-                                  self.shard_cache, image_size, options)
+                                  self.shard_cache, image_size, options, pins=self.pins(world_size))
         options.window_units = window_units(self.shard_cache.max_bytes, dataset.largest_shard,
                                             max(1, num_workers) * world_size, options.read_ahead)
         return make_streaming_loader(dataset, num_workers=num_workers, pin_memory=pin_memory)

@@ -5,8 +5,14 @@ it) or a chunk of loose frames (fetched concurrently). An epoch's order is a pur
 of (seed, epoch, world size, workers):
 
 1. the unit order is shuffled;
-2. the frames, unit after unit, are cut into equal contiguous slices, one per rank (the few
-   left over are dropped, so every rank runs the same number of batches);
+2. in several ranks, each shard goes whole to one rank (`unit_owners`: largest first, to the
+   rank with the fewest frames so far; shards that hold frames of both splits are pinned to one
+   rank, so its training and validation frames are read by the same machine), so no two ranks
+   download the same shard. Training shares are then evened to equal frame counts (every rank
+   runs the same number of batches): loose frames fill the ranks that are short, then the few
+   frames a rank has beyond its share go to them, read from their own objects; the few left
+   over (frames % ranks) are dropped. A bucket with no shards is cut into equal contiguous
+   slices, unit after unit;
 3. within a rank, a bounded shuffle mixes frames inside windows of `window_units` consecutive
    units, so a batch draws from several shards (several episodes) while only those shards are
    needed at once;
@@ -21,6 +27,7 @@ worker count.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,27 +148,103 @@ def continue_share(order: np.ndarray, segments: list[tuple[int, int]], rank: int
     return np.concatenate([blocks, tail[share_slice(len(tail), rank, world_size)]])
 
 
+def _unit_order(units: Units, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The epoch's unit order: shuffled per (seed, epoch) for training, file order for evaluation."""
+    if shuffle and len(units):
+        return np.random.default_rng([int(seed), int(epoch), 0x706B]).permutation(len(units))
+    return np.arange(len(units), dtype=np.int64)
+
+
+def _unit_frames(units: Units, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frames of the `chosen` units, unit after unit, and each frame's unit; without a Python loop over units."""
+    lengths = np.diff(units.bounds)[chosen]
+    offsets = np.repeat(units.bounds[:-1][chosen] - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    return units.order[np.arange(int(lengths.sum()), dtype=np.int64) + offsets], np.repeat(chosen, lengths)
+
+
+def unit_owners(units: Units, *, seed: int, epoch: int, world_size: int = 1, shuffle: bool = True,
+                pins: np.ndarray | None = None) -> np.ndarray:
+    """The rank that reads each shard whole in `epoch` (-1 for a chunk of loose frames, which ranks may split).
+
+    A unit pinned to a rank (`pins` >= 0) goes to it; the others, largest first (ties in the
+    epoch's unit order), each to the rank with the fewest frames so far.
+    """
+    sizes = np.diff(units.bounds)
+    owner = np.full(len(units), -1, dtype=np.int64)
+    packed = units.shard >= 0
+    if world_size <= 1:
+        owner[packed] = 0
+        return owner
+    if pins is not None:
+        pinned = packed & (pins >= 0)
+        owner[pinned] = pins[pinned]
+    loads = np.bincount(owner[owner >= 0], weights=sizes[owner >= 0], minlength=world_size).astype(np.int64)
+    order = _unit_order(units, seed, epoch, shuffle)
+    free = order[packed[order] & (owner[order] < 0)]
+    heap = [(int(load), rank) for rank, load in enumerate(loads)]
+    heapq.heapify(heap)
+    for unit in free[np.argsort(-sizes[free], kind="stable")].tolist():
+        load, rank = heapq.heappop(heap)
+        owner[unit] = rank
+        heapq.heappush(heap, (load + int(sizes[unit]), rank))
+    return owner
+
+
+def _whole_shard_share(units: Units, order: np.ndarray, owner: np.ndarray, rank: int, world_size: int,
+                       even: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Rank `rank`'s frames (shards whole, see `unit_owners`) and each one's unit, in the epoch's unit order.
+
+    `even` (training): every rank gets `frames // world_size`: loose frames fill the ranks that
+    are short, in rank order, then the frames a rank has beyond that (the last of its order) go
+    to those still short; evaluation: every frame once, loose frames cut into contiguous shares.
+    """
+    place = np.empty(len(units), dtype=np.int64)
+    place[order] = np.arange(len(units), dtype=np.int64)
+    owned = [_unit_frames(units, order[owner[order] == r]) for r in range(world_size)]
+    loose, loose_units = _unit_frames(units, order[owner[order] < 0])
+    if not even:
+        cut = share_slice(len(loose), rank, world_size, even=False)
+        parts = [owned[rank], (loose[cut], loose_units[cut])]
+    else:
+        share = len(units.order) // world_size
+        loads = np.array([len(frames) for frames, _ in owned], dtype=np.int64)
+        short = np.maximum(0, share - loads)
+        from_loose = np.minimum(short, np.maximum(0, len(loose) - np.r_[0, np.cumsum(short)[:-1]]))
+        start = int(from_loose[:rank].sum())
+        parts = [(owned[rank][0][:share], owned[rank][1][:share])]
+        parts.append((loose[start:start + from_loose[rank]], loose_units[start:start + from_loose[rank]]))
+        extra = [(frames[share:], of[share:]) for frames, of in owned]  # beyond a rank's share, in rank order
+        spare = np.concatenate([frames for frames, _ in extra])
+        spare_units = np.concatenate([of for _, of in extra])
+        still = short - from_loose
+        start = int(still[:rank].sum())
+        parts.append((spare[start:start + still[rank]], spare_units[start:start + still[rank]]))
+    frames = np.concatenate([frames for frames, _ in parts])
+    of = np.concatenate([of for _, of in parts])
+    by_place = np.argsort(place[of], kind="stable")  # each unit's frames stay in file order
+    return frames[by_place], of[by_place]
+
+
 def rank_frames(
     units: Units, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-    window_units: int = WINDOW_UNITS,
+    window_units: int = WINDOW_UNITS, pins: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The frame indices one rank trains on in `epoch`, in order (before dealing to workers)."""
+    """The frame indices one rank trains on in `epoch`, in order (before dealing to workers).
+
+    `pins`: per unit, the rank it must go to (-1: any), see `unit_owners`.
+    """
     sizes = np.diff(units.bounds)
-    if shuffle and len(units):
-        rng = np.random.default_rng([int(seed), int(epoch), 0x706B])
-        perm = rng.permutation(len(units))
-        # Frames of the permuted units, without a Python loop over units.
-        starts = units.bounds[:-1][perm]
-        lengths = sizes[perm]
-        offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
-        sequence = units.order[np.arange(int(lengths.sum()), dtype=np.int64) + offsets]
+    order = _unit_order(units, seed, epoch, shuffle)
+    if world_size > 1 and bool((units.shard >= 0).any()):  # shards go whole to one rank each
+        owner = unit_owners(units, seed=seed, epoch=epoch, world_size=world_size, shuffle=shuffle, pins=pins)
+        mine, of = _whole_shard_share(units, order, owner, rank, world_size, even=shuffle)
+        place = np.r_[0, np.cumsum(of[1:] != of[:-1])] if len(of) else of  # unit's place among this rank's
     else:
-        lengths = sizes
-        sequence = units.order
-    window = share_slice(len(sequence), rank, world_size, even=shuffle)
-    mine = sequence[window]
+        sequence, _ = _unit_frames(units, order)
+        window = share_slice(len(sequence), rank, world_size, even=shuffle)
+        mine = sequence[window]
+        place = np.repeat(np.arange(len(order), dtype=np.int64), sizes[order])[window]  # unit's place in the order
     if shuffle and len(mine) > 1:
-        place = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)[window]  # unit's place in the order
         rng = np.random.default_rng([int(seed), int(epoch), int(rank), 0x5348])
         keys = (place // max(1, int(window_units))).astype(np.float64) + rng.random(len(mine))
         mine = mine[np.argsort(keys, kind="stable")]

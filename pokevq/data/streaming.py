@@ -32,6 +32,7 @@ from pokevq.data.plan import (
     group_units,
     rank_frames,
     segment_world,
+    unit_owners,
     worker_streams,
 )
 from pokevq.data.shard_cache import ShardCache
@@ -75,7 +76,9 @@ class StreamingFrames(IterableDataset):
         cache: ShardCache,
         image_size: tuple[int, int],
         options: StreamOptions,
+        pins: dict[str, int] | None = None,
     ) -> None:
+        """`pins`: shard name -> the rank that must read it (shards that hold frames of another split too)."""
         self.keys = np.asarray(list(keys), dtype=object)
         self.etags = [str(e) for e in etags]
         self.storage = storage
@@ -93,6 +96,9 @@ class StreamingFrames(IterableDataset):
             self.shard_names, self.shard_sizes = [], np.zeros(0, dtype=np.int64)
         self.units = group_units(self.shard_of, self.offset, options.loose_chunk)
         self.unit_of = self.units.unit_of(n)
+        pin_of_shard = np.array([(pins or {}).get(name, -1) for name in self.shard_names], dtype=np.int64)
+        self.pins = (np.where(self.units.shard >= 0, pin_of_shard[np.maximum(self.units.shard, 0)], -1)
+                     if len(pin_of_shard) else None)
         self.control = torch.zeros(_CONTROL_SIZE, dtype=torch.int64).share_memory_()
 
     # ------------------------------------------------------------------ facts
@@ -144,7 +150,7 @@ class StreamingFrames(IterableDataset):
 
         def frames_of(rank: int, world_size: int) -> np.ndarray:
             return rank_frames(self.units, seed=o.seed, epoch=epoch, rank=rank, world_size=world_size,
-                               shuffle=o.shuffle, window_units=window)
+                               shuffle=o.shuffle, window_units=window, pins=self.pins)
 
         if position is not None and position.segments and not position.same_world(o.world_size):
             return continued_streams(frames_of, position, o.rank, o.world_size, o.batch_size, workers)
@@ -156,16 +162,28 @@ class StreamingFrames(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch, position = self._read_control()
         mine = self.streams(epoch, workers, position)[worker]
-        return _WorkerReader(self, mine, worker).batches()
+        return _WorkerReader(self, mine, worker, self.owners(epoch, position)).batches()
+
+    def owners(self, epoch: int, position: Position | None = None) -> np.ndarray | None:
+        """The rank that reads each shard whole this epoch (another rank reads its few frames of it from their own
+        objects); None: every rank reads its shards whole (one process, or an epoch resumed in another number)."""
+        o = self.options
+        if o.world_size <= 1 or (position is not None and position.segments
+                                 and not position.same_world(o.world_size)):
+            return None
+        return unit_owners(self.units, seed=o.seed, epoch=epoch, world_size=o.world_size, shuffle=o.shuffle,
+                           pins=self.pins)
 
 
 class _WorkerReader:
     """One worker's pass: units fetched ahead in first-use order, released once their frames are used."""
 
-    def __init__(self, dataset: StreamingFrames, frames: np.ndarray, worker: int) -> None:
+    def __init__(self, dataset: StreamingFrames, frames: np.ndarray, worker: int,
+                 owners: np.ndarray | None = None) -> None:
         self.d = dataset
         self.frames = frames
         self.worker = worker
+        self.owners = owners
         units = dataset.unit_of[frames] if len(frames) else np.zeros(0, dtype=np.int32)
         unique, first = np.unique(units, return_index=True)
         self.unit_order = unique[np.argsort(first)]
@@ -217,7 +235,8 @@ class _WorkerReader:
         """{frame index: bytes, or an exception for a frame that cannot be read}; `_shard` holds an open shard."""
         mine = self.mine_in_unit[unit]
         shard = int(self.d.units.shard[unit])
-        if shard >= 0:
+        # A shard another rank reads whole this epoch: this rank's few frames of it come from their own objects.
+        if shard >= 0 and (self.owners is None or int(self.owners[unit]) == self.d.options.rank):
             name, size = self.d.shard_names[shard], int(self.d.shard_sizes[shard])
             try:
                 opened = self.d.cache.open(self.d.storage.namespace, name, size,

@@ -394,3 +394,42 @@ def test_two_processes_stream_a_packed_bucket_each_frame_once(tmp_path, moto_end
     history = _checkpoint(s3_client, bucket, "dist-stream")["history"]
     assert [r["data_path"] for r in history] == ["streaming", "streaming"]
     assert history[-1]["val"]["frames"] == int((manifest["split"] == "val").sum())
+
+
+def test_two_machines_never_download_the_same_shard(tmp_path, moto_endpoint, episode_frames, prefect_env, s3_client,
+                                                    fault_proxy):
+    """Each machine has its own cache: each shard of a packed bucket is fetched by one rank only in an epoch, the
+    training frames and the validation frames it holds alike, and every training frame is still trained once."""
+    from pokevq.data.manifest import index_frames
+    from pokevq.data.pack import pack
+    from pokevq.storage import S3Storage
+    from tests.helpers.frames import upload_tree
+    from tests.helpers.runs import list_keys
+
+    bucket = "pokevq-dist-shards"
+    s3_client.create_bucket(Bucket=bucket)
+    upload_tree(s3_client, bucket, episode_frames, "pokemon_frames/")
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+    pack(storage, "pokemon_frames", shard_bytes=16 * 1024, threads=4)  # 13 shards of about 7 frames
+    shards = [key for key in list_keys(s3_client, bucket, "pokemon_frames/_shards/") if key.endswith(".tar")]
+    log = tmp_path / "frames.log"
+    meet = ["--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--nproc-per-node", "1"]
+    second = _pokevq(["train", *meet, "--node-rank", "1", "--device", "cpu", "--cache-dir", str(tmp_path / "node1")],
+                     tmp_path, _env(prefect_env, log))
+    first = _pokevq(["train", *RUN, "--epochs", "1", *meet, "--node-rank", "0", "--data-path", "streaming",
+                     *_s3_args(bucket, fault_proxy.url, tmp_path, "dist-shards")], tmp_path, _env(prefect_env, log))
+    code, out, err = _finish(first)
+    second_code, _, second_err = _finish(second, timeout=60)
+    assert code == 0, err[-3000:]
+    assert second_code == 0, second_err[-3000:]
+
+    gets = Counter(path.split("?")[0] for method, path, _ in fault_proxy.seen if method == "GET" and ".tar" in path)
+    assert sorted(gets) == [f"/{bucket}/{key}" for key in shards]  # the epoch read every shard ...
+    assert {path: count for path, count in gets.items() if count > 1} == {}  # ... each once, by one rank
+    for machine in (tmp_path / "cache", tmp_path / "node1"):  # both machines read shards, each into its own cache
+        assert any(machine.rglob("shards/*.shard")), machine
+    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.1, seed=0)
+    train = set(manifest.loc[manifest["split"] == "train", "key"])
+    trained = _frames_per_epoch(log)[1]
+    assert set(trained) <= train and max(trained.values()) == 1
+    assert len(trained) >= len(train) - 1  # an even split over 2 ranks drops at most one frame

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from pokevq.config import TrainConfig
-from pokevq.data.plan import Position, continue_share, continued_streams, group_units, rank_frames, worker_streams
+from pokevq.data.plan import (
+    Position,
+    continue_share,
+    continued_streams,
+    group_units,
+    rank_frames,
+    unit_owners,
+    worker_streams,
+)
 from pokevq.dist.launch import WorldPlan
 from pokevq.errors import ConfigError
 
@@ -57,6 +65,46 @@ def test_a_streaming_epoch_continues_in_another_number_of_processes():
     seen = np.concatenate([*done, *[r[0] for r in rest]])
     assert len(seen) == len(set(seen.tolist()))  # nothing twice
     assert len(seen) >= 240 - 3  # nothing lost but the few an equal split drops
+
+
+def test_each_shard_is_read_by_one_rank_and_the_shares_stay_equal():
+    """13 shards of 5 to 9 frames and 10 loose frames over 2 and 3 ranks; shard 3 also holds validation frames."""
+    sizes = [5, 9, 7, 6, 8, 9, 5, 7, 6, 8, 7, 9, 6]
+    shard_of = np.r_[np.repeat(np.arange(13), sizes), np.full(10, -1)].astype(np.int32)
+    units = group_units(shard_of, np.arange(len(shard_of)))
+    unit_of = units.unit_of(len(shard_of))
+    val_units = group_units(np.array([3, 3, 11], dtype=np.int32), np.arange(3))
+    for world in (2, 3):
+        pins = np.where(units.shard == 3, 1, -1)
+        for epoch in (1, 2):
+            owner = unit_owners(units, seed=0, epoch=epoch, world_size=world, pins=pins)
+            shares = [rank_frames(units, seed=0, epoch=epoch, rank=r, world_size=world, pins=pins)
+                      for r in range(world)]
+            assert {len(s) for s in shares} == {len(shard_of) // world}  # as many steps on every rank
+            seen = np.concatenate(shares)
+            assert len(set(seen.tolist())) == len(seen) == len(shard_of) - len(shard_of) % world
+            # A rank reads whole only the shards it owns; of the others it reads a few frames from their objects.
+            borrowed = [int(((owner[unit_of[s]] != r) & (owner[unit_of[s]] >= 0)).sum()) for r, s in enumerate(shares)]
+            assert sum(borrowed) <= max(sizes), borrowed
+            assert owner[units.shard == 3].tolist() == [1]
+        # Validation frames of shard 3 go to the rank that trains it; every validation frame once.
+        val_pins = np.where(val_units.shard == 3, 1, -1)
+        val = [rank_frames(val_units, seed=0, epoch=1, rank=r, world_size=world, shuffle=False, pins=val_pins)
+               for r in range(world)]
+        assert val[1][:2].tolist() == [0, 1] and sorted(np.concatenate(val).tolist()) == [0, 1, 2]
+
+    def frames_of(rank, world):
+        return rank_frames(units, seed=0, epoch=4, rank=rank, world_size=world)
+
+    # A mid-epoch position of 2 processes finishes in 1, and one of 1 finishes in 2: every frame once.
+    for before, after in ((2, 1), (1, 2)):
+        position = Position(epoch=4, batch_size=4 // before, world_size=before, segments=[{"workers": 1,
+                                                                                          "consumed": [3] * before}])
+        done = [worker_streams(frames_of(r, before), 4 // before, 1)[0][:3 * 4 // before] for r in range(before)]
+        rest = [continued_streams(frames_of, position, r, after, 4 // after, 1)[0] for r in range(after)]
+        assert len({len(r) for r in rest}) == 1
+        seen = np.concatenate([*done, *rest])
+        assert len(seen) == len(set(seen.tolist())) >= len(shard_of) - 1
 
 
 def test_batch_size_must_divide_over_the_processes():
