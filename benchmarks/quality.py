@@ -119,8 +119,9 @@ VARIANTS = (
             base=OLD),
     # Issue 23: codes that are pixel patches of the training frames.
     Variant("default", {}, "the patch model (the default): codes are the training frames' 8×8 patches, on the grid "
-            "first, then the most frequent at the other 63 offsets; a seen patch is looked up exactly, another by a "
-            "nearest-patch search; the decoder corrects from the neighbouring codes what the codebook cannot hold"),
+            "first, then sprites put over backgrounds they were not seen on and the most frequent windows at "
+            "the other 63 offsets; a seen patch is looked up exactly, another by a nearest-patch search; the "
+            "decoder corrects from the neighbouring codes what the codebook cannot hold"),
     Variant("patch-16384", dict(codebook_size=16384), "the patch model with 16,384 codes (14 bits per token)"),
 )
 

@@ -4,10 +4,11 @@ A Game Boy screen is drawn from 8x8 tiles, so the distinct 8x8 patches of the tr
 dictionary that codes every seen patch exactly (Dedieu et al. 2025 build their world model's tokens
 this way). It fails where a frame shows a patch it never saw: the camera scrolls the map off the
 8-pixel grid and sprites move over the background at any pixel. Those patches are the *training*
-frames' patches at other offsets. So the codebook is seeded with the distinct on-grid patches first
-(most frequent first), then fills its remaining codes with the most frequent patches at the other 63
-offsets (shift augmentation, read off the data instead of simulated), up to the configured codebook
-size: one fixed number for every data set, never the count of distinct patches.
+frames' patches at other offsets, or their sprites over other backgrounds. So the codebook is seeded
+with the distinct on-grid patches first (most frequent first), then fills its remaining codes with
+sprites put over backgrounds they were not seen on (`overlays.py`, up to half) and the most frequent
+patches at the other 63 offsets (shift augmentation, read off the data instead of simulated), up to
+the configured codebook size: one fixed number for every data set, never the count of distinct patches.
 
 A patch is looked up exactly through a 64-bit hash of its pixels (a seen patch is its own nearest
 code), and only the others go through a nearest-neighbour search: encoding stays cheap at 65,536 codes.
@@ -20,6 +21,8 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pokevq.model.overlays import first_positions, sprite_composites
 
 _HASH_SEED = 0x5EED
 _DISTANCE_BUDGET = 1 << 24  # distance-matrix entries per chunk of the nearest-neighbour search
@@ -64,19 +67,39 @@ def row_hashes(rows: Tensor, d: int, channels: int = 3) -> Tensor:
 
 def _merge(hashes: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     unique, inverse = torch.unique(hashes, return_inverse=True)
-    return unique, torch.zeros_like(unique).index_add_(0, inverse, counts)
+    return unique, counts.new_zeros(unique.shape).index_add_(0, inverse, counts)
+
+
+def frame_phases(hashes: Tensor, d: int) -> Tensor:
+    """(B,) each frame's tile phase dy*d+dx: the offset whose windows repeat most (fewest distinct ones).
+
+    A screen drawn from tiles and scrolled by (dy, dx) shows its tiles at that offset; ties go to 0.
+    """
+    distinct = []
+    for phase in range(d * d):
+        dy, dx = divmod(phase, d)
+        block = hashes[:, dy::d, dx::d].reshape(hashes.shape[0], -1).sort(1).values
+        distinct.append((block[:, 1:] != block[:, :-1]).sum(1))
+    return torch.stack(distinct, 1).argmin(1)
+
+
+def _window_weights(phases: Tensor, prior: Tensor, h: int, w: int, d: int) -> Tensor:
+    """(B,h,w): how likely a held-out frame shows each window on its grid, by the tile phase it lies at."""
+    qy, qx = phases // d, phases % d
+    ys = (torch.arange(h)[None, :] - qy[:, None]) % d  # the window's offset from its frame's tiles
+    xs = (torch.arange(w)[None, :] - qx[:, None]) % d
+    return prior[ys[:, :, None] * d + xs[:, None, :]]
 
 
 @torch.no_grad()
 def seed_patches(frames: Iterable[Tensor], codebook_size: int, d: int) -> Tensor:
     """The codebook's patches (K', C*d*d) uint8, K' <= codebook_size, from batches of (B,3,H,W) uint8 frames.
 
-    Distinct on-grid patches come first, most frequent first; then the most frequent patches at the
-    other offsets. Fewer than `codebook_size` when the frames hold fewer distinct windows.
+    Distinct on-grid patches come first, most frequent first; then what a held-out frame is most
+    likely to show that they miss. Fewer than `codebook_size` when the frames hold fewer candidates.
     """
     kept: list[Tensor] = []
-    grid_h, grid_c, any_h, any_c = [], [], [], []
-    held = 0
+    grid_h, grid_c, phases = [], [], []
     for batch in frames:
         batch = batch.cpu()
         kept.append(batch)
@@ -84,23 +107,44 @@ def seed_patches(frames: Iterable[Tensor], codebook_size: int, d: int) -> Tensor
         on_grid = hashes[:, ::d, ::d].reshape(-1)
         grid_h.append(on_grid)
         grid_c.append(torch.ones_like(on_grid))
+        phases.append(frame_phases(hashes, d))
+    if not kept:
+        return torch.zeros(0, 3 * d * d, dtype=torch.uint8)
+    # How often frames are scrolled off their tiles by each phase: a window at offset p from its
+    # frame's tiles is on the grid of a frame scrolled by p.
+    prior = torch.bincount(torch.cat(phases), minlength=d * d).double() + 1  # a phase never seen may still come
+    prior /= prior.sum()
+    any_h, any_c, held = [], [], 0
+    for batch, phase in zip(kept, phases):
+        hashes = window_hashes(batch, d)
         any_h.append(hashes.reshape(-1))
-        any_c.append(torch.ones_like(any_h[-1]))
+        any_c.append(_window_weights(phase, prior, hashes.shape[1], hashes.shape[2], d).reshape(-1))
         held += any_h[-1].numel()
         if held > _COMPACT_EVERY:
             merged = _merge(torch.cat(any_h), torch.cat(any_c))
             any_h, any_c, held = [merged[0]], [merged[1]], merged[0].numel()
-    if not kept:
-        return torch.zeros(0, 3 * d * d, dtype=torch.uint8)
     grid_hashes, grid_counts = _merge(torch.cat(grid_h), torch.cat(grid_c))
     all_hashes, all_counts = _merge(torch.cat(any_h), torch.cat(any_c))
-    # On-grid patches first (by their on-grid frequency), then the rest by their frequency at any offset.
+    # On-grid patches first (by their on-grid frequency), then the rest by how often a held-out frame's grid
+    # would show them.
     first = grid_hashes[torch.argsort(grid_counts, descending=True, stable=True)][:codebook_size]
-    rest = all_hashes[~torch.isin(all_hashes, grid_hashes)]
-    rest_counts = all_counts[~torch.isin(all_hashes, grid_hashes)]
-    room = codebook_size - first.numel()
-    chosen = torch.cat([first, rest[torch.argsort(rest_counts, descending=True, stable=True)][:max(0, room)]])
-    return _windows_of(kept, chosen, d)
+    off_grid = ~torch.isin(all_hashes, grid_hashes)
+    rest, rest_counts = all_hashes[off_grid], all_counts[off_grid]
+    room = max(0, codebook_size - first.numel())
+    chosen = torch.cat([first, rest[torch.argsort(rest_counts, descending=True, stable=True)][:room]])
+    rows = _windows_of(kept, chosen, d)
+    on_grid, windows = rows[:first.numel()], rows[first.numel():]
+    # The free codes go to what a held-out frame is most likely to show on its grid: windows at other
+    # offsets (weighted by how often frames are scrolled to where they would be on the grid) and sprites
+    # put over backgrounds they were not seen on (by their expected occurrences).
+    order = torch.argsort(grid_counts, descending=True, stable=True)[:codebook_size]
+    composites, expected = sprite_composites(on_grid, grid_counts[order], limit=room)
+    fresh = ~torch.isin(row_hashes(composites, d), chosen)
+    window_counts = torch.sort(rest_counts, descending=True, stable=True).values[:windows.shape[0]]
+    candidates = torch.cat([windows, composites[fresh]])
+    likely = torch.cat([window_counts.double(), expected[fresh]])
+    best = torch.argsort(likely, descending=True, stable=True)[:room]
+    return torch.cat([on_grid, candidates[best]])
 
 
 def _windows_of(frames: list[Tensor], chosen: Tensor, d: int) -> Tensor:
@@ -135,14 +179,7 @@ def _windows_of(frames: list[Tensor], chosen: Tensor, d: int) -> Tensor:
 def _first_per_target(targets: Tensor) -> tuple[Tensor, Tensor]:
     """Each distinct target once, with the position of its first occurrence."""
     unique, inverse = torch.unique(targets, return_inverse=True)
-    return unique, _first_positions(inverse, unique.numel())
-
-
-def _first_positions(inverse: Tensor, groups: int) -> Tensor:
-    """For `torch.unique`'s inverse indices, where each of the `groups` distinct values first occurs."""
-    positions = torch.arange(inverse.numel(), device=inverse.device)
-    first = torch.full((groups,), inverse.numel(), dtype=torch.long, device=inverse.device)
-    return first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    return unique, first_positions(inverse, unique.numel())
 
 
 class PatchCodebook(nn.Module):
@@ -204,7 +241,7 @@ class PatchCodebook(nn.Module):
     @staticmethod
     def _rows_of(rows: Tensor, inverse: Tensor, which: Tensor) -> Tensor:
         """The first row of each distinct hash in `which` (indices into the distinct hashes)."""
-        return rows[_first_positions(inverse, int(inverse.max()) + 1)[which]]
+        return rows[first_positions(inverse, int(inverse.max()) + 1)[which]]
 
     def pixels(self, codes: Tensor) -> Tensor:
         """(N,) codes -> (N, C*d*d) float pixels in [0, 1]."""

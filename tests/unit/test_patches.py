@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from pokevq.model.patches import seed_patches
+from pokevq.model.patches import frame_phases, seed_patches, window_hashes
 from pokevq.model.vqvae import VQVAE, ModelConfig
 from pokevq.train.baselines import fit_baselines
 
@@ -59,6 +59,41 @@ def test_the_codebook_keeps_the_configured_size_with_the_most_frequent_grid_patc
     model = _model(codebook_size=5)
     model.seed_codebook([frames])
     assert int(model.quantizer.filled) == 5 and model.encode(frames).max() < 5
+
+
+def _frame_of(tiles: list[torch.Tensor]) -> torch.Tensor:
+    """(3, H, W) in [0, 1] from H/8 x W/8 tiles of (3, 8, 8) uint8, row by row."""
+    rows = [torch.cat(tiles[r * (W // 8):(r + 1) * (W // 8)], 2) for r in range(H // 8)]
+    return torch.cat(rows, 1).float() / 255
+
+
+def test_a_sprite_seen_over_two_backgrounds_is_coded_exactly_over_a_third() -> None:
+    generator = torch.Generator().manual_seed(3)
+    shades = torch.tensor([[224, 248, 208], [136, 192, 112], [52, 104, 86], [8, 24, 32]], dtype=torch.uint8)
+    a, b, c, d = (shades[torch.randint(0, 4, (8, 8), generator=generator)].permute(2, 0, 1) for _ in range(4))
+    cursor = torch.zeros(8, 8, dtype=torch.bool)
+    cursor[0, :], cursor[:, 0] = True, True  # a corner of the cursor's frame, in a colour of its own
+    red = torch.tensor([248, 0, 0], dtype=torch.uint8)[:, None, None]
+
+    def under_cursor(tile: torch.Tensor) -> torch.Tensor:
+        return torch.where(cursor, red, tile)
+
+    backgrounds = [a, b, c, d] * 5
+    training = torch.stack([_frame_of(backgrounds), _frame_of([under_cursor(a)] + backgrounds[1:]),
+                            _frame_of([under_cursor(b)] + backgrounds[1:])])
+    held_out = _frame_of([under_cursor(c)] + backgrounds[1:])[None]  # the cursor over a tile it never crossed
+
+    model = _model().eval()
+    model.seed_codebook([training])
+    assert torch.equal(model.decode_codes(model.encode(held_out)), held_out)
+    exact = next(t for t in fit_baselines([training], 4096, 8) if t.name == "exact dictionary")
+    assert float((exact.decode(exact.encode(held_out)) - held_out).abs().amax()) > 0.5
+
+
+def test_a_frame_scrolled_off_its_tiles_is_found_at_its_phase() -> None:
+    picture = (_map(rows=9, cols=10) * 255).round().to(torch.uint8)
+    views = torch.stack([_view(picture, 0, 0), _view(picture, 3, 5), _view(picture, 8, 1)])
+    assert frame_phases(window_hashes(views, 8), 8).tolist() == [0, 8 * (8 - 3) + (8 - 5), 8 * 0 + (8 - 1)]
 
 
 def test_the_hashed_lookup_and_the_plain_search_give_the_same_codes() -> None:
