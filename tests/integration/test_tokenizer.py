@@ -119,7 +119,6 @@ def test_a_checkpoint_of_another_shape_or_corrupt_is_one_line(trained, tmp_path)
     state["model_config"]["codebook_size"] = 32  # the weights say 16
     other = tmp_path / "other.pt"
     torch.save(state, other)
-    other_bytes = other.read_bytes()
     with pytest.raises(PokevqError, match="does not match its own model configuration"):
         Tokenizer.from_checkpoint(other)
     broken = tmp_path / "broken.pt"
