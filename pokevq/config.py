@@ -382,7 +382,7 @@ class TrainConfig:
         if self.use_s3 and self.frames_dir.strip("/") and ".." in self.frames_dir.split("/"):
             fail("frames_dir", f"must not contain '..'; got {self.frames_dir!r}")
         if self.use_s3:
-            from pokevq.storage.s3 import check_endpoint_and_region
+            from pokevq.storage.addresses import check_endpoint_and_region
 
             check_endpoint_and_region(self.s3_endpoint_url, self.s3_region)
 

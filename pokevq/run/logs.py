@@ -42,8 +42,11 @@ class ConsoleFilter(logging.Filter):
     """
 
     CHATTER = ("Still processing items",)  # the orchestrator's event queue at exit, nothing to act on
+    EVENTS = "prefect.events"  # its UI events: one it cannot send as a failing run shuts down is not the user's
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(self.EVENTS):
+            return False
         if record.levelno >= logging.WARNING:
             return not str(record.msg).startswith(self.CHATTER)
         return bool(getattr(record, "console", False))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import threading
 import weakref
@@ -30,6 +29,7 @@ from pokevq.errors import (
     PreconditionFailedError,
     StorageError,
 )
+from pokevq.storage.addresses import check_endpoint_and_region
 from pokevq.storage.base import ListingPage, ObjectInfo, Storage, operations
 from pokevq.storage.listing import listing_parser_factory
 
@@ -92,20 +92,6 @@ class S3Credentials:
     def session_arguments(self) -> dict[str, str | None]:
         return {"aws_access_key_id": self.access_key_id, "aws_secret_access_key": self.secret_access_key,
                 "aws_session_token": self.session_token}
-
-
-_ENDPOINT = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")
-_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")  # botocore's own check
-
-
-def check_endpoint_and_region(endpoint_url: str | None, region: str | None) -> None:
-    """One line naming the flag for an endpoint or region that botocore would refuse with a traceback."""
-    if endpoint_url is not None and not _ENDPOINT.fullmatch(str(endpoint_url)):
-        raise ConfigError(f"s3_endpoint_url (--s3-endpoint-url, else $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL) must "
-                          f"be an http:// or https:// URL, e.g. http://127.0.0.1:9000; got {endpoint_url!r}")
-    if region is not None and not _REGION.fullmatch(str(region)):
-        raise ConfigError(f"s3_region (--s3-region, else $AWS_REGION) must be an AWS region such as us-east-1; got "
-                          f"{region!r}")
 
 
 class S3Storage(Storage):

@@ -83,8 +83,8 @@ def test_the_model_is_derived_from_every_model_option():
 def test_console_filter_keeps_marked_lines_and_warnings_only():
     keep = ConsoleFilter()
 
-    def record(level: int, msg: str, **extra) -> logging.LogRecord:
-        made = logging.LogRecord("x", level, __file__, 1, msg, None, None)
+    def record(level: int, msg: str, name: str = "x", **extra) -> logging.LogRecord:
+        made = logging.LogRecord(name, level, __file__, 1, msg, None, None)
         made.__dict__.update(extra)
         return made
 
@@ -93,3 +93,6 @@ def test_console_filter_keeps_marked_lines_and_warnings_only():
     assert keep.filter(record(logging.WARNING, "S3 set-up failed, so this run FALLS BACK TO LOCAL STORAGE"))
     assert not keep.filter(record(logging.WARNING, "Still processing items: 3 items remaining..."))
     assert keep.filter(record(logging.ERROR, "Task run failed"))
+    # An event the UI misses as a failing run shuts down (with a traceback) is the orchestrator's, not the user's.
+    assert not keep.filter(record(logging.ERROR, "Error emitting event: prefect.task-run.Pending",
+                                  name="prefect.events.utilities"))
