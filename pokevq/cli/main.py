@@ -32,6 +32,50 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"Error: {message} (see {self.prog} --help)\n")
 
 
+def _whole_number(low: int, high: int | None = None) -> typing.Callable[[str], int]:
+    """An int flag refused at the parser when out of [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {span}; got {value}")
+        return value
+    return parse
+
+
+def _time_zone(text: str) -> str:
+    """An IANA time zone (Europe/Paris, UTC), refused before `stack up` starts anything."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be an IANA time zone such as UTC or Europe/Paris; got {text!r}") \
+            from None
+    return text
+
+
+def _cron(text: str) -> str:
+    """A cron schedule as Prefect reads it, refused before `stack up` starts anything."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a cron expression such as '0 3 * * *'; got {text!r}") from None
+    return text
+
+
+def _pool_name(text: str) -> str:
+    """A Prefect work pool name: not empty, none of the characters Prefect bans in names."""
+    if not text.strip() or any(c in text for c in "/%&><"):
+        raise argparse.ArgumentTypeError(f"must be a work pool name without / % & > <; got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3, orchestrated by Prefect."
@@ -80,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="Run the whole pipeline on a local S3 endpoint with synthetic frames (CPU, a few minutes)."
     )
-    demo.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"Epochs to train (default: {DEMO_EPOCHS}).")
+    demo.add_argument("--epochs", type=_whole_number(1), default=DEMO_EPOCHS,
+                      help=f"Epochs to train (default: {DEMO_EPOCHS}).")
     demo.add_argument("--out", default="./demo_outputs", help="Where to copy the results (default: ./demo_outputs).")
 
     tokenize = commands.add_parser(
@@ -123,10 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stack_commands = stack.add_subparsers(dest="stack_command", required=True, metavar="ACTION")
     up = stack_commands.add_parser("up", help="Start the server (UI), pool, blocks, deployment and a worker.")
-    up.add_argument("--port", type=int, default=4200, help="Port of the Prefect server and UI (default: 4200).")
-    up.add_argument("--pool", default="pokevq", help="Work pool name (default: pokevq).")
-    up.add_argument("--cron", default="0 3 * * *", help="Nightly retraining schedule (default: '0 3 * * *').")
-    up.add_argument("--timezone", default="UTC", help="Time zone of the schedule (default: UTC).")
+    up.add_argument("--port", type=_whole_number(1, 65535), default=4200,
+                    help="Port of the Prefect server and UI (default: 4200).")
+    up.add_argument("--pool", type=_pool_name, default="pokevq", help="Work pool name (default: pokevq).")
+    up.add_argument("--cron", type=_cron, default="0 3 * * *",
+                    help="Nightly retraining schedule (default: '0 3 * * *').")
+    up.add_argument("--timezone", type=_time_zone, default="UTC", help="Time zone of the schedule (default: UTC).")
     stack_commands.add_parser("down", help="Stop exactly the processes `stack up` started.")
 
     for sub in (train, synth, upload, pack, demo, tokenize, decode, export, stack):

@@ -1,11 +1,12 @@
 """Every user-facing input given a bad value, as a user meets it: one `Error:` line naming the input.
 
-One table of cases: the flags of `train`, `tokenize`, `decode`, `pack`, `synth` and `upload`, each
-`POKEVQ_*` knob, the files pokevq reads from a bucket (the shard index), and S3 answering 5xx errors
-other than 503 (through the fault proxy). Every case runs through `pokevq.cli.main`, exactly what the
-`pokevq` command runs, all of them in one interpreter (tests/helpers/cli_cases.py). Each must end in
-exactly one `Error:` line that names the input, with no traceback, and leave every bucket as it was
-(a lease taken before a bad file is found is released, so it is gone too).
+One table of cases: the flags of `train`, `tokenize`, `decode`, `pack`, `synth`, `upload`, `export`,
+`demo` and `stack up`, each `POKEVQ_*` knob, the files pokevq reads from a bucket (the shard index), and
+S3 answering 5xx errors other than 503 (through the fault proxy). Every case runs through
+`pokevq.cli.main`, exactly what the `pokevq` command runs, all of them in one interpreter
+(tests/helpers/cli_cases.py). Each must end in exactly one `Error:` line that names the input, with no
+traceback, and leave every bucket as it was (a lease taken before a bad file is found is released, so it
+is gone too).
 """
 
 from __future__ import annotations
@@ -65,6 +66,28 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
         "train --data-path": ([*train, "--data-path", "fast"], {}, "--data-path"),
         "train --time-budget": ([*train, "--time-budget", "soon"], {}, "--time-budget"),
         "train --unknown": ([*train, "--epochz", "1"], {}, "--epochz"),
+        "train --experiment-name": ([*train, "--experiment-name", "a/b"], {}, "--experiment-name"),
+        "train --learning-rate": ([*train, "--learning-rate", "0"], {}, "--learning-rate"),
+        "train --lr-schedule": ([*train, "--lr-schedule", "sawtooth"], {}, "--lr-schedule"),
+        "train --warmup-steps": ([*train, "--warmup-steps", "-5"], {}, "--warmup-steps"),
+        "train --resume": ([*train, "--resume", f"s3://{b.frames}"], {}, f"s3://{b.frames}"),  # names no object
+        "train --val-fraction": ([*train, "--val-fraction", "1.5"], {}, "--val-fraction"),
+        "train --max-steps": ([*train, "--max-steps", "-1"], {}, "--max-steps"),
+        "train --nproc-per-node": ([*train, "--nproc-per-node", "zero"], {}, "--nproc-per-node"),
+        "train --nnodes": ([*train, "--nnodes", "0"], {}, "--nnodes"),
+        "train --node-rank": ([*train, "--node-rank", "3"], {}, "--node-rank"),
+        "train --rdzv-endpoint": ([*train, "--rdzv-endpoint", "nohost"], {}, "--rdzv-endpoint"),
+        "train --image-size": ([*train, "--image-size", "big"], {}, "--image-size"),
+        "train --hidden-channels": ([*train, "--hidden-channels", "0"], {}, "--hidden-channels"),
+        "train --codebook-size": ([*train, "--codebook-size", "-4"], {}, "--codebook-size"),
+        "train --embedding-dim": ([*train, "--embedding-dim", "0"], {}, "--embedding-dim"),
+        "train --downsample": ([*train, "--downsample", "3"], {}, "--downsample"),
+        "train --architecture": ([*train, "--architecture", "transformer"], {}, "--architecture"),
+        "train --quantizer": ([*train, "--quantizer", "kmeans"], {}, "--quantizer"),
+        "train --codebook-init": ([*train, "--codebook-init", "zeros"], {}, "--codebook-init"),
+        "train --dead-code-restart": ([*train, "--dead-code-restart", "sometimes"], {}, "--dead-code-restart"),
+        "train --code-dim": ([*train, "--code-dim", "-1"], {}, "--code-dim"),
+        "train --encoder-kernel": ([*train, "--encoder-kernel", "5"], {}, "--encoder-kernel"),
         # tokenize's flags
         "tokenize --batch-size": ([*tokenize, "--batch-size", "0"], {}, "--batch-size"),
         "tokenize --num-workers": ([*tokenize, "--num-workers", "-1"], {}, "--num-workers"),
@@ -116,6 +139,14 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
                                             "123"], {}, "--expected-bucket-owner"),
         "upload --s3-kms-key-id": (["upload", str(b.synth), *bucket_flags, "--s3-kms-key-id", "k"], {},
                                    "--s3-kms-key-id"),
+        # export's, demo's and stack up's flags: refused by the parser, before anything starts
+        "export --format": (["export", str(b.root / "none.pt"), "--out", str(b.root / "exported"), "--format",
+                             "onnx"], {}, "--format"),
+        "demo --epochs": (["demo", "--epochs", "0", "--out", str(b.root / "demo")], {}, "--epochs"),
+        "stack up --port": (["stack", "up", "--port", "70000"], {}, "--port"),
+        "stack up --cron": (["stack", "up", "--cron", "every night"], {}, "--cron"),
+        "stack up --timezone": (["stack", "up", "--timezone", "Mars/Olympus"], {}, "--timezone"),
+        "stack up --pool": (["stack", "up", "--pool", "a/b"], {}, "--pool"),
         # the POKEVQ_* knobs: the run stops before it starts
         "POKEVQ_S3_MAX_ATTEMPTS": (train, {"POKEVQ_S3_MAX_ATTEMPTS": "0"}, "POKEVQ_S3_MAX_ATTEMPTS"),
         "POKEVQ_LEASE_TTL": (train, {"POKEVQ_LEASE_TTL": "soon"}, "POKEVQ_LEASE_TTL"),
