@@ -28,6 +28,7 @@ from pokevq.train.publish import (
 log = logging.getLogger(__name__)
 
 LATEST_NAME = "checkpoint_latest.pt"
+_SAVED = b"PK\x03\x04"  # torch.save writes a zip archive
 _EPOCH_FILE = re.compile(r"checkpoint_epoch_(\d+)\.pt")
 _STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt")
 
@@ -108,8 +109,11 @@ def check_resume_exists(config: TrainConfig, credentials: S3Credentials | None =
         )
     except ConfigError as exc:
         raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc
-    if storage.exists(key):
-        return
-    if isinstance(storage, S3Storage):
-        storage.list_one(key)  # a HEAD cannot tell a missing bucket from a missing key; a listing can
-    raise CheckpointNotFoundError(f"Checkpoint not found: {uri}")
+    if not storage.exists(key):
+        if isinstance(storage, S3Storage):
+            storage.list_one(key)  # a HEAD cannot tell a missing bucket from a missing key; a listing can
+        raise CheckpointNotFoundError(f"Checkpoint not found: {uri}")
+    # Any other object is refused here, before the run writes its manifest (a corrupt latest still falls back).
+    if Path(key).name != LATEST_NAME and storage.get_range(key, 0, len(_SAVED)) != _SAVED:
+        raise CheckpointCorruptError(f"Checkpoint {uri} is not a valid pokevq checkpoint: not a file torch.save "
+                                     "writes; pass a checkpoint_*.pt that pokevq wrote")

@@ -71,6 +71,8 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
         "train --lr-schedule": ([*train, "--lr-schedule", "sawtooth"], {}, "--lr-schedule"),
         "train --warmup-steps": ([*train, "--warmup-steps", "-5"], {}, "--warmup-steps"),
         "train --resume": ([*train, "--resume", f"s3://{b.frames}"], {}, f"s3://{b.frames}"),  # names no object
+        "train --resume not a checkpoint": ([*train, "--resume", f"s3://{b.columnless}/{INDEX}"], {},
+                                            f"s3://{b.columnless}/{INDEX}"),  # an object, but no checkpoint
         "train --val-fraction": ([*train, "--val-fraction", "1.5"], {}, "--val-fraction"),
         "train --max-steps": ([*train, "--max-steps", "-1"], {}, "--max-steps"),
         "train --nproc-per-node": ([*train, "--nproc-per-node", "zero"], {}, "--nproc-per-node"),
