@@ -133,7 +133,8 @@ class LocalRanks:
             time.sleep(POLL_SECONDS)
 
     def _describe(self, failures: dict[int, Any]) -> str:
-        first = min(failures.values(), key=lambda failure: failure.timestamp)
+        # A rank stopped by SIGTERM is usually one the launcher stopped because a peer failed: name the peer.
+        first = min(failures.values(), key=lambda failure: (failure.exitcode == -signal.SIGTERM, failure.timestamp))
         local = self.local_ranks[first.local_rank]
         rank = self.plan.first_rank + local
         if first.exitcode < 0:
