@@ -70,7 +70,7 @@ def run_train(frames_root: Path, manifest: Any, *, quick: bool, log: Any) -> tup
             compute_seconds = rows_needed / result.frames_per_second - result.data_wait_seconds
             pipeline_rates.append(rows_needed / compute_seconds)
         data_wait = result.data_wait_seconds
-        images = [batch_.images for batch_ in trainer.train_loader]
+        images = [batch_.pixels("cpu") for batch_ in trainer.train_loader]
         trainer.close()
 
         log("  plain fp32 eager loop on the same model and batches")

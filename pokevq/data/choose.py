@@ -131,7 +131,9 @@ class DataPath:
                                seed=seed, num_workers=num_workers, pin_memory=pin_memory, rank=rank,
                                world_size=world_size)
         assert self.shard_cache is not None
-        options = StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
+        # Pinned memory means an accelerator: it expands packed frames' palette indices; on a CPU the workers do.
+        options = StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
+                                expand_on_device=pin_memory)
         dataset = StreamingFrames(rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index,
                                   self.shard_cache, image_size, options, pins=self.pins(world_size))
         options.window_units = window_units(self.shard_cache.max_bytes, dataset.largest_shard,

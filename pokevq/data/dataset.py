@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pokevq.data.decoded import DecodedFrameStore
+from pokevq.data.expand import expand
 from pokevq.data.frames import decode_frame_uint8
 from pokevq.data.source import FrameSource
 from pokevq.errors import (
@@ -27,15 +28,34 @@ from pokevq.errors import (
 
 @dataclass
 class Batch:
-    images: torch.Tensor | None  # (B, 3, H, W) float in [0, 1]; None when every frame was bad
+    """The good frames of one batch, as float images or (packed frames) as palette indices, and what was skipped."""
+
+    images: torch.Tensor | None  # (B, 3, H, W) float in [0, 1]; None when every frame was bad or `indices` is set
     keys: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
     hits: int = 0
     misses: int = 0
     source: tuple[int, int] | None = None  # streaming: (DataLoader worker, its batch number), for resume
+    indices: torch.Tensor | None = None  # (B, h, w) uint8 palette indices of packed frames
+    palettes: torch.Tensor | None = None  # (B, K, 3) uint8: each frame's palette
+    image_hw: tuple[int, int] | None = None  # the model's input size the indices are expanded to
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def pixels(self, device: torch.device | str) -> torch.Tensor | None:
+        """(B, 3, H, W) float in [0, 1] on `device`; palette frames are expanded there. None: no good frame."""
+        if self.indices is not None and self.palettes is not None and self.image_hw is not None:
+            return expand(self.indices.to(device, non_blocking=True), self.palettes.to(device, non_blocking=True),
+                          self.image_hw)
+        return None if self.images is None else self.images.to(device, non_blocking=True)
+
+    def pin_memory(self) -> Batch:
+        for name in ("images", "indices", "palettes"):
+            tensor = getattr(self, name)
+            if tensor is not None:
+                setattr(self, name, tensor.pin_memory())
+        return self
 
 
 class FrameDataset(Dataset):

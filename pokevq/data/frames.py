@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from pokevq.data import record
 from pokevq.errors import FrameDecodeError
 
 log = logging.getLogger(__name__)
@@ -178,16 +179,22 @@ def _decode_rgb(data: bytes, image_size: tuple[int, int]) -> np.ndarray:
     if not data:
         raise FrameDecodeError("empty file")
     th, tw = _check_size(image_size)
-    img = _open(data, (th, tw))
+    if record.is_record(data):  # a frame packed decoded (`pokevq pack`)
+        return resize_rgb(record.decode(data).to_rgb(), (th, tw))
+    return resize_rgb(_file_rgb(data, (th, tw)), (th, tw))
+
+
+def _file_rgb(data: bytes, target_hw: tuple[int, int]) -> np.ndarray:
+    """A frame file's pixels at its own size (a large JPEG drafted towards `target_hw`)."""
+    img = _open(data, target_hw)
     try:
-        arr = _to_rgb_array(img)
+        return _to_rgb_array(img)
     except FrameDecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - conversion of a malformed image
         raise FrameDecodeError(f"truncated or corrupt image ({exc})") from exc
     finally:
         img.close()
-    return resize_rgb(arr, (th, tw))
 
 
 def resize_rgb(arr: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -197,6 +204,15 @@ def resize_rgb(arr: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
         return arr
     resample = _resample_for(arr.shape[:2], (th, tw))
     return np.asarray(Image.fromarray(np.ascontiguousarray(arr), "RGB").resize((tw, th), resample))
+
+
+def decode_native(data: bytes) -> np.ndarray:
+    """Frame bytes -> (h, w, 3) uint8 RGB at the frame's own size, as training decodes it before any resize."""
+    if not data:
+        raise FrameDecodeError("empty file")
+    if record.is_record(data):
+        return record.decode(data).to_rgb()
+    return _file_rgb(data, (1 << 16, 1 << 16))  # no JPEG draft: full resolution
 
 
 def image_to_rgb(img: Image.Image) -> np.ndarray:

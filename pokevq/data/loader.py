@@ -142,8 +142,8 @@ def _prefetched_batches(loader: DataLoader, depth: int = 4) -> Iterator[Batch]:
         try:
             for indices in batches:
                 batch = collate(dataset.__getitems__(indices))
-                if loader.pin_memory and batch.images is not None:
-                    batch.images = batch.images.pin_memory()
+                if loader.pin_memory:
+                    batch.pin_memory()
                 if not put(batch):
                     return
             put(_END)

@@ -1,4 +1,6 @@
-"""`pokevq pack`: frames under a prefix written into tar shards plus a Parquet index (see `shards`)."""
+"""`pokevq pack`: frames under a prefix decoded once into tar shards of frame records plus a Parquet index.
+
+See `shards` for the layout and `record` for a frame's format."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from pokevq.data import record
+from pokevq.data.frames import decode_native
 from pokevq.data.manifest import _normalize_prefix, index_frames
 from pokevq.data.shards import (
     INDEX_COLUMNS,
@@ -24,6 +28,7 @@ from pokevq.data.shards import (
     shards_prefix,
 )
 from pokevq.data.sizes import parse_size  # noqa: F401 - `pokevq pack`'s option, kept importable here
+from pokevq.errors import FrameDecodeError
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -70,7 +75,8 @@ class _ShardWriter:
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
         self.shard_keys.append(f"{self.directory}shard-{len(self.shard_keys):05d}.tar")
 
-    def add(self, name: str, key: str, etag: str, data: bytes, mtime: float) -> None:
+    def add(self, name: str, key: str, etag: str, data: bytes, mtime: float, size: int) -> None:
+        """`data`: what the shard stores for the frame; `size`: the frame object's own size, for the index."""
         if self._tar is None:
             self._open()
         assert self._tar is not None
@@ -82,7 +88,7 @@ class _ShardWriter:
         # addfile pads the data to whole 512-byte blocks; the data ends where the padding starts.
         padded = -(-len(data) // _BLOCK) * _BLOCK
         offset = self._tar.offset - padded
-        self.rows.append((key, etag, len(data), self.shard_keys[-1], offset, len(data)))
+        self.rows.append((key, etag, size, self.shard_keys[-1], offset, len(data)))
         self.total += len(data)
         if self._tar.offset >= self.shard_bytes:
             self.flush()
@@ -149,15 +155,20 @@ def pack(
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="pokevq-pack") as pool, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="pokevq-pack-upload") as uploads:
         writer = _ShardWriter(storage, directory, shard_bytes, uploads)
+        undecodable = 0
         window = max(64, threads * 8)  # frames in flight: bounded memory whatever the prefix holds
         for start in range(0, len(keys), window):
             chunk = range(start, min(start + window, len(keys)))
-            for i, data in zip(chunk, pool.map(lambda i: storage.get_bytes(keys[i]), chunk)):
+            for i, (data, packed, size) in zip(chunk, pool.map(lambda i: _packed(storage.get_bytes(keys[i])), chunk)):
                 name = keys[i][len(prefix):] if keys[i].startswith(prefix) else keys[i]
-                writer.add(name, keys[i], etags[i], data, stamps[i])
+                writer.add(name + record.SUFFIX if packed else name, keys[i], etags[i], data, stamps[i], size)
+                undecodable += not packed
                 bar.update(1)
         writer.close()
     bar.close()
+    if undecodable:
+        log.warning("%d frame(s) under %s do not decode; packed as they are, so training skips and counts them",
+                    undecodable, storage.uri(prefix))
     added = pd.DataFrame(writer.rows, columns=INDEX_COLUMNS)
     index = pd.concat([kept[INDEX_COLUMNS], added], ignore_index=True) if len(kept) else added
     buffer = io.BytesIO()
@@ -172,6 +183,14 @@ def pack(
     log.info("Packed %d new frame(s) (%.1f MB) into %d shard(s) under %s in %.1fs; the index lists %d frames",
              result.frames, result.bytes / 1e6, result.shards, storage.uri(directory), result.seconds, result.indexed)
     return result
+
+
+def _packed(data: bytes) -> tuple[bytes, bool, int]:
+    """The frame as a decoded record (see `record`), or its own bytes when it does not decode; True: a record."""
+    try:
+        return record.encode(decode_native(data)), True, len(data)
+    except FrameDecodeError:
+        return data, False, len(data)
 
 
 def _index_rows(storage: Storage, prefix: str) -> int:

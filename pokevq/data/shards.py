@@ -3,14 +3,14 @@
 `pokevq pack` (or `pack()`) reads every frame under a prefix and writes, next to the frames::
 
     <prefix>/_shards/<pack id>/shard-00000.tar     # plain POSIX tar files (`tar -xf` works),
-    <prefix>/_shards/<pack id>/shard-00001.tar     # about `shard_bytes` each, frames in natural order
-    <prefix>/_shards/index.parquet                  # one row per frame, written last
+    <prefix>/_shards/<pack id>/shard-00001.tar     # about `shard_bytes` each, frames in natural order,
+    <prefix>/_shards/index.parquet                  # each decoded once (`record`); the index written last
 
 The index has one row per frame: `key` (the frame's own key), `etag` (the frame object's ETag
-when it was packed), `size`, `shard` (the shard's key), `offset` and `length` (where the frame's
-bytes lie inside the shard). A new pack writes under a new pack id and then replaces the index,
-so a reader never pairs an index with shards of another pack; shards of older packs are removed
-afterwards.
+when it was packed), `size` (the frame object's), `shard` (the shard's key), `offset` and `length`
+(where the packed frame lies inside the shard; shards of older packs hold the PNG itself). A new
+pack writes under a new pack id and then replaces the index, so a reader never pairs an index with
+shards of another pack; shards of older packs are removed afterwards.
 
 Readers (`ShardIndex`) use a frame from a shard only when the manifest's ETag for that key is
 the one packed: a frame changed since the pack is read from its own object, as is any frame the

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pokevq.data import record
 from pokevq.data.dataset import Batch, _batch_tensor
-from pokevq.data.frames import decode_frame_uint8
+from pokevq.data.expand import device_resizable, expand
+from pokevq.data.frames import decode_frame_uint8, resize_rgb
 from pokevq.data.plan import (
     LOOSE_CHUNK,
     WINDOW_UNITS,
@@ -62,6 +64,7 @@ class StreamOptions:
     read_ahead: int = READ_AHEAD
     window_units: int = WINDOW_UNITS
     loose_chunk: int = LOOSE_CHUNK
+    expand_on_device: bool = False  # packed palette frames cross as indices, expanded by the model's accelerator
 
 
 class StreamingFrames(IterableDataset):
@@ -266,35 +269,75 @@ class _WorkerReader:
 
     # ------------------------------------------------------------- batches
     def _batch(self, indices: np.ndarray, loaded: dict[int, dict[Any, Any]], number: int) -> Batch:
-        h, w = self.d.image_size
-        rows = np.empty((len(indices), h, w, 3), dtype=np.uint8)
         keys: list[str] = []
         skipped: list[tuple[str, str]] = []
-        hits = misses = 0
+        frames: list[Any] = []  # a DecodedFrame (a packed frame) or frame bytes (PNG, JPEG, ...)
+        hit: list[bool] = []
         for index in indices.tolist():
             unit = loaded[int(self.d.unit_of[index])]
             shard = unit.get("_shard")
-            if shard is not None:
-                data = shard.view(int(self.d.offset[index]), int(self.d.length[index]))
-            else:
-                data = unit[index]
+            data = (shard.view(int(self.d.offset[index]), int(self.d.length[index])) if shard is not None
+                    else unit[index])
             key = str(self.d.keys[index])
             if isinstance(data, FrameUnreadable):
                 skipped.append((key, data.reason))
                 continue
-            try:
-                rows[len(keys)] = decode_frame_uint8(data, self.d.image_size)
-            except FrameDecodeError as exc:
-                skipped.append((key, str(exc)))
-                continue
+            if record.is_record(data):
+                try:
+                    data = record.decode(data)
+                except FrameDecodeError as exc:
+                    skipped.append((key, str(exc)))
+                    continue
+            frames.append(data)
             keys.append(key)
-            if unit["_status"] == "hit":
-                hits += 1
-            else:
-                misses += 1
-        images = _batch_tensor(rows[: len(keys)]) if keys else None
-        return Batch(images=images, keys=keys, skipped=skipped, hits=hits, misses=misses,
-                     source=(self.worker, number))
+            hit.append(unit["_status"] == "hit")
+        batch = Batch(images=None, keys=keys, skipped=skipped, source=(self.worker, number))
+        if keys and not self._palette_batch(batch, frames):
+            hit = self._rgb_batch(batch, frames, hit)
+        batch.hits = sum(hit)
+        batch.misses = len(hit) - batch.hits
+        return batch
+
+    def _palette_batch(self, batch: Batch, frames: list[Any]) -> bool:
+        """Packed palette frames of one size cross as indices and palettes (1 byte a pixel); False: not this batch."""
+        first = frames[0]
+        if not isinstance(first, record.DecodedFrame) or first.indices is None:
+            return False
+        size = (first.height, first.width)
+        if not device_resizable(size, self.d.image_size) or not all(
+                isinstance(f, record.DecodedFrame) and f.indices is not None and (f.height, f.width) == size
+                for f in frames):
+            return False
+        indices = np.empty((len(frames), *size), dtype=np.uint8)
+        palettes = np.zeros((len(frames), max(len(f.palette) for f in frames), 3), dtype=np.uint8)
+        for n, frame in enumerate(frames):
+            indices[n] = frame.indices
+            palettes[n, : len(frame.palette)] = frame.palette
+        if self.d.options.expand_on_device:
+            batch.indices, batch.palettes = torch.from_numpy(indices), torch.from_numpy(palettes)
+            batch.image_hw = self.d.image_size
+        else:  # the model runs on these cores: expand here, beside it, as the cached path converts its rows
+            batch.images = expand(torch.from_numpy(indices), torch.from_numpy(palettes), self.d.image_size)
+        return True
+
+    def _rgb_batch(self, batch: Batch, frames: list[Any], hit: list[bool]) -> list[bool]:
+        """Frame files (and packed frames mixed with them) decoded and resized here; returns the kept frames' hits."""
+        rows = np.empty((len(frames), *self.d.image_size, 3), dtype=np.uint8)
+        kept: list[str] = []
+        kept_hit: list[bool] = []
+        for frame, key, was_hit in zip(frames, batch.keys, hit):
+            try:
+                rows[len(kept)] = (resize_rgb(frame.to_rgb(), self.d.image_size)
+                                   if isinstance(frame, record.DecodedFrame)
+                                   else decode_frame_uint8(frame, self.d.image_size))
+            except FrameDecodeError as exc:
+                batch.skipped.append((key, str(exc)))
+                continue
+            kept.append(key)
+            kept_hit.append(was_hit)
+        batch.keys = kept
+        batch.images = _batch_tensor(rows[: len(kept)]) if kept else None
+        return kept_hit
 
 
 @dataclass

@@ -100,14 +100,15 @@ def tokenize_bucket(tokenizer: Tokenizer, manifest: pd.DataFrame, source: FrameS
                 result.skipped_frames.append((key, reason))
                 log.warning("Skipped frame %s: %s", key, reason)
                 finished += _count(facts[key], left)
-            if batch.images is not None:
-                codes = tokenizer.encode_images(batch.images)
+            images = batch.pixels(tokenizer.device)
+            if images is not None:
+                codes = tokenizer.encode_images(images)
                 for key, code in zip(batch.keys, codes.numpy()):
                     game, episode, frame, etag = facts[key]
                     rows.setdefault((game, episode), []).append((frame, key, etag, code))
                     finished += _count(facts[key], left)
                 if len(sample_images) * batch_size < SAMPLE_FRAMES:
-                    sample_images.append(batch.images[:SAMPLE_FRAMES])
+                    sample_images.append(images[:SAMPLE_FRAMES].cpu())
                     sample_codes.append(codes[:SAMPLE_FRAMES])
                 result.frames += len(batch.keys)
             bar.update(len(batch.keys) + len(batch.skipped))

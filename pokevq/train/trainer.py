@@ -413,10 +413,10 @@ class Trainer:
             self._account(batch, counters)
             tracker.advance(batch)
             # Every rank steps together: a batch whose frames were all unreadable on one rank skips the step on all.
-            if collectives.smallest(0 if batch.images is None else batch.images.shape[0], self.device) == 0:
+            if collectives.smallest(len(batch.keys), self.device) == 0:
                 waiting_since = time.perf_counter()
                 continue
-            images = batch.images.to(self.device, non_blocking=True)
+            images = batch.pixels(self.device)
             with self._autocast():
                 out = self.step_model(images)
             self.optimizer.zero_grad(set_to_none=True)
@@ -636,9 +636,9 @@ class Trainer:
         mine: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
         for batch in self.val_loader:
             self._account(batch, mine)
-            if batch.images is None:
+            images = batch.pixels(self.device)
+            if images is None:
                 continue
-            images = batch.images.to(self.device, non_blocking=True)
             with self._autocast():
                 out = self.model(images)
             known = [self.annotations.get(key) for key in batch.keys]

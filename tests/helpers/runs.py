@@ -64,7 +64,8 @@ def slow_streaming_args(proxy, client, bucket: str, frames: Path, experiment: st
     from tests.helpers.frames import upload_tree
 
     upload_tree(client, bucket, frames, "pokemon_frames/")
-    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=16 * 1024, threads=4)
+    # Packed frames are about 0.6 KB: 6 KiB shards hold about 10, two or three steps of batch 4.
+    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=6 * 1024, threads=4)
     proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=delay)
     return ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", experiment,
             "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming", "--no-fallback",

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pokevq.data import FrameDataset, FrameSource, collate_frames, make_loader, warm_frames
+from pokevq.data import FrameDataset, FrameSource, collate_frames, make_loader, record, warm_frames
 from pokevq.data.cache import FrameCache
-from pokevq.data.frames import decode_frame
+from pokevq.data.frames import decode_frame, decode_native
 from pokevq.data.manifest import build_manifest, index_frames, split_by_episode
 from pokevq.data.pack import pack, parse_size
 from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, index_key, shards_prefix
@@ -55,19 +55,27 @@ def test_pack_round_trip_every_frame_identical(storage, s3_client):
     index = pd.read_parquet(io.BytesIO(storage.get_bytes(index_key("pokemon_frames"))))
     assert list(index.columns) == INDEX_COLUMNS
     assert index["key"].tolist() == manifest["key"].tolist()  # natural order: episodes stay together
+    packed_bytes = 0
     for row in index.itertuples():
         original = storage.get_bytes(row.key)
-        assert row.length == row.size == len(original)
+        assert row.size == len(original)
         assert row.etag == manifest.loc[manifest["key"] == row.key, "etag"].item()
-        assert storage.get_range(row.shard, row.offset, row.offset + row.length) == original
+        stored = storage.get_range(row.shard, row.offset, row.offset + row.length)
+        packed_bytes += len(stored)
+        # Stored decoded: pixel for pixel the PNG as training decodes it, at its own size and resized.
+        assert record.is_record(stored) and np.array_equal(decode_native(stored), decode_native(original))
+        assert torch.equal(decode_frame(stored, IMAGE_SIZE), decode_frame(original, IMAGE_SIZE))
+    assert packed_bytes <= index["size"].sum()  # no larger than the PNGs
 
-    # Each shard is a plain tar: members are the keys relative to the prefix, at the indexed offsets.
+    # Each shard is a plain tar: members are the keys relative to the prefix plus `.pvqf`, at the indexed offsets.
     for shard in result.shard_keys:
         with tarfile.open(fileobj=io.BytesIO(storage.get_bytes(shard))) as tar:
             for member in tar.getmembers():
-                row = index[index["key"] == "pokemon_frames/" + member.name].iloc[0]
+                assert member.name.endswith(record.SUFFIX)
+                row = index[index["key"] == "pokemon_frames/" + member.name[: -len(record.SUFFIX)]].iloc[0]
                 assert (row.shard, row.offset, row.length) == (shard, member.offset_data, member.size)
-                assert tar.extractfile(member).read() == storage.get_bytes(row.key)
+                assert tar.extractfile(member).read() == storage.get_range(row.shard, row.offset,
+                                                                           row.offset + row.length)
 
 
 def test_manifest_and_split_ignore_the_shards(storage):
@@ -133,7 +141,8 @@ def test_warm_cache_reads_shards_in_few_requests(storage, moto_endpoint, proxy, 
     assert all("/_shards/" in path for path, _ in gets)  # not one frame object was read
     assert len(gets) <= 1 + 4  # the index, then a few ranges covering the shards
     for key, etag in zip(manifest["key"], manifest["etag"]):
-        assert source.cache.get(via.namespace, key, etag, lambda: b"") == storage.get_bytes(key)
+        cached = source.cache.get(via.namespace, key, etag, lambda: b"")  # the packed frame: the same pixels
+        assert np.array_equal(decode_native(cached), decode_native(storage.get_bytes(key)))
 
 
 def test_training_data_path_reads_frames_from_shards(storage, proxy, tmp_path):
@@ -388,4 +397,5 @@ def test_pack_is_incremental_new_and_changed_frames_only(storage, s3_client, syn
     assert tars == set(index["shard"])  # old shards still read are kept, and nothing else
     assert set(first.shard_keys) & tars  # the first pack's shards were not rewritten
     for row in index.itertuples():
-        assert storage.get_range(row.shard, row.offset, row.offset + row.length) == storage.get_bytes(row.key)
+        stored = storage.get_range(row.shard, row.offset, row.offset + row.length)
+        assert np.array_equal(decode_native(stored), decode_native(storage.get_bytes(row.key)))

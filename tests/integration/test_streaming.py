@@ -10,9 +10,11 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pokevq.data.cache import FrameCache
 from pokevq.data.choose import DataPath
+from pokevq.data.frames import decode_frame
 from pokevq.data.manifest import index_frames
 from pokevq.data.pack import pack
 from pokevq.data.plan import Position, group_units, rank_frames, worker_streams
@@ -157,6 +159,46 @@ def test_packed_epoch_reads_whole_shards_each_once_and_delivers_every_frame_once
     second = _epoch_keys(loader, 2)
     assert sorted(second) == sorted(keys) and second != keys
     assert not _shard_gets(proxy)
+
+
+def test_packed_frames_cross_as_palette_indices_and_expand_to_the_decoded_frames(bucket, packed, moto_endpoint,
+                                                                                 tmp_path):
+    """With an accelerator the workers hand over 1 byte a pixel; the model's device expands it to the same images."""
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+    manifest = _manifest(storage)
+    _, loader = _loader(manifest, storage, tmp_path)
+    loader.dataset.options.expand_on_device = True  # what pin_memory (a CUDA device) sets
+    loader.set_epoch(1)
+    frames = 0
+    for batch in loader:
+        assert batch.images is None and batch.indices.dtype == torch.uint8
+        assert tuple(batch.indices.shape[1:]) == (144, 160) and batch.palettes.shape[1] <= 4  # Game Boy shades
+        for key, image in zip(batch.keys, batch.pixels("cpu")):
+            assert torch.equal(image, decode_frame(storage.get_bytes(key), IMAGE))
+        frames += len(batch.keys)
+    assert frames == len(manifest)
+
+
+def test_a_corrupt_packed_frame_is_skipped_and_counted_with_its_reason(bucket, packed, moto_endpoint, s3_client,
+                                                                       tmp_path):
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
+    manifest = _manifest(storage)
+    index = ShardIndex.load(storage, "pokemon_frames").frame
+    victim = index.iloc[5]
+    shard = bytearray(storage.get_bytes(victim["shard"]))
+    shard[int(victim["offset"]) + int(victim["length"]) - 3] ^= 0x01  # one bit of its pixels, on the disk it was read
+    s3_client.put_object(Bucket=bucket, Key=victim["shard"], Body=bytes(shard))
+    _, loader = _loader(manifest, storage, tmp_path, workers=1)
+    loader.set_epoch(1)
+    keys, skipped = [], []
+    try:
+        for batch in loader:
+            keys += batch.keys
+            skipped += batch.skipped
+    finally:
+        loader._iterator._shutdown_workers()
+    assert skipped == [(victim["key"], "corrupt frame record (checksum mismatch)")]
+    assert sorted(keys + [victim["key"]]) == sorted(manifest["key"])
 
 
 def test_shard_cache_never_exceeds_its_limit(proxy, bucket, packed, tmp_path):
