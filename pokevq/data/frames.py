@@ -206,6 +206,20 @@ def resize_rgb(arr: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(arr), "RGB").resize((tw, th), resample))
 
 
+def packed_rgb(frame: record.DecodedFrame, image_size: tuple[int, int]) -> np.ndarray:
+    """A packed frame as (H, W, 3) uint8 at `image_size`, through Pillow's palette image (a few times faster on a
+    CPU than expanding then resizing an array); the same pixels as `decode_frame_uint8` of its file."""
+    if frame.indices is None or frame.palette is None:
+        return resize_rgb(frame.to_rgb(), image_size)
+    image = Image.frombuffer("P", (frame.width, frame.height), np.ascontiguousarray(frame.indices), "raw", "P", 0, 1)
+    image.putpalette(frame.palette.tobytes())
+    image = image.convert("RGB")
+    th, tw = image_size
+    if (frame.height, frame.width) != (th, tw):
+        image = image.resize((tw, th), _resample_for((frame.height, frame.width), (th, tw)))
+    return np.asarray(image)
+
+
 def decode_native(data: bytes) -> np.ndarray:
     """Frame bytes -> (h, w, 3) uint8 RGB at the frame's own size, as training decodes it before any resize."""
     if not data:

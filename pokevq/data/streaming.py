@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pokevq.data import record
 from pokevq.data.dataset import Batch, _batch_tensor
-from pokevq.data.expand import device_resizable, expand
-from pokevq.data.frames import decode_frame_uint8, resize_rgb
+from pokevq.data.expand import device_resizable
+from pokevq.data.frames import decode_frame_uint8, packed_rgb
 from pokevq.data.plan import (
     LOOSE_CHUNK,
     WINDOW_UNITS,
@@ -301,7 +301,8 @@ class _WorkerReader:
     def _palette_batch(self, batch: Batch, frames: list[Any]) -> bool:
         """Packed palette frames of one size cross as indices and palettes (1 byte a pixel); False: not this batch."""
         first = frames[0]
-        if not isinstance(first, record.DecodedFrame) or first.indices is None:
+        # Without an accelerator the model runs on these cores: the workers make its float RGB (`_rgb_batch`).
+        if not self.d.options.expand_on_device or not isinstance(first, record.DecodedFrame) or first.indices is None:
             return False
         size = (first.height, first.width)
         if not device_resizable(size, self.d.image_size) or not all(
@@ -313,11 +314,8 @@ class _WorkerReader:
         for n, frame in enumerate(frames):
             indices[n] = frame.indices
             palettes[n, : len(frame.palette)] = frame.palette
-        if self.d.options.expand_on_device:
-            batch.indices, batch.palettes = torch.from_numpy(indices), torch.from_numpy(palettes)
-            batch.image_hw = self.d.image_size
-        else:  # the model runs on these cores: expand here, beside it, as the cached path converts its rows
-            batch.images = expand(torch.from_numpy(indices), torch.from_numpy(palettes), self.d.image_size)
+        batch.indices, batch.palettes = torch.from_numpy(indices), torch.from_numpy(palettes)
+        batch.image_hw = self.d.image_size
         return True
 
     def _rgb_batch(self, batch: Batch, frames: list[Any], hit: list[bool]) -> list[bool]:
@@ -327,8 +325,7 @@ class _WorkerReader:
         kept_hit: list[bool] = []
         for frame, key, was_hit in zip(frames, batch.keys, hit):
             try:
-                rows[len(kept)] = (resize_rgb(frame.to_rgb(), self.d.image_size)
-                                   if isinstance(frame, record.DecodedFrame)
+                rows[len(kept)] = (packed_rgb(frame, self.d.image_size) if isinstance(frame, record.DecodedFrame)
                                    else decode_frame_uint8(frame, self.d.image_size))
             except FrameDecodeError as exc:
                 batch.skipped.append((key, str(exc)))

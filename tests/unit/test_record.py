@@ -12,7 +12,7 @@ from PIL import Image
 
 from pokevq.data import record
 from pokevq.data.expand import device_resizable, expand
-from pokevq.data.frames import decode_frame, decode_native
+from pokevq.data.frames import decode_frame, decode_frame_uint8, decode_native, packed_rgb
 from pokevq.data.pack import _packed
 from pokevq.errors import FrameDecodeError
 
@@ -119,3 +119,11 @@ def test_a_hostile_record_with_a_valid_checksum_cannot_index_outside_its_palette
 
 def test_a_file_that_does_not_decode_is_packed_as_it_is():
     assert _packed(b"not a png") == (b"not a png", False, 9)
+
+
+@pytest.mark.parametrize("name", sorted(_frames()))
+def test_a_packed_frame_made_rgb_on_the_cpu_is_its_file_decoded(name):
+    data = _frames()[name]
+    frame = record.decode(_packed(data)[0])
+    for size in ((144, 160), (72, 80), (36, 40), (288, 320), (100, 90), (120, 100)):
+        assert np.array_equal(packed_rgb(frame, size), decode_frame_uint8(data, size)), size
