@@ -127,7 +127,7 @@ def test_a_run_that_loses_its_lease_mid_epoch_stops_at_the_next_step_with_one_li
         other = LeaseOwner(id="other-run", hostname="elsewhere", pid=1, flow_run_id="other-run")
         now = time.time()
         record = LeaseRecord(experiment="lost", owner=other, acquired_at=now, expires_at=now + 3600)
-        s3_client.put_object(Bucket=bucket, Key=key, Body=record.to_bytes())
+        etag = s3_client.put_object(Bucket=bucket, Key=key, Body=record.to_bytes())["ETag"]
         taken_at, seen = max(steps()), len(proxy.seen)
         assert process.wait(timeout=120) == 1
     finally:
@@ -138,8 +138,11 @@ def test_a_run_that_loses_its_lease_mid_epoch_stops_at_the_next_step_with_one_li
     # It stopped at the step after its heartbeat (every 1 s) saw the takeover, before its epoch ended (20 steps;
     # how many steps a heartbeat spans depends on the machine's load, so the bound is the epoch, not a count).
     assert max(steps()) < 20 and "Epoch 1/1:" not in console, (taken_at, max(steps()))
-    written = [f"{method} {path}" for method, path, _ in proxy.seen[seen:]
-               if method in ("PUT", "POST", "DELETE") and "/checkpoints/lost/" in path]
+    # A renewal that read our old lease just before the takeover may still send its PUT: it carries that
+    # lease's ETag in If-Match, so the store refuses it (412) and it writes nothing.
+    written = [f"{method} {path}" for method, path, headers in proxy.seen[seen:]
+               if method in ("PUT", "POST", "DELETE") and "/checkpoints/lost/" in path
+               and headers.get("if-match", etag) == etag]
     assert written == [], written  # no checkpoint, and the other run's lease neither renewed nor deleted
     assert _lease(s3_client, bucket, key) == record
 
