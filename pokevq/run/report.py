@@ -65,7 +65,7 @@ def baselines_section(record: dict[str, Any], baselines: dict[str, dict[str, Any
     """The model next to tile dictionaries scored on the same validation frames: the floors it must clear."""
     if not baselines:
         return []
-    val = record.get("val") or {}
+    val = record.get("val_on_baseline_frames") or record.get("val") or {}
     rows = [(f"this model (epoch {record.get('epoch')})", codebook, val)]
     rows += [(name, figures.get("codes"), figures) for name, figures in baselines.items()]
     lines = ["", f"### Against tile dictionaries ({tile}×{tile} tiles, one code each, same validation frames)", "",

@@ -60,7 +60,7 @@ READ_THREADS = 16  # concurrent reads of the frames outside the epochs (seeding,
 # Training frames a patch codebook is seeded from and the baseline dictionaries are built from: the same frames,
 # so the report compares like with like (seeding holds them decoded: 69 KB each at 144x160).
 SAMPLE_TRAIN_FRAMES = 4096
-BASELINE_VAL_FRAMES = 1000  # validation frames they are scored on (the first ones, in episode order)
+BASELINE_VAL_FRAMES = 1000  # validation frames they are scored on (each rank's first ones, in episode order)
 STALL_WARNING = 0.20  # an epoch that waited longer than this share of its time for data says what to do
 
 
@@ -242,6 +242,7 @@ class Trainer:
         self.baseline_rows = self.sample_rows if baseline_frames is None else train_rows.sample(
             n=min(baseline_frames, len(train_rows)), random_state=config.seed)
         self.baselines: dict[str, dict[str, Any]] | None = None  # tile dictionaries' figures, once per experiment
+        self.model_on_baseline_frames: dict[str, Any] | None = None  # this epoch's model on the same frames
         self.source = source
         # What the validation metrics need per frame: its episode (token stability) and, where the
         # frames came with annotations (pokevq synth), the game's palette and the dialog box.
@@ -496,6 +497,8 @@ class Trainer:
             "data_stall": round(stall, 4),
             "data_path": self.data_path.mode,
         }
+        if self.model_on_baseline_frames:
+            record["val_on_baseline_frames"] = self.model_on_baseline_frames
         if self.baselines and not partial and not any(r.get("baselines") for r in self.history):
             record["baselines"] = self.baselines  # the first complete epoch keeps them in the history
             for name, figures in self.baselines.items():
@@ -626,13 +629,19 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, counters: dict[str, Any]) -> dict[str, float]:
-        """Metrics over the whole validation split (perplexity and usage over the epoch, not per batch)."""
+        """Metrics over the whole validation split (perplexity and usage over the epoch, not per batch).
+
+        The tile dictionaries and the model are also scored on the same first validation frames of every rank
+        (`BASELINE_VAL_FRAMES` in all), so the report compares them on the same frames at any world size.
+        """
         assert self.val_loader is not None
         self.model.eval()
-        metrics = QualityMetrics(self.model_config.codebook_size, self.model_config.downsample)
-        dictionaries = self._fit_baselines() if self.baselines is None and self.writes else []
+        size, down = self.model_config.codebook_size, self.model_config.downsample
+        metrics = QualityMetrics(size, down)
+        dictionaries = self._shared_baselines() if collectives.from_first(self.baselines is None) else []
         scores = {d.name: QualityMetrics(d.size, d.tile) for d in dictionaries}
-        scored = 0
+        on_floor = QualityMetrics(size, down)  # the model on the frames the dictionaries are scored on
+        limit, scored = -(-BASELINE_VAL_FRAMES // self.world_size), 0
         mine: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
         for batch in self.val_loader:
             self._account(batch, mine)
@@ -648,7 +657,8 @@ class Trainer:
                 sequences=[self.val_episodes.get(key, key) for key in batch.keys],
             )
             metrics.update(out.recon.float(), images, out.codes, out.loss, images.shape[0], **context)
-            if scored < BASELINE_VAL_FRAMES:
+            if scored < limit:
+                on_floor.update(out.recon.float(), images, out.codes, out.loss, images.shape[0], **context)
                 for dictionary in dictionaries:
                     codes = dictionary.encode(images)
                     recon = dictionary.decode(codes)
@@ -656,16 +666,22 @@ class Trainer:
                     scores[dictionary.name].update(recon, images, codes, loss, images.shape[0], **context)
                 scored += images.shape[0]
         self.model.train()
+        part = ({"all": metrics.state(), "floor": on_floor.state(),
+                 **{f"baseline {name}": score.state() for name, score in scores.items()}}, mine)
+        parts = collectives.gather_objects(part) if self.world_size > 1 else [part]  # each rank's share
+
+        def merged(name: str, codes: int, tile: int) -> QualityMetrics:
+            joined = QualityMetrics(codes, tile)
+            for states, _ in parts:
+                joined.merge(states[name])
+            return joined
+
         if dictionaries:
-            self.baselines = {d.name: {**scores[d.name].compute(), "codes": d.size} for d in dictionaries}
-        parts = [(metrics.state(), mine)]
-        if self.world_size > 1:  # each rank evaluated its share of the validation frames
-            parts = collectives.gather_objects(parts[0])
-            metrics = QualityMetrics(self.model_config.codebook_size, self.model_config.downsample)
-            for state, _ in parts:
-                metrics.merge(state)
+            self.baselines = {d.name: {**merged(f"baseline {d.name}", d.size, d.tile).compute(), "codes": d.size}
+                              for d in dictionaries}
+        self.model_on_baseline_frames = merged("floor", size, down).compute() if self.baselines else None
         self._join_counts([counts for _, counts in parts], counters)
-        return metrics.compute()
+        return merged("all", size, down).compute()
 
     def _join_counts(self, parts: list[dict[str, Any]], into: dict[str, Any]) -> None:
         """Every rank's cache hits and newly skipped frames (`parts` in rank order) added to `into`.
@@ -680,6 +696,12 @@ class Trainer:
                 if index == self.rank or key not in self.skipped:
                     self.skipped.setdefault(key, reason)
                     into["skipped_new"].append((key, reason))
+
+    def _shared_baselines(self) -> list[TileDictionary]:
+        """Rank 0's tile dictionaries on every rank (fitted once, where the previews and TensorBoard are)."""
+        found = self._fit_baselines() if self.writes else []
+        shared = collectives.from_first([(d.name, d.tiles.cpu(), d.tile) for d in found])
+        return [TileDictionary(name, tiles.to(self.device), tile) for name, tiles, tile in shared]
 
     def _fit_baselines(self) -> list[TileDictionary]:
         """k-means and exact tile dictionaries of a sample of training frames: what the model must beat."""

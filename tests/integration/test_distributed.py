@@ -117,6 +117,15 @@ def _assert_like_one_process(s3_client, bucket, name, frames, one_process):
     # The metrics are the epoch's over every rank: all validation frames, all training frames.
     assert together[-1]["val"]["frames"] == alone[-1]["val"]["frames"]
     assert together[-1]["train"]["frames"] == alone[-1]["train"]["frames"]
+    # The tile dictionaries (fitted on rank 0) are scored on every rank's validation frames, as the model is:
+    # the report's rows describe the same frames, and the figures are one process's.
+    floors = [next(r["baselines"] for r in history if r.get("baselines")) for history in (alone, together)]
+    assert list(floors[1]) == list(floors[0]) and "exact dictionary" in floors[1]
+    for name, figures in floors[1].items():
+        assert figures["frames"] == together[-1]["val"]["frames"], name
+        assert abs(figures["psnr"] - floors[0][name]["psnr"]) <= 0.01, name
+    assert together[-1]["val_on_baseline_frames"]["frames"] == together[-1]["val"]["frames"]
+    assert abs(together[-1]["val_on_baseline_frames"]["psnr"] - together[-1]["val"]["psnr"]) <= 1e-6
 
 
 def test_two_processes_train_like_one(tmp_path, frames_bucket, moto_endpoint, prefect_env, s3_client, one_process):
