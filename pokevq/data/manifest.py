@@ -40,11 +40,6 @@ def natural_key(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part.lower() for part in _NUMBER.split(text))
 
 
-def _frame_number(name: str) -> int:
-    numbers = _NUMBER.findall(name)
-    return int(numbers[-1]) if numbers else -1
-
-
 def _normalize_prefix(prefix: str) -> str:
     prefix = prefix.strip("/")
     return f"{prefix}/" if prefix else ""

@@ -159,12 +159,3 @@ def enable_debug() -> None:
     install_redaction()
     for name in ("boto3", "botocore", "pokevq"):
         logging.getLogger(name).setLevel(logging.DEBUG)
-
-
-def configure_console(debug: bool = False) -> None:
-    """Console logging for the library when it runs outside Prefect (Prefect configures its own)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=LOG_FORMAT)
-    if debug:
-        enable_debug()

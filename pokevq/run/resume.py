@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 LATEST_NAME = "checkpoint_latest.pt"
 _SAVED = b"PK\x03\x04"  # torch.save writes a zip archive
 _EPOCH_FILE = re.compile(r"checkpoint_epoch_(\d+)\.pt")
-_STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt")
 
 
 def fetch_checkpoint(storage: Storage, key: str, target: Path) -> tuple[dict[str, Any], str]:

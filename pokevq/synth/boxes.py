@@ -11,10 +11,6 @@ from pokevq.synth.tiles import ATLAS, TILE_ID, art
 CURSOR = art(("........", ".3......", ".33.....", ".333....", ".33.....", ".3......", "........", "........"))
 
 
-def _tile(name: str) -> np.ndarray:
-    return ATLAS.tiles[0][TILE_ID[name]]
-
-
 def box(rows: int, cols: int) -> np.ndarray:
     """An empty bordered box of rows x cols tiles, in pixels."""
     ids = np.full((rows, cols), TILE_ID["box_fill"], dtype=np.int16)
