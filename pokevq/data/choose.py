@@ -18,8 +18,10 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from pokevq.data import local_units
 from pokevq.data.dataset import FrameDataset
 from pokevq.data.loader import make_loader
 from pokevq.data.plan import WINDOW_UNITS
@@ -30,7 +32,6 @@ from pokevq.data.streaming import StreamingFrames, StreamOptions, make_streaming
 
 log = logging.getLogger(__name__)
 
-DATA_PATHS = ("auto", "cached", "streaming")
 DEFAULT_SHARD_CACHE_BYTES = 8 * 1024**3  # without --max-cache-bytes: 8 GiB, at most half the free disk
 
 
@@ -76,10 +77,12 @@ class DataPath:
     shard_cache: ShardCache | None = None
     # Frames of the run in each shard that holds frames of both splits: one rank reads such a shard, for both.
     shared_shards: dict[str, int] = field(default_factory=dict)
+    keep_loose: bool = False  # the loose frames' decoded units fit the cache next to the shards: kept after epoch 1
 
     @classmethod
     def decide(cls, manifest: pd.DataFrame, source: FrameSource, *, requested: str, max_frames: int,
-               max_bytes: int | None) -> DataPath:
+               max_bytes: int | None, passes: int = 2) -> DataPath:
+        """`passes`: how often the frames will be read (a single pass keeps no decoded units)."""
         mode = choose(manifest, requested, max_frames, max_bytes)
         if mode == "cached":
             return cls("cached")
@@ -98,16 +101,25 @@ class DataPath:
                 splits = rows.groupby("shard")["split"].agg(["nunique", "size"])
                 path.shared_shards = {located.shard_names[int(shard)]: int(size)
                                       for shard, size in splits.loc[splits["nunique"] > 1, "size"].items()}
+            loose = located.shard < 0
         else:
-            packed = 0
+            packed, loose = 0, np.ones(len(manifest), dtype=bool)
+        loose_bytes = int(pd.to_numeric(manifest["size"]).to_numpy()[loose].sum()) if len(manifest) else 0
+        units = loose_bytes * local_units.BYTES_PER_PNG_BYTE
+        # Shards pass through the same cache: loose frames' units may take half of it when there are shards.
+        path.keep_loose = passes > 1 and loose_bytes > 0 and units <= cache.max_bytes * (0.5 if packed else 1.0)
         log.info(
             "Data path: streaming %d frames (%d packed in shards, %d read from their own objects) through a "
             "shard cache of %.1f MB in %s", len(manifest), packed, len(manifest) - packed,
             cache.max_bytes / 1e6, cache.directory,
         )
-        if packed < len(manifest) * 0.5:
-            log.warning("Most frames are not packed: each is fetched on its own. Run `pokevq pack` on the frames "
-                        "prefix for whole-shard reads.")
+        if path.keep_loose:
+            log.info("The %d unpacked frames are kept on local disk as decoded units (about %.1f MB) the first time "
+                     "they are read: later epochs read them there", len(manifest) - packed, units / 1e6)
+        elif packed < len(manifest) * 0.5:
+            log.warning("Most frames are not packed and do not fit the cache decoded (about %.1f MB against %.1f MB): "
+                        "each is fetched and decoded every epoch. Run `pokevq pack` on the frames prefix for "
+                        "whole-shard reads.", units / 1e6, cache.max_bytes / 1e6)
         return path
 
     def pins(self, world_size: int) -> dict[str, int]:
@@ -133,7 +145,7 @@ class DataPath:
         assert self.shard_cache is not None
         # Pinned memory means an accelerator: it expands packed frames' palette indices; on a CPU the workers do.
         options = StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
-                                expand_on_device=pin_memory)
+                                expand_on_device=pin_memory, keep_loose=self.keep_loose)
         dataset = StreamingFrames(rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index,
                                   self.shard_cache, image_size, options, pins=self.pins(world_size))
         options.window_units = window_units(self.shard_cache.max_bytes, dataset.largest_shard,

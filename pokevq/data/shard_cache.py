@@ -112,6 +112,39 @@ class ShardCache:
             return self._download(fd, path, part, size, fetch)
         raise StorageError(f"Could not open shard {key} in the cache {self.directory}: it kept changing")
 
+    # ------------------------------------------------------------- local units
+    def open_local(self, name: str) -> OpenShard | None:
+        """A file this machine wrote with `add_local` (a decoded unit), or None when it is not on disk."""
+        path = self.directory / shard_file_name("local", name, 0)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        return self._open_existing(path, size)
+
+    def add_local(self, name: str, data: bytes) -> bool:
+        """Keep `data` under `name` within the limit (least recently used files nobody reads make room).
+
+        False: not kept (no room, or another process is writing it).
+        """
+        path = self.directory / shard_file_name("local", name, 0)
+        part = path.with_suffix(_PART)
+        with self._directory_lock():
+            if path.exists() or part.exists() or not self._reserve(len(data)):
+                return False
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            os.ftruncate(fd, len(data))  # its full size at once, so no other process counts these bytes twice
+        try:
+            os.pwrite(fd, data, 0)
+            with self._directory_lock():
+                os.replace(part, path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        return True
+
     def _open_existing(self, path: Path, size: int) -> OpenShard | None:
         try:
             fd = os.open(path, os.O_RDONLY)

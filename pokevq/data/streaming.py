@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pokevq.data import record
+from pokevq.data import local_units, record
 from pokevq.data.dataset import Batch, _batch_tensor
 from pokevq.data.expand import device_resizable
 from pokevq.data.frames import decode_frame_uint8, packed_rgb
@@ -65,6 +65,7 @@ class StreamOptions:
     window_units: int = WINDOW_UNITS
     loose_chunk: int = LOOSE_CHUNK
     expand_on_device: bool = False  # packed palette frames cross as indices, expanded by the model's accelerator
+    keep_loose: bool = False  # loose frames are kept on local disk as decoded units (`local_units`)
 
 
 class StreamingFrames(IterableDataset):
@@ -251,10 +252,26 @@ class _WorkerReader:
                             self.d.storage.uri(name), exc, len(mine))
             else:  # frames are sliced out at batch time; the shard stays locked (not evictable) until released
                 return {"_shard": opened, "_status": "miss" if opened.downloaded else "hit"}
-        results = loose_pool.map(self._get_frame, mine)
-        out = dict(zip(mine, results))
-        out["_status"] = "miss"
-        return out
+        return self._load_loose(mine, loose_pool)
+
+    def _load_loose(self, mine: list[int], loose_pool: ThreadPoolExecutor) -> dict[Any, Any]:
+        """Loose frames: from their decoded unit on local disk, else fetched (and kept as a unit when they fit)."""
+        mine, name = sorted(mine), None  # the worker's frames of a chunk, in the same order every epoch
+        if self.d.options.keep_loose:
+            name = local_units.unit_name([str(self.d.keys[i]) for i in mine], [self.d.etags[i] for i in mine])
+            opened = self.d.cache.open_local(name)
+            if opened is not None:
+                try:
+                    frames = local_units.split(opened.data, len(mine))
+                finally:
+                    opened.close()
+                if frames is not None:
+                    return {**dict(zip(mine, frames)), "_status": "hit"}
+        results = list(loose_pool.map(self._get_frame, mine))
+        if name is not None and not any(isinstance(r, FrameUnreadable) for r in results):
+            results = list(loose_pool.map(local_units.to_record, results))
+            self.d.cache.add_local(name, local_units.build(results))
+        return {**dict(zip(mine, results)), "_status": "miss"}
 
     def _get_frame(self, index: int) -> Any:
         key = str(self.d.keys[index])
@@ -380,7 +397,6 @@ class StreamingTracker:
     def __init__(self, epoch: int, options: StreamOptions, workers: int, resumed: Position | None) -> None:
         self.epoch = epoch
         self.options = options
-        self.workers = workers
         self.window_units = resumed.window_units if resumed is not None else options.window_units
         self.world_size = resumed.world_size if resumed is not None else options.world_size
         self.batch_size = resumed.batch_size if resumed is not None else options.batch_size  # the epoch's first split

@@ -140,5 +140,9 @@ def test_streaming_benchmark_quick_run_holds_the_disk_limit_and_reads_each_shard
     assert 0 < packed["disk_max"] <= packed["max_cache_bytes"]
     assert packed["gets_per_epoch"] <= report["pack_4x"]["shards"] + 0.01 * packed["frames"]
     assert unpacked["gets_per_epoch"] >= unpacked["frames"]  # one GET per frame: why packing matters
+    kept = report["unpacked_fit"]  # decoded units on local disk from epoch 2: no request, within the limit
+    assert kept["mode"] == "streaming" and kept["gets_per_epoch"] == 0
+    assert 0 < kept["disk_max"] <= kept["max_cache_bytes"]
+    assert report["ceiling"]["mode"] == "in memory" and report["ceiling"]["frames_per_second"] > 0
     assert report["planning"]["peak_bytes_per_frame"] <= 200
     assert "| packed, bucket 4× the cache | streaming |" in result.stdout

@@ -231,6 +231,69 @@ def test_unpacked_bucket_fetches_frames_concurrently(proxy, bucket, s3_client, m
     assert proxy.max_inflight >= 16  # tens in flight, not one synchronous GET per item
 
 
+def _epoch_images(loader, epoch) -> tuple[dict[str, torch.Tensor], int]:
+    """Every frame of an epoch by key, and how many were read from a local copy (cache hits)."""
+    loader.set_epoch(epoch)
+    images, hits = {}, 0
+    for batch in loader:
+        assert not batch.skipped, batch.skipped
+        images.update(zip(batch.keys, batch.images))
+        hits += batch.hits
+    return images, hits
+
+
+def test_unpacked_bucket_is_decoded_once_into_local_units_within_the_byte_limit(
+    proxy, bucket, s3_client, many_frames, tmp_path
+):
+    upload_tree(s3_client, bucket, many_frames, "pokemon_frames/")
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
+    manifest = _manifest(storage)
+    limit = int(manifest["size"].sum())  # the PNGs' bytes: more frames than --max-cache-size, but this fits decoded
+    path, loader = _loader(manifest, storage, tmp_path, max_bytes=limit)
+    assert path.mode == "streaming" and path.keep_loose
+    first, hits = _epoch_images(loader, 1)
+    assert hits == 0 and len(_frame_gets(proxy)) == len(manifest)
+    seen = len(proxy.seen)
+    second, hits = _epoch_images(loader, 2)
+    # Epoch 2 reads the decoded units: no request at all, every frame a hit, the same pixels as the PNGs.
+    assert proxy.seen[seen:] == [] and hits == len(manifest)
+    assert sorted(second) == sorted(first) == sorted(manifest["key"])
+    for key in manifest["key"]:
+        png = (many_frames / key.removeprefix("pokemon_frames/")).read_bytes()
+        assert torch.equal(second[key], decode_frame(png, IMAGE)), key
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file())
+    assert 0 < on_disk <= limit
+
+    # A frame replaced in the bucket has a new ETag: its unit is not read again; the new pixels are trained.
+    key = manifest["key"].iloc[5]
+    other = (many_frames / manifest["key"].iloc[40].removeprefix("pokemon_frames/")).read_bytes()
+    s3_client.put_object(Bucket=bucket, Key=key, Body=other)
+    manifest = _manifest(storage)
+    _, loader = _loader(manifest, storage, tmp_path, max_bytes=limit)
+    before = len(_frame_gets(proxy))
+    third, hits = _epoch_images(loader, 3)
+    assert torch.equal(third[key], decode_frame(other, IMAGE))
+    assert hits == 0 and any(path.endswith(key.split("/", 1)[1]) for path in _frame_gets(proxy)[before:])
+
+
+def test_unpacked_bucket_that_does_not_fit_decoded_is_fetched_each_epoch_and_says_to_pack(
+    proxy, bucket, s3_client, many_frames, tmp_path, caplog
+):
+    upload_tree(s3_client, bucket, many_frames, "pokemon_frames/")
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
+    manifest = _manifest(storage)
+    with caplog.at_level("WARNING", logger="pokevq.data.choose"):
+        path, loader = _loader(manifest, storage, tmp_path, max_bytes=int(manifest["size"].sum()) // 4)
+    assert not path.keep_loose
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "Run `pokevq pack`" in warnings[0], warnings
+    for epoch in (1, 2):
+        before = len(_frame_gets(proxy))
+        _epoch_images(loader, epoch)
+        assert len(_frame_gets(proxy)) - before == len(manifest)
+    assert not [f for f in (tmp_path / "cache").rglob("*.shard")]  # nothing kept that would be evicted anyway
+
+
 def test_shard_read_cut_mid_body_is_retried_and_no_frame_is_skipped(proxy, bucket, packed, tmp_path):
     storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
     manifest = _manifest(storage)
