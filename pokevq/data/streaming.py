@@ -252,26 +252,34 @@ class _WorkerReader:
                             self.d.storage.uri(name), exc, len(mine))
             else:  # frames are sliced out at batch time; the shard stays locked (not evictable) until released
                 return {"_shard": opened, "_status": "miss" if opened.downloaded else "hit"}
-        return self._load_loose(mine, loose_pool)
+        if shard >= 0 or not self.d.options.keep_loose:  # a shard's few frames of this rank, or units not kept
+            return {**dict(zip(mine, loose_pool.map(self._get_frame, mine))), "_status": "miss"}
+        return self._load_loose(unit, mine, loose_pool)
 
-    def _load_loose(self, mine: list[int], loose_pool: ThreadPoolExecutor) -> dict[Any, Any]:
-        """Loose frames: from their decoded unit on local disk, else fetched (and kept as a unit when they fit)."""
-        mine, name = sorted(mine), None  # the worker's frames of a chunk, in the same order every epoch
-        if self.d.options.keep_loose:
-            name = local_units.unit_name([str(self.d.keys[i]) for i in mine], [self.d.etags[i] for i in mine])
-            opened = self.d.cache.open_local(name)
-            if opened is not None:
-                try:
-                    frames = local_units.split(opened.data, len(mine))
-                finally:
-                    opened.close()
-                if frames is not None:
-                    return {**dict(zip(mine, frames)), "_status": "hit"}
-        results = list(loose_pool.map(self._get_frame, mine))
-        if name is not None and not any(isinstance(r, FrameUnreadable) for r in results):
+    def _load_loose(self, unit: int, mine: list[int], loose_pool: ThreadPoolExecutor) -> dict[Any, Any]:
+        """Loose frames: from their chunk's decoded unit on local disk, else fetched.
+
+        When units are kept, a miss fetches the whole chunk (a chunk's frames can be split between workers or
+        ranks, differently each epoch) and keeps it as one unit, so every later reader of any of its frames hits.
+        """
+        bounds = self.d.units.bounds
+        chunk = sorted(self.d.units.order[bounds[unit]:bounds[unit + 1]].tolist())
+        name = local_units.unit_name([str(self.d.keys[i]) for i in chunk], [self.d.etags[i] for i in chunk])
+        opened = self.d.cache.open_local(name)
+        if opened is not None:
+            try:
+                frames = local_units.split(opened.data, len(chunk))
+            finally:
+                opened.close()
+            if frames is not None:
+                found = dict(zip(chunk, frames))
+                return {**{i: found[i] for i in mine}, "_status": "hit"}
+        results = list(loose_pool.map(self._get_frame, chunk))
+        if not any(isinstance(r, FrameUnreadable) for r in results):
             results = list(loose_pool.map(local_units.to_record, results))
             self.d.cache.add_local(name, local_units.build(results))
-        return {**dict(zip(mine, results)), "_status": "miss"}
+        found = dict(zip(chunk, results))
+        return {**{i: found[i] for i in mine}, "_status": "miss"}
 
     def _get_frame(self, index: int) -> Any:
         key = str(self.d.keys[index])

@@ -249,10 +249,11 @@ def test_unpacked_bucket_is_decoded_once_into_local_units_within_the_byte_limit(
     storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
     manifest = _manifest(storage)
     limit = int(manifest["size"].sum())  # the PNGs' bytes: more frames than --max-cache-size, but this fits decoded
-    path, loader = _loader(manifest, storage, tmp_path, max_bytes=limit)
+    # 2 workers: the chunk's frames are split between them, differently each epoch; its unit is kept whole.
+    path, loader = _loader(manifest, storage, tmp_path, max_bytes=limit, workers=2)
     assert path.mode == "streaming" and path.keep_loose
     first, hits = _epoch_images(loader, 1)
-    assert hits == 0 and len(_frame_gets(proxy)) == len(manifest)
+    assert hits == 0 and len(manifest) <= len(_frame_gets(proxy)) <= 2 * len(manifest)  # both may miss at once
     seen = len(proxy.seen)
     second, hits = _epoch_images(loader, 2)
     # Epoch 2 reads the decoded units: no request at all, every frame a hit, the same pixels as the PNGs.
@@ -269,7 +270,7 @@ def test_unpacked_bucket_is_decoded_once_into_local_units_within_the_byte_limit(
     other = (many_frames / manifest["key"].iloc[40].removeprefix("pokemon_frames/")).read_bytes()
     s3_client.put_object(Bucket=bucket, Key=key, Body=other)
     manifest = _manifest(storage)
-    _, loader = _loader(manifest, storage, tmp_path, max_bytes=limit)
+    _, loader = _loader(manifest, storage, tmp_path, max_bytes=limit, workers=2)
     before = len(_frame_gets(proxy))
     third, hits = _epoch_images(loader, 3)
     assert torch.equal(third[key], decode_frame(other, IMAGE))
