@@ -26,6 +26,9 @@ def pokevq_tokenize(
     s3_bucket: str | None = None,
     s3_region: str | None = None,
     s3_endpoint_url: str | None = None,
+    s3_sse: str | None = None,
+    s3_kms_key_id: str | None = None,
+    expected_bucket_owner: str | None = None,
     frames_dir: str = "pokemon_frames",
     output_dir: str = "./outputs",
     local_cache_dir: str | None = None,
@@ -44,6 +47,9 @@ def pokevq_tokenize(
         s3_bucket: S3 bucket name (default: $S3_BUCKET_NAME).
         s3_region: AWS region (default: $AWS_REGION, else us-east-1).
         s3_endpoint_url: S3 endpoint for MinIO, R2 or a local server.
+        s3_sse: Server-side encryption of the tokens it writes: AES256 or aws:kms.
+        s3_kms_key_id: KMS key for s3_sse aws:kms.
+        expected_bucket_owner: Account id that must own the bucket (every request is refused otherwise).
         frames_dir: S3 prefix of the frames (a local folder without use_s3).
         output_dir: Root of local outputs (the tokens too without use_s3).
         local_cache_dir: Local cache directory for the streamed shards.

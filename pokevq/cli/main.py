@@ -76,6 +76,20 @@ def _pool_name(text: str) -> str:
     return text
 
 
+def _add_bucket_options(parser: argparse.ArgumentParser, *, bucket: bool = True, writes: bool = True) -> None:
+    """The storage flags, the same on every command that reads or writes a bucket (as on `train`)."""
+    if bucket:
+        parser.add_argument("--s3-bucket", default=None, help="Bucket (default: $S3_BUCKET_NAME).")
+    parser.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
+    parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    if writes:
+        parser.add_argument("--s3-sse", default=None, help="Server-side encryption of what it writes: AES256 or "
+                                                           "aws:kms.")
+        parser.add_argument("--s3-kms-key-id", default=None, help="KMS key for --s3-sse aws:kms.")
+    parser.add_argument("--expected-bucket-owner", default=None,
+                        help="Account id that must own the bucket (every request is refused otherwise).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3, orchestrated by Prefect."
@@ -98,22 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     upload = commands.add_parser("upload", help="Upload a folder of frames to S3 (like aws s3 sync).")
     upload.add_argument("directory", help="Local folder of frames, e.g. the output of pokevq synth.")
-    upload.add_argument("--s3-bucket", default=None, help="Bucket (default: $S3_BUCKET_NAME).")
     upload.add_argument("--frames-dir", default="pokemon_frames", help="Destination prefix (default: pokemon_frames).")
-    upload.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
-    upload.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
-    upload.add_argument("--s3-sse", default=None, help="Server-side encryption of the uploads: AES256 or aws:kms.")
-    upload.add_argument("--s3-kms-key-id", default=None, help="KMS key for --s3-sse aws:kms.")
-    upload.add_argument("--expected-bucket-owner", default=None, help="Account id that must own the bucket.")
+    _add_bucket_options(upload)
     upload.add_argument("--threads", type=int, default=16, help="Concurrent uploads (default: 16).")
 
     pack = commands.add_parser(
         "pack", help="Pack the frames of a prefix into tar shards with a Parquet index (fast cold cache fills)."
     )
-    pack.add_argument("--s3-bucket", default=None, help="Bucket (default: $S3_BUCKET_NAME).")
     pack.add_argument("--frames-dir", default="pokemon_frames", help="Prefix of the frames (default: pokemon_frames).")
-    pack.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
-    pack.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    _add_bucket_options(pack)
     pack.add_argument("--shard-size", default="128MB",
                       help="Target size of a shard, e.g. 128MB, 1GiB (default: 128MB).")
     pack.add_argument("--threads", type=int, default=32, help="Concurrent frame downloads (default: 32).")
@@ -133,9 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--checkpoint", required=True,
                           help="s3://bucket/checkpoints/<experiment>/checkpoint_best.pt or a local path.")
     tokenize.add_argument("--use-s3", action="store_true", help="Read frames from S3 and write tokens there.")
-    tokenize.add_argument("--s3-bucket", default=None, help="Bucket (default: $S3_BUCKET_NAME).")
-    tokenize.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
-    tokenize.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    _add_bucket_options(tokenize)
     tokenize.add_argument("--frames-dir", default="pokemon_frames",
                           help="Prefix of the frames (a local folder without --use-s3; default: pokemon_frames).")
     tokenize.add_argument("--output-dir", default="./outputs",
@@ -152,16 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--out", required=True, help="A new folder for frame_<n>.png and episode.gif.")
     decode.add_argument("--checkpoint", default=None,
                         help="The checkpoint that wrote it (default: the one its token set's lineage.json names).")
-    decode.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
-    decode.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    _add_bucket_options(decode, bucket=False, writes=False)
 
     export = commands.add_parser("export", help="Export a checkpoint as safetensors + config.json + a model card.")
     export.add_argument("checkpoint", metavar="CHECKPOINT", help="s3://… or a local path of a checkpoint.")
     export.add_argument("--out", required=True, help="A new (or empty) folder to write into.")
     export.add_argument("--format", action="append", choices=("safetensors", "torchscript"), default=None,
                         help="Also write this format (safetensors always; torchscript: encode/decode without pokevq).")
-    export.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
-    export.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
+    _add_bucket_options(export, bucket=False, writes=False)
 
     stack = commands.add_parser(
         "stack", help="Bring a local Prefect server, work pool, deployment and worker up or down."
@@ -311,9 +314,11 @@ def run_tokenize(args: argparse.Namespace) -> None:
 
 
 def _region_and_endpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """Where `decode` and `export` read: the flags, else the environment; the bucket owner checked when given."""
     region = args.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     endpoint = args.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return {"region": region, "endpoint_url": endpoint}
+    owner = TrainConfig(expected_bucket_owner=args.expected_bucket_owner).expected_bucket_owner  # checked as train's
+    return {"region": region, "endpoint_url": endpoint, "expected_bucket_owner": owner}
 
 
 def run_decode(args: argparse.Namespace) -> None:

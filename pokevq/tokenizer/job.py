@@ -37,6 +37,9 @@ class TokenizeConfig:
     s3_bucket: str | None = None
     s3_region: str | None = None
     s3_endpoint_url: str | None = None
+    s3_sse: str | None = None
+    s3_kms_key_id: str | None = None
+    expected_bucket_owner: str | None = None
     frames_dir: str = "pokemon_frames"
     output_dir: str = "./outputs"
     local_cache_dir: str | None = None
@@ -66,7 +69,9 @@ class TokenizeConfig:
     def storage_config(self, experiment: str = "tokens") -> TrainConfig:
         """The storage side as a `TrainConfig`, so validation, fallback rules and errors are the training run's."""
         return TrainConfig(use_s3=self.use_s3, s3_bucket=self.s3_bucket, s3_region=self.s3_region,
-                           s3_endpoint_url=self.s3_endpoint_url, frames_dir=self.frames_dir,
+                           s3_endpoint_url=self.s3_endpoint_url, s3_sse=self.s3_sse,
+                           s3_kms_key_id=self.s3_kms_key_id, expected_bucket_owner=self.expected_bucket_owner,
+                           frames_dir=self.frames_dir,
                            output_dir=self.output_dir, local_cache_dir=self.local_cache_dir,
                            max_cache_bytes=self.max_cache_bytes, no_fallback=True, experiment_name=experiment,
                            device="cpu" if self.device == "cpu" else "auto")
@@ -103,6 +108,7 @@ class TokenizeSession:
         storage = self.config.storage_config()
         self.tokenizer = Tokenizer.from_checkpoint(config.checkpoint, region=storage.s3_region,
                                                    endpoint_url=storage.s3_endpoint_url, credentials=self.credentials,
+                                                   expected_bucket_owner=storage.expected_bucket_owner,
                                                    device=config.device, bf16=config.bf16,
                                                    batch_size=config.batch_size)
         lineage = self.tokenizer.lineage

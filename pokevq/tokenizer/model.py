@@ -68,14 +68,15 @@ class Tokenizer:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoint(cls, uri: str | Path, *, region: str | None = None, endpoint_url: str | None = None,
-                        credentials: Any = None, **options: Any) -> Tokenizer:
+                        credentials: Any = None, expected_bucket_owner: str | None = None,
+                        **options: Any) -> Tokenizer:
         """A checkpoint at `s3://bucket/key` or a local path, checked against its recorded SHA-256."""
         from pokevq.run.resume import fetch_checkpoint
         from pokevq.storage import storage_for_uri
 
         text = str(uri)
         storage, key = storage_for_uri(text, region=region or "us-east-1", endpoint_url=endpoint_url,
-                                       credentials=credentials)
+                                       credentials=credentials, expected_bucket_owner=expected_bucket_owner)
         with tempfile.TemporaryDirectory(prefix="pokevq-tokenizer-") as directory:
             target = Path(directory) / "checkpoint.pt"
             try:

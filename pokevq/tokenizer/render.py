@@ -22,10 +22,11 @@ GIF_FRAME_MS = 100
 
 
 def decode_token_file(uri: str, out: Path, *, checkpoint: str | None = None, region: str | None = None,
-                      endpoint_url: str | None = None) -> dict[str, Any]:
+                      endpoint_url: str | None = None, expected_bucket_owner: str | None = None) -> dict[str, Any]:
     """Write `out/frame_<n>.png` for every row and `out/episode.gif`; PSNR against the originals when reachable."""
+    owner = {"expected_bucket_owner": expected_bucket_owner}  # every bucket it reads, as `train` checks its own
     if uri.startswith("s3://"):
-        storage, key = storage_for_uri(uri, region=region or "us-east-1", endpoint_url=endpoint_url)
+        storage, key = storage_for_uri(uri, region=region or "us-east-1", endpoint_url=endpoint_url, **owner)
     else:  # a local token set: the store is the folder that holds tokens/<experiment>/<sha>/
         path = Path(uri).expanduser().resolve()
         depth = min(3, len(path.parts) - 1)
@@ -40,7 +41,7 @@ def decode_token_file(uri: str, out: Path, *, checkpoint: str | None = None, reg
         raise ConfigError(f"No lineage.json next to {uri} names its checkpoint: pass --checkpoint")
     tokens = read_token_file(data, uri, expect_sha256=(lineage or {}).get("checkpoint_sha256") if not checkpoint
                              else None)
-    tokenizer = Tokenizer.from_checkpoint(source, region=region, endpoint_url=endpoint_url)
+    tokenizer = Tokenizer.from_checkpoint(source, region=region, endpoint_url=endpoint_url, **owner)
     if tokenizer.lineage.checkpoint_sha256 != tokens.checkpoint_sha256:
         raise ConfigError(f"{uri} was written by checkpoint {tokens.checkpoint_sha256[:12]}, not by {source} "
                           f"({tokenizer.lineage.checkpoint_sha256[:12]}): decode it with its own checkpoint")
@@ -62,7 +63,7 @@ def decode_token_file(uri: str, out: Path, *, checkpoint: str | None = None, reg
         image.save(out / f"frame_{number:05d}.png")
     if images:
         images[0].save(out / "episode.gif", save_all=True, append_images=images[1:], duration=GIF_FRAME_MS, loop=0)
-    psnr, compared, why = _psnr(frames, tokens.keys, tokenizer.image_size, lineage, region, endpoint_url)
+    psnr, compared, why = _psnr(frames, tokens.keys, tokenizer.image_size, lineage, region, endpoint_url, owner)
     return {"frames": len(images), "out": str(out), "gif": str(out / "episode.gif") if images else None,
             "psnr": psnr, "compared": compared, "psnr_unavailable": why, "game": tokens.game,
             "episode": tokens.episode}
@@ -81,12 +82,13 @@ def _lineage(storage: Storage, key: str) -> dict[str, Any] | None:
 
 
 def _psnr(frames: np.ndarray, keys: list[str], size: tuple[int, int], lineage: dict[str, Any] | None,
-          region: str | None, endpoint_url: str | None) -> tuple[float | None, int, str | None]:
+          region: str | None, endpoint_url: str | None,
+          owner: dict[str, str | None]) -> tuple[float | None, int, str | None]:
     where = (lineage or {}).get("frames_storage") or {}
     try:
         if where.get("backend") == "s3":
             store: Storage = S3Storage(str(where["bucket"]), region=region or where.get("region") or "us-east-1",
-                                       endpoint_url=endpoint_url or where.get("endpoint_url"))
+                                       endpoint_url=endpoint_url or where.get("endpoint_url"), **owner)
         elif where.get("backend") == "local":
             store = LocalStorage(str(where["root"]))
         else:

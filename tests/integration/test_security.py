@@ -184,6 +184,60 @@ def test_wrong_expected_owner_is_refused_at_validation(tmp_path, moto_endpoint, 
     assert not any(".pokevq-write-probe" in k for k in list_keys(s3_client, frames_bucket)), "nothing was written"
 
 
+def test_every_command_that_reads_or_writes_a_bucket_takes_encryption_and_the_owner_check(
+    tmp_path, moto_endpoint, frames_bucket, s3_client, capsys
+):
+    proxy = FaultProxy(moto_endpoint).start()
+    proxy.bucket_owner = OWNER
+    endpoint = ["--s3-endpoint-url", proxy.url]
+    try:
+        # pack writes shards and their index encrypted, every request naming the owner.
+        assert cli.main(["pack", "--s3-bucket", frames_bucket, *endpoint, "--s3-sse", "AES256",
+                         "--expected-bucket-owner", OWNER, "--shard-size", "64KB"]) == 0, capsys.readouterr().err
+        written = [k for k in list_keys(s3_client, frames_bucket) if k.startswith("pokemon_frames/_shards/")]
+        assert written and all(s3_client.head_object(Bucket=frames_bucket, Key=k).get("ServerSideEncryption")
+                               == "AES256" for k in written)
+        assert proxy.seen and all(h.get("x-amz-expected-bucket-owner") == OWNER for _, _, h in proxy.seen)
+        capsys.readouterr()
+
+        # Another account's id: each command stops at its first request with one line, as train does.
+        checkpoint = f"s3://{frames_bucket}/checkpoints/sec/checkpoint_best.pt"
+        wrong = ["--expected-bucket-owner", "210987654321"]
+        for args in (["pack", "--s3-bucket", frames_bucket, *endpoint, *wrong],
+                     ["export", checkpoint, "--out", str(tmp_path / "export"), *endpoint, *wrong],
+                     ["decode", f"s3://{frames_bucket}/tokens/sec/abc/game1/episode1.tokens.npz", "--out",
+                      str(tmp_path / "decoded"), *endpoint, *wrong]):
+            before = len(proxy.seen)
+            assert cli.main(args) == 1, args
+            err = capsys.readouterr().err
+            assert err.startswith(f"Error: Access denied to S3 bucket {frames_bucket}") and err.count("\n") == 1, err
+            assert all(h.get("x-amz-expected-bucket-owner") == "210987654321" for _, _, h in proxy.seen[before:])
+        # A malformed id is refused before any request, naming the flag.
+        before = len(proxy.seen)
+        assert cli.main(["export", checkpoint, "--out", str(tmp_path / "x"), *endpoint,
+                         "--expected-bucket-owner", "12345"]) == 1
+        assert "--expected-bucket-owner" in capsys.readouterr().err and len(proxy.seen) == before
+    finally:
+        proxy.stop()
+    for command in ("tokenize", "upload", "pack"):  # the writers also take encryption, with train's checks
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert all(flag in help_text for flag in ("--s3-sse", "--s3-kms-key-id", "--expected-bucket-owner"))
+
+
+def test_tokenize_options_carry_encryption_and_the_owner_to_its_storage():
+    from pokevq.tokenizer.job import TokenizeConfig
+
+    args = cli.build_parser().parse_args(["tokenize", "--checkpoint", "c.pt", "--use-s3", "--s3-bucket", "b",
+                                          "--s3-sse", "aws:kms", "--s3-kms-key-id", "alias/k",
+                                          "--expected-bucket-owner", OWNER])
+    config = TokenizeConfig.from_dict({k: v for k, v in vars(args).items() if k != "command"}).storage_config()
+    assert (config.s3_sse, config.s3_kms_key_id, config.expected_bucket_owner) == ("aws:kms", "alias/k", OWNER)
+    with pytest.raises(ConfigError, match=r"s3_kms_key_id \(--s3-kms-key-id\) is only used with --s3-sse aws:kms"):
+        TokenizeConfig(checkpoint="c.pt", use_s3=True, s3_bucket="b", s3_kms_key_id="alias/k")
+
+
 # ------------------------------------------------------------------ IAM: least privilege, wrong keys
 
 
