@@ -5,7 +5,7 @@
   the local copies in a (seed, epoch) permutation.
 - **streaming**: the bucket is larger than the cache. Packed frames are read shard by shard
   (whole shards, a few ahead, kept on disk within `--max-cache-bytes`), loose frames tens at a
-  time; see `streaming`.
+  time, kept as decoded units when they fit (`local_units`); see `streaming`.
 
 `--data-path auto` (the default) picks cached when it fits, else streaming.
 """
