@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pokevq.config import TrainConfig
+
+# The file names of an experiment's checkpoint folder, the same in the bucket and in the local work folder.
+LATEST_FILE = "checkpoint_latest.pt"
+BEST_FILE = "checkpoint_best.pt"
+LEASE_FILE = ".lease.json"
+_EPOCH = re.compile(r"checkpoint_epoch_(\d+)\.pt")
+_STEP = re.compile(r"checkpoint_step_(\d+)\.pt")
+STEP_GLOB = "checkpoint_step_*.pt"
+
+
+def epoch_file(epoch: int) -> str:
+    return f"checkpoint_epoch_{epoch}.pt"
+
+
+def step_file(global_step: int) -> str:
+    """A mid-epoch checkpoint (`--checkpoint-every-steps`, or a budget that ended the run)."""
+    return f"checkpoint_step_{global_step}.pt"
+
+
+def epoch_of(name: str) -> int | None:
+    """The epoch an epoch checkpoint's file name holds; None for any other name."""
+    match = _EPOCH.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def step_of(name: str) -> int | None:
+    """The global step a mid-epoch checkpoint's file name holds; None for any other name."""
+    match = _STEP.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -32,19 +62,22 @@ class Layout:
         return f"{self.checkpoint_prefix}/{self.experiment}/"
 
     def checkpoint(self, epoch: int) -> str:
-        return f"{self.checkpoints}checkpoint_epoch_{epoch}.pt"
+        return f"{self.checkpoints}{epoch_file(epoch)}"
 
     def step_checkpoint(self, global_step: int) -> str:
-        """A mid-epoch checkpoint (`--checkpoint-every-steps`, or a budget that ended the run)."""
-        return f"{self.checkpoints}checkpoint_step_{global_step}.pt"
+        return f"{self.checkpoints}{step_file(global_step)}"
 
     @property
     def checkpoint_latest(self) -> str:
-        return f"{self.checkpoints}checkpoint_latest.pt"
+        return f"{self.checkpoints}{LATEST_FILE}"
 
     @property
     def checkpoint_best(self) -> str:
-        return f"{self.checkpoints}checkpoint_best.pt"
+        return f"{self.checkpoints}{BEST_FILE}"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.checkpoints}{LEASE_FILE}"
 
     @property
     def tensorboard(self) -> str:

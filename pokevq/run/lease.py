@@ -38,11 +38,10 @@ from typing import Any
 
 from pokevq import settings
 from pokevq.errors import ObjectNotFoundError, PokevqError, PreconditionFailedError, StorageError
+from pokevq.layout import LEASE_FILE
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)
-
-LEASE_NAME = ".lease.json"
 
 
 class LeaseHeldError(PokevqError):
@@ -150,7 +149,7 @@ class Lease:
     def for_experiment(cls, storage: Storage, checkpoints_prefix: str, experiment: str, owner: LeaseOwner,
                        **options: Any) -> Lease:
         """The lease at `<checkpoints_prefix>.lease.json` (the layout's `checkpoints/<experiment>/`)."""
-        return cls(storage, f"{checkpoints_prefix}{LEASE_NAME}", experiment, owner, **options)
+        return cls(storage, f"{checkpoints_prefix}{LEASE_FILE}", experiment, owner, **options)
 
     @property
     def uri(self) -> str:

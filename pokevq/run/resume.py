@@ -4,7 +4,6 @@ fallback to the newest epoch checkpoint that verifies."""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pokevq.errors import (
     ConfigError,
     ObjectNotFoundError,
 )
+from pokevq.layout import LATEST_FILE, epoch_file, epoch_of
 from pokevq.storage import FAST_FAIL, S3Credentials, S3Storage, Storage, storage_for_uri
 from pokevq.train.checkpoint import (
     CheckpointCorruptError,
@@ -27,9 +27,7 @@ from pokevq.train.publish import (
 
 log = logging.getLogger(__name__)
 
-LATEST_NAME = "checkpoint_latest.pt"
 _SAVED = b"PK\x03\x04"  # torch.save writes a zip archive
-_EPOCH_FILE = re.compile(r"checkpoint_epoch_(\d+)\.pt")
 
 
 def fetch_checkpoint(storage: Storage, key: str, target: Path) -> tuple[dict[str, Any], str]:
@@ -53,12 +51,12 @@ def _newest_good_epoch(storage: Storage, latest_key: str, workdir: Path) -> tupl
     folder = latest_key.rsplit("/", 1)[0] + "/" if "/" in latest_key else ""
     found = []
     for info in storage.list(folder):
-        match = _EPOCH_FILE.fullmatch(info.key[len(folder):])
-        if match:
-            found.append((int(match.group(1)), info.key))
+        epoch = epoch_of(info.key[len(folder):])
+        if epoch is not None:
+            found.append((epoch, info.key))
     for epoch, key in sorted(found, reverse=True):
         try:
-            return fetch_checkpoint(storage, key, workdir / "resume" / f"checkpoint_epoch_{epoch}.pt")
+            return fetch_checkpoint(storage, key, workdir / "resume" / epoch_file(epoch))
         except (CheckpointError, ObjectNotFoundError) as exc:
             log.warning("Not resuming from %s either: %s", storage.uri(key), exc)
     return None
@@ -87,7 +85,7 @@ def resolve_resume(
             f"Checkpoint not found: {uri}. List what exists with `aws s3 ls` on the checkpoints prefix."
         ) from exc
     except CheckpointCorruptError as exc:
-        if Path(key).name != LATEST_NAME:
+        if Path(key).name != LATEST_FILE:
             raise
         fallback = _newest_good_epoch(storage, key, workdir)
         if fallback is None:
@@ -113,6 +111,6 @@ def check_resume_exists(config: TrainConfig, credentials: S3Credentials | None =
             storage.list_one(key)  # a HEAD cannot tell a missing bucket from a missing key; a listing can
         raise CheckpointNotFoundError(f"Checkpoint not found: {uri}")
     # Any other object is refused here, before the run writes its manifest (a corrupt latest still falls back).
-    if Path(key).name != LATEST_NAME and storage.get_range(key, 0, len(_SAVED)) != _SAVED:
+    if Path(key).name != LATEST_FILE and storage.get_range(key, 0, len(_SAVED)) != _SAVED:
         raise CheckpointCorruptError(f"Checkpoint {uri} is not a valid pokevq checkpoint: not a file torch.save "
                                      "writes; pass a checkpoint_*.pt that pokevq wrote")

@@ -9,7 +9,6 @@ checkpoints), which is what a retried run does.
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
 import time
@@ -34,7 +33,7 @@ from pokevq.errors import (
     ObjectNotFoundError,
     PokevqError,
 )
-from pokevq.layout import Layout
+from pokevq.layout import BEST_FILE, STEP_GLOB, Layout, epoch_file, step_of
 from pokevq.run.lease import Lease, LeaseLostError
 from pokevq.run.logs import attach_training_log, detach_training_log
 from pokevq.run.nightly import nightly_order
@@ -51,8 +50,6 @@ from pokevq.train.stop import LEASE_LOST, SIGTERM, StopRequest
 from pokevq.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-_STEP_FILE = re.compile(r"checkpoint_step_(\d+)\.pt")
 
 
 def _nightly_key(name: str) -> tuple[str, int]:
@@ -235,14 +232,12 @@ class RunSession:
         candidates: list[tuple[int, str, Any]] = []
         folder = self.workdir / "checkpoints"
         if folder.is_dir():
-            for path in folder.glob("checkpoint_step_*.pt"):
-                match = _STEP_FILE.fullmatch(path.name)
-                if match:
-                    candidates.append((int(match.group(1)), "local", path))
-        for info in self.storage.list(self.layout.checkpoints + "checkpoint_step_"):
-            match = _STEP_FILE.fullmatch(info.key[len(self.layout.checkpoints):])
-            if match:
-                candidates.append((int(match.group(1)), "storage", info.key))
+            for path in folder.glob(STEP_GLOB):
+                if (step := step_of(path.name)) is not None:
+                    candidates.append((step, "local", path))
+        for info in self.storage.list(self.layout.checkpoints + STEP_GLOB.split("*")[0]):
+            if (step := step_of(info.key[len(self.layout.checkpoints):])) is not None:
+                candidates.append((step, "storage", info.key))
         for step, where, ref in sorted(candidates, key=lambda c: (c[0], c[1] == "local"), reverse=True):
             try:
                 if where == "local":
@@ -259,11 +254,11 @@ class RunSession:
         return None
 
     def _epoch_checkpoint(self, epoch: int) -> tuple[dict[str, Any], str]:
-        local = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
+        local = self.workdir / "checkpoints" / epoch_file(epoch)
         if local.is_file():
             return load_checkpoint(local, name=str(local)), str(local)
         key = self.layout.checkpoint(epoch)
-        target = self.workdir / "resume" / f"checkpoint_epoch_{epoch}.pt"
+        target = self.workdir / "resume" / epoch_file(epoch)
         try:
             return fetch_checkpoint(self.storage, key, target)
         except ObjectNotFoundError as exc:
@@ -278,7 +273,7 @@ class RunSession:
         bests = sorted(
             (info.key
              for info in self.storage.list(prefix)
-             if info.key.endswith("/checkpoint_best.pt") and not info.key.startswith(self.layout.checkpoints)),
+             if info.key.endswith(f"/{BEST_FILE}") and not info.key.startswith(self.layout.checkpoints)),
             key=lambda key: _nightly_key(key.split("/")[-2]),
         )
         own = _nightly_key(str(self.config.experiment_name))
@@ -286,7 +281,7 @@ class RunSession:
         if not earlier:
             return None
         key = earlier[-1]
-        target = self.workdir / "warm_start" / "checkpoint_best.pt"
+        target = self.workdir / "warm_start" / BEST_FILE
         state, uri = fetch_checkpoint(self.storage, key, target)
         log.info("Warm start from %s", uri)
         return state, uri

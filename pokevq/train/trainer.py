@@ -37,6 +37,7 @@ from pokevq.errors import (
     OutputDirError,
     StorageError,
 )
+from pokevq.layout import epoch_file, step_file
 from pokevq.model.vqvae import VQVAE, ModelConfig
 from pokevq.run.logs import CONSOLE
 from pokevq.train.baselines import TileDictionary, fit_baselines
@@ -514,7 +515,7 @@ class Trainer:
         if partial:
             path, digest = self._step_checkpoint(epoch, tracker.position(), notify=False)
         else:
-            path = self.workdir / "checkpoints" / f"checkpoint_epoch_{epoch}.pt"
+            path = self.workdir / "checkpoints" / epoch_file(epoch)
             digest = self._save(path, epoch, {"train": train, "val": val})
         self.interrupted = False
         log.log(
@@ -618,7 +619,7 @@ class Trainer:
 
     def _step_checkpoint(self, epoch: int, position: dict[str, Any], notify: bool = True) -> tuple[Path, str]:
         """A checkpoint inside `epoch`: the epochs before it are complete, `position` says how far this one got."""
-        path = self.workdir / "checkpoints" / f"checkpoint_step_{self.global_step}.pt"
+        path = self.workdir / "checkpoints" / step_file(self.global_step)
         digest = self._save(path, epoch - 1, {}, position)
         if not self.writes:
             return path, digest
