@@ -122,28 +122,46 @@ class ShardCache:
             return None
         return self._open_existing(path, size)
 
-    def add_local(self, name: str, data: bytes) -> bool:
-        """Keep `data` under `name` within the limit (least recently used files nobody reads make room).
+    def discard_local(self, name: str) -> None:
+        """Remove a damaged local file (it is written again)."""
+        with self._directory_lock():
+            self._remove(self.directory / shard_file_name("local", name, 0))
 
-        False: not kept (no room, or another process is writing it).
-        """
+    def claim_local(self, name: str) -> int | None:
+        """The right to write `name` (a file descriptor holding an exclusive lock), or None when another reader
+        of this machine holds it: this waits until that one has written it (or given up), then returns None."""
         path = self.directory / shard_file_name("local", name, 0)
         part = path.with_suffix(_PART)
         with self._directory_lock():
-            if path.exists() or part.exists() or not self._reserve(len(data)):
-                return False
-            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            os.ftruncate(fd, len(data))  # its full size at once, so no other process counts these bytes twice
+            if path.exists():
+                return None
+            if not part.exists():
+                fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                return fd
+        self._wait_for(part)
+        return None
+
+    def add_local(self, name: str, data: bytes | None, claim: int) -> bool:
+        """Keep `data` under `name` within the limit (least recently used files nobody reads make room), and give
+        the claim up; None or no room: nothing is kept. False: not kept."""
+        path = self.directory / shard_file_name("local", name, 0)
+        part = path.with_suffix(_PART)
         try:
-            os.pwrite(fd, data, 0)
+            with self._directory_lock():
+                if data is None or not self._reserve(len(data)):
+                    part.unlink(missing_ok=True)
+                    return False
+                os.ftruncate(claim, len(data))  # its full size at once, so no other process counts it twice
+            os.pwrite(claim, data, 0)
             with self._directory_lock():
                 os.replace(part, path)
+            return True
         except BaseException:
             part.unlink(missing_ok=True)
             raise
         finally:
-            os.close(fd)
-        return True
+            os.close(claim)
 
     def _open_existing(self, path: Path, size: int) -> OpenShard | None:
         try:

@@ -265,19 +265,30 @@ class _WorkerReader:
         bounds = self.d.units.bounds
         chunk = sorted(self.d.units.order[bounds[unit]:bounds[unit + 1]].tolist())
         name = local_units.unit_name([str(self.d.keys[i]) for i in chunk], [self.d.etags[i] for i in chunk])
-        opened = self.d.cache.open_local(name)
-        if opened is not None:
-            try:
-                frames = local_units.split(opened.data, len(chunk))
-            finally:
-                opened.close()
-            if frames is not None:
-                found = dict(zip(chunk, frames))
-                return {**{i: found[i] for i in mine}, "_status": "hit"}
-        results = list(loose_pool.map(self._get_frame, chunk))
-        if not any(isinstance(r, FrameUnreadable) for r in results):
-            results = list(loose_pool.map(local_units.to_record, results))
-            self.d.cache.add_local(name, local_units.build(results))
+        claim = None
+        for _ in range(2):  # another worker building this unit: wait for it, then read it
+            opened = self.d.cache.open_local(name)
+            if opened is not None:
+                try:
+                    frames = local_units.split(opened.data, len(chunk))
+                finally:
+                    opened.close()
+                if frames is not None:
+                    found = dict(zip(chunk, frames))
+                    return {**{i: found[i] for i in mine}, "_status": "hit"}
+                self.d.cache.discard_local(name)  # damaged: written again below
+            claim = self.d.cache.claim_local(name)
+            if claim is not None:
+                break
+        kept = None
+        try:
+            results = list(loose_pool.map(self._get_frame, chunk))
+            if claim is not None and not any(isinstance(r, FrameUnreadable) for r in results):
+                results = list(loose_pool.map(local_units.to_record, results))
+                kept = local_units.build(results)
+        finally:
+            if claim is not None:
+                self.d.cache.add_local(name, kept, claim)  # gives the claim up, kept or not
         found = dict(zip(chunk, results))
         return {**{i: found[i] for i in mine}, "_status": "miss"}
 
