@@ -8,7 +8,6 @@ calls all build a `TrainConfig`, so a value is validated in exactly one place.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any
 
 from pokevq.errors import ConfigError
 from pokevq.model.options import DOWNSAMPLE_FACTORS, ENCODER_KERNELS, MODEL_CHOICES, fsq_levels
+from pokevq.settings import aws_endpoint_url, aws_region, s3_bucket_name
 
 DEFAULT_IMAGE_SIZE = "144x160"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -64,14 +64,6 @@ def default_experiment_name(now: datetime | None = None) -> str:
 def nightly_experiment_name(day: datetime | None = None) -> str:
     """Scheduled runs are named after their date: `nightly-20261126`."""
     return (day or datetime.now()).strftime("nightly-%Y%m%d")
-
-
-def _env(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
 
 
 def option(default: Any, group: str, help: str, *, model: str | None = None, flag: str | None = None,
@@ -262,13 +254,13 @@ class TrainConfig:
         """Fill what the README says comes from the environment, once, at construction."""
         resumed_bucket, resumed_experiment = self._from_resume_uri()
         if not self.s3_bucket:
-            self.s3_bucket = _env("S3_BUCKET_NAME") or (resumed_bucket if self.use_s3 else None)
+            self.s3_bucket = s3_bucket_name() or (resumed_bucket if self.use_s3 else None)
         if not self.experiment_name and resumed_experiment:
             self.experiment_name = resumed_experiment  # resuming continues the same experiment
         if not self.s3_region:
-            self.s3_region = _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"
+            self.s3_region = aws_region() or "us-east-1"
         if not self.s3_endpoint_url:
-            self.s3_endpoint_url = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+            self.s3_endpoint_url = aws_endpoint_url()
         if not self.experiment_name:
             self.experiment_name = nightly_experiment_name() if self.nightly else default_experiment_name()
         if self.nightly:

@@ -144,3 +144,65 @@ def s3_bucket_block() -> str | None:
 
 def zombie_seconds() -> int:
     return int(ZOMBIE_SECONDS.value())
+
+
+# --------------------------------------------------------------------------------------------------
+# The environment other tools set: the AWS SDK's region and endpoint, and torchrun's process contract.
+# Read here too, so no other module of the library reads the environment.
+
+NODE_CACHE_DIR = "POKEVQ_NODE_CACHE_DIR"  # a machine's --cache-dir, for its ranks (set by `run_node`)
+DIST_BACKEND = "POKEVQ_DIST_BACKEND"  # the process group's backend, for the ranks a launcher starts
+
+
+def _first(*names: str) -> str | None:
+    return next((os.environ[name] for name in names if os.environ.get(name)), None)
+
+
+def aws_region() -> str | None:
+    """$AWS_REGION, else $AWS_DEFAULT_REGION (as the AWS CLI reads them)."""
+    return _first("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def aws_endpoint_url() -> str | None:
+    """$AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL (the SDKs' service-specific endpoint first)."""
+    return _first("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def torchrun_rank() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) of a process that torchrun or pokevq's launcher started."""
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def on_first_machine() -> bool:
+    """GROUP_RANK 0 (or unset): the machine that runs the flow."""
+    return os.environ.get("GROUP_RANK", "0") == "0"
+
+
+def master_address() -> str:
+    return os.environ.get("MASTER_ADDR", "?")
+
+
+def dist_backend() -> str:
+    return os.environ.get(DIST_BACKEND, "gloo")
+
+
+def node_cache_dir() -> str | None:
+    return os.environ.get(NODE_CACHE_DIR) or None
+
+
+def set_node_cache_dir(path: str) -> None:
+    os.environ[NODE_CACHE_DIR] = path
+
+
+def omp_threads() -> str:
+    """OMP_NUM_THREADS for the ranks: the operator's, else 1 (ranks share the machine's cores)."""
+    return os.environ.get("OMP_NUM_THREADS", "1")
+
+
+def s3_bucket_name() -> str | None:
+    """$S3_BUCKET_NAME: the guide's default bucket."""
+    return _first("S3_BUCKET_NAME")

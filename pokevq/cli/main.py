@@ -315,8 +315,10 @@ def run_tokenize(args: argparse.Namespace) -> None:
 
 def _region_and_endpoint(args: argparse.Namespace) -> dict[str, Any]:
     """Where `decode` and `export` read: the flags, else the environment; the bucket owner checked when given."""
-    region = args.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    endpoint = args.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    from pokevq import settings
+
+    region = args.s3_region or settings.aws_region()
+    endpoint = args.s3_endpoint_url or settings.aws_endpoint_url()
     owner = TrainConfig(expected_bucket_owner=args.expected_bucket_owner).expected_bucket_owner  # checked as train's
     return {"region": region, "endpoint_url": endpoint, "expected_bucket_owner": owner}
 

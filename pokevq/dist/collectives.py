@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from pokevq import settings
 from pokevq.errors import ConfigError
 
 
@@ -26,7 +27,7 @@ def rank() -> int:
 
 def local_rank() -> int:
     """This process's place on its machine (torchrun's LOCAL_RANK): which GPU it takes."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0) if world_size() > 1 else 0
+    return settings.local_rank() if world_size() > 1 else 0
 
 
 def rank_batch_size(batch_size: int, world: int) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from pokevq import settings
 from pokevq.config import TrainConfig
 from pokevq.data.annotations import load_annotations
 from pokevq.data.cache import FrameCache
@@ -33,8 +34,7 @@ class Follower:
 
     def __init__(self, setup: dict[str, Any]) -> None:
         config = TrainConfig.from_dict(setup["config"])
-        same_machine = os.environ.get("GROUP_RANK", "0") == "0"
-        cache_dir = setup["cache_dir"] if same_machine else os.environ.get("POKEVQ_NODE_CACHE_DIR") or None
+        cache_dir = setup["cache_dir"] if settings.on_first_machine() else settings.node_cache_dir()
         self.config = config.replace(local_cache_dir=cache_dir)
         self.plan = StoragePlan.from_dict(setup["plan"], setup.get("credentials"))
         self.run_id = setup.get("run_id", "")
@@ -72,8 +72,8 @@ class Follower:
 @record
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format=f"[rank {os.environ.get('RANK', '?')}] %(levelname)s %(message)s")
-    join_group(os.environ.get("POKEVQ_DIST_BACKEND", "gloo"), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+                        format=f"[rank {settings.torchrun_rank()[0]}] %(levelname)s %(message)s")
+    join_group(settings.dist_backend(), *settings.torchrun_rank())
     follower = Follower(collectives.from_first(None))
     try:
         while True:

@@ -79,7 +79,7 @@ class WorldPlan:
             "RANK": str(self.first_rank + local_rank), "LOCAL_RANK": str(local_rank),
             "WORLD_SIZE": str(self.world_size), "LOCAL_WORLD_SIZE": str(self.nproc),
             "GROUP_RANK": str(self.node_rank), "MASTER_ADDR": host.strip("[]"), "MASTER_PORT": port,
-            "POKEVQ_DIST_BACKEND": self.backend, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            settings.DIST_BACKEND: self.backend, "OMP_NUM_THREADS": settings.omp_threads(),
         }
 
 
@@ -92,7 +92,7 @@ def join_group(backend: str, rank: int, world_size: int, endpoint: str | None = 
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrainingProcessError(
-            f"Training processes could not meet at {endpoint or os.environ.get('MASTER_ADDR', '?')} within "
+            f"Training processes could not meet at {endpoint or settings.master_address()} within "
             f"{timeout.total_seconds():.0f} s ({first}): check --rdzv-endpoint and that every --node-rank started (or "
             "raise POKEVQ_DIST_TIMEOUT)"
         ) from exc
@@ -192,7 +192,7 @@ def run_node(config: TrainConfig) -> None:
     """A machine other than 0 (`--node-rank N`): start its ranks, which train as rank 0 says, and wait for them."""
     plan = WorldPlan.from_config(config)
     if config.local_cache_dir:
-        os.environ["POKEVQ_NODE_CACHE_DIR"] = str(config.local_cache_dir)  # this machine's cache, for its ranks
+        settings.set_node_cache_dir(str(config.local_cache_dir))  # this machine's cache, for its ranks
     ranks = LocalRanks(plan, list(range(plan.nproc)), show_output=True)
     log.info("Machine %d of %d: %d training process(es) (ranks %d-%d) meeting at %s", plan.node_rank, plan.nnodes,
              plan.nproc, plan.first_rank, plan.first_rank + plan.nproc - 1, plan.endpoint)
