@@ -229,6 +229,14 @@ def decode_native(data: bytes) -> np.ndarray:
     return _file_rgb(data, (1 << 16, 1 << 16))  # no JPEG draft: full resolution
 
 
+def to_record(data: bytes, level: int = record.ZSTD_LEVEL) -> bytes | None:
+    """A frame file decoded once into a frame record (`record`), as training decodes it; None: it does not decode."""
+    try:
+        return record.encode(decode_native(data), level=level)
+    except (FrameDecodeError, ValueError):
+        return None
+
+
 def image_to_rgb(img: Image.Image) -> np.ndarray:
     """A Pillow image of any mode as (h, w, 3) uint8, converted as frame files are."""
     return _to_rgb_array(img)

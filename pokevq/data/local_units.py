@@ -17,9 +17,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from pokevq.data import record
-from pokevq.data.frames import decode_native
-from pokevq.errors import FrameDecodeError
+from pokevq.data import frames
 
 MAGIC = b"PVQU"
 LEVEL = 1  # zstd level: units are written during training, so speed over size
@@ -38,10 +36,8 @@ def unit_name(keys: Sequence[str], etags: Sequence[str]) -> str:
 
 def to_record(data: bytes) -> bytes:
     """A frame file as a record, or its own bytes when it does not decode."""
-    try:
-        return record.encode(decode_native(data), level=LEVEL)
-    except (FrameDecodeError, ValueError):
-        return data
+    packed = frames.to_record(data, level=LEVEL)
+    return data if packed is None else packed
 
 
 def build(frames: Sequence[bytes]) -> bytes:

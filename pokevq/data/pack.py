@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from pokevq.data import record
-from pokevq.data.frames import decode_native
+from pokevq.data.frames import to_record
 from pokevq.data.manifest import _normalize_prefix, index_frames
 from pokevq.data.shards import (
     INDEX_COLUMNS,
@@ -28,7 +28,6 @@ from pokevq.data.shards import (
     shards_prefix,
 )
 from pokevq.data.sizes import parse_size  # noqa: F401 - `pokevq pack`'s option, kept importable here
-from pokevq.errors import FrameDecodeError
 from pokevq.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -187,10 +186,8 @@ def pack(
 
 def _packed(data: bytes) -> tuple[bytes, bool, int]:
     """The frame as a decoded record (see `record`), or its own bytes when it does not decode; True: a record."""
-    try:
-        return record.encode(decode_native(data)), True, len(data)
-    except FrameDecodeError:
-        return data, False, len(data)
+    packed = to_record(data)
+    return (packed, True, len(data)) if packed is not None else (data, False, len(data))
 
 
 def _index_rows(storage: Storage, prefix: str) -> int:
