@@ -354,6 +354,10 @@ class QualityMetrics(EpochMetrics):
         self._stable_tiles += int((unchanged & (codes == prev_codes)).sum())
         self._previous = (sequences[-1], frames[-1], codes[-1])
 
+    def follow(self, earlier: QualityMetrics) -> None:
+        """Continue `earlier`'s stream of frames: token stability compares the next frame with its last one."""
+        self._previous = earlier._previous
+
     _SUMS = ("_ssim_sum", "_right", "_exact", "_dialog_right", "_dialog_pixels", "_unchanged_tiles", "_stable_tiles")
 
     def state(self) -> dict[str, Any]:

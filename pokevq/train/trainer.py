@@ -638,10 +638,10 @@ class Trainer:
         assert self.val_loader is not None
         self.model.eval()
         size, down = self.model_config.codebook_size, self.model_config.downsample
-        metrics = QualityMetrics(size, down)
         dictionaries = self._shared_baselines() if collectives.from_first(self.baselines is None) else []
         scores = {d.name: QualityMetrics(d.size, d.tile) for d in dictionaries}
-        on_floor = QualityMetrics(size, down)  # the model on the frames the dictionaries are scored on
+        # The model's figures in two parts, merged for the split: `head` holds the frames the dictionaries see.
+        head, rest = QualityMetrics(size, down), QualityMetrics(size, down)
         limit, scored = -(-BASELINE_VAL_FRAMES // self.world_size), 0
         mine: dict[str, Any] = {"hits": 0, "misses": 0, "skipped_new": []}
         for batch in self.val_loader:
@@ -657,9 +657,12 @@ class Trainer:
                 dialog_boxes=[a.box_at(self.config.image_hw) if a is not None else None for a in known],
                 sequences=[self.val_episodes.get(key, key) for key in batch.keys],
             )
-            metrics.update(out.recon.float(), images, out.codes, out.loss, images.shape[0], **context)
-            if scored < limit:
-                on_floor.update(out.recon.float(), images, out.codes, out.loss, images.shape[0], **context)
+            if scored >= limit:
+                if not rest.frames:
+                    rest.follow(head)
+                rest.update(out.recon.float(), images, out.codes, out.loss, images.shape[0], **context)
+            else:
+                head.update(out.recon.float(), images, out.codes, out.loss, images.shape[0], **context)
                 for dictionary in dictionaries:
                     codes = dictionary.encode(images)
                     recon = dictionary.decode(codes)
@@ -667,22 +670,23 @@ class Trainer:
                     scores[dictionary.name].update(recon, images, codes, loss, images.shape[0], **context)
                 scored += images.shape[0]
         self.model.train()
-        part = ({"all": metrics.state(), "floor": on_floor.state(),
+        part = ({"head": head.state(), "rest": rest.state(),
                  **{f"baseline {name}": score.state() for name, score in scores.items()}}, mine)
         parts = collectives.gather_objects(part) if self.world_size > 1 else [part]  # each rank's share
 
-        def merged(name: str, codes: int, tile: int) -> QualityMetrics:
+        def merged(*names: str, codes: int = size, tile: int = down) -> QualityMetrics:
             joined = QualityMetrics(codes, tile)
             for states, _ in parts:
-                joined.merge(states[name])
+                for name in names:
+                    joined.merge(states[name])
             return joined
 
         if dictionaries:
-            self.baselines = {d.name: {**merged(f"baseline {d.name}", d.size, d.tile).compute(), "codes": d.size}
-                              for d in dictionaries}
-        self.model_on_baseline_frames = merged("floor", size, down).compute() if self.baselines else None
+            self.baselines = {d.name: {**merged(f"baseline {d.name}", codes=d.size, tile=d.tile).compute(),
+                                       "codes": d.size} for d in dictionaries}
+        self.model_on_baseline_frames = merged("head").compute() if self.baselines else None
         self._join_counts([counts for _, counts in parts], counters)
-        return merged("all", size, down).compute()
+        return merged("head", "rest").compute()
 
     def _join_counts(self, parts: list[dict[str, Any]], into: dict[str, Any]) -> None:
         """Every rank's cache hits and newly skipped frames (`parts` in rank order) added to `into`.
