@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pokevq.errors import CheckpointError, StorageError
+from pokevq.errors import CheckpointError, OutputDirError, StorageError
 from pokevq.layout import Layout
 from pokevq.storage import Storage
 from pokevq.train.checkpoint import sha256_file
@@ -253,7 +253,14 @@ def upload_log(storage: Storage, layout: Layout, log_path: str | Path) -> str | 
     log_path = Path(log_path)
     if not log_path.exists():
         return None
+    unflushed = None
     for handler in logging.getLogger("pokevq").handlers:
-        handler.flush()
+        try:
+            handler.flush()
+        except OSError as exc:  # a full disk: what is already in the file is still uploaded
+            unflushed = exc
     storage.upload_file(log_path, layout.log_latest)
+    if unflushed is not None:
+        raise OutputDirError(f"Cannot write the training log {log_path}: {unflushed.strerror or unflushed}. "
+                             "Free disk space or pass another --output-dir.") from unflushed
     return storage.uri(layout.log_latest)
