@@ -1,9 +1,9 @@
 """1b warm epoch: frames/s delivered as training-ready batches once the cache is full.
 
-pokevq's data path (`make_loader(FrameDataset(...))`, the trainer's loader) against a plain
-DataLoader decoding the same PNGs with Pillow from a local folder, same worker count, batch
-size, shuffling and loader options. Each is timed on its second epoch (workers started, files
-in the page cache); pokevq's first epoch (which fills the decoded-frame store) is reported too.
+pokevq's data path (`DataPath.loader`, the trainer's loader) against a plain DataLoader decoding
+the same PNGs with Pillow from a local folder, same worker count, batch size, shuffling and
+loader options. Each is timed on its second epoch (workers started, files in the page cache);
+pokevq's first epoch (which fetches the frames and keeps them as decoded units) is reported too.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
-    from pokevq.data import FrameDataset, FrameSource, make_loader, warm_frames
+    from pokevq.data import DataPath, FrameSource
     from pokevq.data.cache import FrameCache
 
     frames = len(manifest)
@@ -83,39 +83,25 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
                              sampler=RandomSampler(range(len(files)), generator=torch.Generator().manual_seed(0)),
                              **options)
     loaders: list[Any] = [base_loader]
-    runs: dict[str, list[float]] = {"baseline": [], "decoded": [], "in_process": [], "byte_cache_only": []}
+    runs: dict[str, list[float]] = {"baseline": [], "decoded": []}
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-epoch-") as directory:
         try:
             cache = FrameCache(directory, max_items=frames + 16)
             source = FrameSource(stack.storage(), cache, shards=False)
-            log("  pokevq: warm the byte cache (not timed)")
-            warm_frames(source, manifest, limit=frames, progress=False)
             log(f"  baseline: DataLoader + Pillow over {len(files)} local PNGs ({workers} workers): first epoch")
             epoch_rate(base_loader, len(files))  # workers started, files in the page cache
-            dataset = FrameDataset(manifest, source, image_size)
-            loader = make_loader(dataset, batch_size=batch, shuffle=True, seed=0, num_workers=workers)
+            path = DataPath.decide(manifest, source, max_bytes=None)
+            loader = path.loader(manifest, source, image_size, batch_size=batch, shuffle=True, seed=0,
+                                 num_workers=workers, pin_memory=False)
             loaders.append(loader)
-            log("  pokevq data path: first epoch (decodes in the workers, fills the decoded store)")
-            loader.sampler.set_epoch(1)
+            log("  pokevq data path: first epoch (fetches and decodes in the workers, keeps decoded units)")
+            loader.set_epoch(1)
             first = epoch_rate(loader, frames, after_first_batch=True)
-            filled = dataset.decoded.filled() if dataset.decoded is not None else 0
-            plain = inproc = None
-            if not quick:
-                plain = make_loader(FrameDataset(manifest, source, image_size, decoded=False), batch_size=batch,
-                                    shuffle=True, seed=0, num_workers=workers)
-                loaders.append(plain)
-                epoch_rate(plain, frames)  # its workers started
-                inproc = make_loader(FrameDataset(manifest, source, image_size), batch_size=batch, shuffle=True,
-                                     seed=0, num_workers=0)
             for round_ in range(rounds):  # alternate, so a load spike on the shared machine hits both
-                log(f"  epochs: baseline, pokevq (decoded store){', without store, in-process' if plain else ''}"
-                    f" (round {round_ + 1}/{rounds})")
+                log(f"  epochs: baseline, pokevq (decoded units) (round {round_ + 1}/{rounds})")
                 runs["baseline"].append(epoch_rate(base_loader, len(files)))
-                loader.sampler.set_epoch(2 + round_)
+                loader.set_epoch(2 + round_)
                 runs["decoded"].append(epoch_rate(loader, frames))
-                if plain is not None and inproc is not None:
-                    runs["byte_cache_only"].append(epoch_rate(plain, frames))
-                    runs["in_process"].append(epoch_rate(inproc, frames))
             cache.close()
         finally:
             for item in loaders:
@@ -124,20 +110,11 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
     baseline = statistics.median(runs["baseline"])
     base_name = f"DataLoader + Pillow, local PNGs ({workers} workers)"
     rows = [
-        ratio_row(SECTION, f"pokevq data path, decoded store ({workers} workers)", statistics.median(runs["decoded"]),
+        ratio_row(SECTION, f"pokevq data path, decoded units ({workers} workers)", statistics.median(runs["decoded"]),
                   "frames/s", base_name, baseline, target=3),
-        ratio_row(SECTION, f"pokevq first epoch, filling the decoded store ({workers} workers)", first, "frames/s",
+        ratio_row(SECTION, f"pokevq first epoch, keeping decoded units ({workers} workers)", first, "frames/s",
                   base_name, baseline, note="decodes every PNG once"),
     ]
-    if runs["in_process"]:
-        rows.insert(1, ratio_row(SECTION, "pokevq data path, decoded store (in-process)",
-                                 statistics.median(runs["in_process"]), "frames/s", base_name, baseline,
-                                 note="num_workers=0"))
-    if runs["byte_cache_only"]:
-        rows.append(ratio_row(SECTION, f"pokevq data path without decoded store ({workers} workers)",
-                              statistics.median(runs["byte_cache_only"]), "frames/s", base_name, baseline,
-                              note="the data path before this change"))
     info = {"frames": frames, "workers": workers, "batch": batch, "image_size": f"{image_size[0]}x{image_size[1]}",
-            "decoded_rows": filled, "decoded_bytes": filled * image_size[0] * image_size[1] * 3,
             "rounds": {k: [round(x) for x in v] for k, v in runs.items()}, "first_epoch": round(first)}
     return rows, info

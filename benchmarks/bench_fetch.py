@@ -79,21 +79,24 @@ def dataloader_rate(stack: S3Stack, keys: list[str], workers: int, batch: int) -
     return loader_rate(loader)
 
 
-def warm_rate(stack: S3Stack, manifest: Any, threads: int, *, shards: Any = False,
-              image_size: tuple[int, int] | None = None) -> tuple[float, int, dict]:
-    """(frames/s, requests, stats) of pokevq's warm_cache into an empty cache."""
-    from pokevq.data import FrameSource, warm_frames
+def warm_rate(stack: S3Stack, manifest: Any, *, shards: bool = False) -> tuple[float, int, dict]:
+    """(frames/s, requests, stats) of pokevq's warm_cache step into an empty local store (decoded units, or whole
+    shards with `shards` when the bucket is packed)."""
+    from pokevq.data import DataPath, FrameSource, warm_units
     from pokevq.data.cache import FrameCache
 
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-cache-") as directory:
         cache = FrameCache(directory, max_items=len(manifest) + 16)
         storage = stack.storage()
         storage.head(manifest["key"].iloc[0])  # client built, connection open: as after indexing in a run
-        source = FrameSource(storage, cache, shards=shards)
+        source = FrameSource(storage, cache)
+        path = DataPath.decide(manifest, source, max_bytes=None)
+        if not shards:  # every frame from its own object, as in an unpacked bucket
+            path = DataPath.decide(manifest, FrameSource(storage, cache, shards=False), max_bytes=None)
+            path.index, path.packed = None, 0
         stack.reset()
         started = time.perf_counter()
-        stats = warm_frames(source, manifest, limit=len(manifest), threads=threads, progress=False,
-                           image_size=image_size)
+        stats = warm_units(path, manifest, source, (144, 160), progress=False)
         seconds = time.perf_counter() - started
         requests = stack.requests()
         cache.close()
@@ -153,12 +156,9 @@ def s3tc_rate(stack: S3Stack, keys: list[str], workers: int, batch: int, install
 
 def run(stack: S3Stack, manifest: Any, *, quick: bool, workers: int, batch: int, image_size: tuple[int, int],
         log: Any) -> tuple[list[Row], dict[str, Any]]:
-    from pokevq.data import WARM_THREADS
-
     keys = manifest["key"].tolist()
     n_naive = 60 if quick else 200
     n_loader = 160 if quick else 640
-    sweep = [] if quick else [16, 32, 64, 96]
     info: dict[str, Any] = {"frames": len(keys), "naive_frames": n_naive, "loader_frames": n_loader,
                             "workers": workers, "batch": batch}
     rows: list[Row] = []
@@ -171,8 +171,8 @@ def run(stack: S3Stack, manifest: Any, *, quick: bool, workers: int, batch: int,
         start = (round_ * n_naive) % max(1, len(keys) - n_naive)
         log(f"  naive get_object loop over {n_naive} frames (round {round_ + 1}/{rounds})")
         naive_runs.append(naive_rate(stack, keys[start:start + n_naive]))
-        log(f"  pokevq warm_cache ({WARM_THREADS} threads) over {len(keys)} frames (round {round_ + 1}/{rounds})")
-        rate, warm_requests, _ = warm_rate(stack, manifest, WARM_THREADS)
+        log(f"  pokevq warm_cache (decoded units) over {len(keys)} frames (round {round_ + 1}/{rounds})")
+        rate, warm_requests, _ = warm_rate(stack, manifest)
         warm_runs.append(rate)
     naive = statistics.median(naive_runs)
     warm = statistics.median(warm_runs)
@@ -187,16 +187,7 @@ def run(stack: S3Stack, manifest: Any, *, quick: bool, workers: int, batch: int,
         s3tc, s3tc_note = s3tc_rate(stack, keys[:n_loader], workers, batch, install=True)
     info["s3torchconnector"] = s3tc_note
 
-    sweep_rates = {}
-    subset = manifest.head(min(len(manifest), 600))
-    for threads in sweep:
-        log(f"  warm_cache thread sweep: {threads} threads over {len(subset)} frames")
-        sweep_rates[threads] = warm_rate(stack, subset, threads)[0]
-    info["thread_sweep"] = {str(k): round(v, 1) for k, v in sweep_rates.items()}
-    log("  pokevq warm_cache with decoding into the decoded-frame store")
-    warm_decode, _, _ = warm_rate(stack, manifest, WARM_THREADS, image_size=image_size)
-
-    name = f"pokevq warm_cache ({WARM_THREADS} threads)"
+    name = "pokevq warm_cache (fetch and decode into local units)"
     rows.append(ratio_row(SECTION, name, warm, "frames/s", "naive get_object loop", naive, target=10))
     rows.append(ratio_row(SECTION, name, warm, "frames/s", f"DataLoader, boto3 per item ({workers} workers)", loader,
                           note="no target set"))
@@ -206,8 +197,6 @@ def run(stack: S3Stack, manifest: Any, *, quick: bool, workers: int, batch: int,
     else:
         rows.append(Row(SECTION, name, warm, "frames/s", "s3torchconnector S3MapDataset", None, None, "≥1×", None,
                         s3tc_note))
-    rows.append(ratio_row(SECTION, "pokevq warm_cache + decode into the decoded-frame store", warm_decode, "frames/s",
-                          "naive get_object loop", naive, note="the warm step that also fills the decoded store"))
     info["per_frame_requests"] = warm_requests
     info["per_frame_rate"] = warm
     return rows, info
@@ -215,7 +204,6 @@ def run(stack: S3Stack, manifest: Any, *, quick: bool, workers: int, batch: int,
 
 def run_shards(stack: S3Stack, manifest: Any, per_frame_rate: float, per_frame_requests: int, *, quick: bool,
                log: Any) -> tuple[list[Row], dict[str, Any]]:
-    from pokevq.data import WARM_THREADS
     from pokevq.data.pack import pack
 
     shard_bytes = 256 * 1024 if quick else 1024 * 1024
@@ -228,10 +216,10 @@ def run_shards(stack: S3Stack, manifest: Any, per_frame_rate: float, per_frame_r
     rounds = 1 if quick else 3
     for round_ in range(rounds):  # alternate with per-frame runs: a load spike hits both
         log(f"  pokevq warm_cache reading shards, then per frame (round {round_ + 1}/{rounds})")
-        rate, requests, stats = warm_rate(stack, manifest, WARM_THREADS, shards=None)
+        rate, requests, stats = warm_rate(stack, manifest, shards=True)
         runs.append(rate)
         if not quick:
-            frame_runs.append(warm_rate(stack, manifest, WARM_THREADS)[0])
+            frame_runs.append(warm_rate(stack, manifest)[0])
     rate = statistics.median(runs)
     if frame_runs:
         per_frame_rate = statistics.median(frame_runs)

@@ -9,13 +9,11 @@ workers, and each figure from a Trainer's epochs 2 and 3 (epoch 1 starts the wor
 
 - **ceiling**: the same frames decoded into memory before training (no I/O, no workers), the
   issue's ceiling: the targets are ratios against it;
-- **baseline**: every frame fits the cache (`--max-cache-size 100000`, the cached path with its
-  decoded-frame store): the model's own speed on this machine;
-- **before**: today's default (`--max-cache-size 1000`, the cached path): one synchronous GET per
-  frame and per worker once the bucket is 4x the cache;
+- **baseline**: every frame fits the cache (no `--max-cache-bytes`): warmed into decoded units on
+  local disk before training, the one data path with no I/O to wait for;
 - **packed 4x / 40x**: `pokevq pack`ed frames, the cache 4x and 40x smaller than the bucket in
-  frames and than its shards in bytes (`--max-cache-bytes`): the streaming path;
-- **unpacked 4x**: the same frames unpacked: the streaming path's concurrent per-frame fetches;
+  frames and than its shards in bytes (`--max-cache-bytes`): shards streamed through the cache;
+- **unpacked 4x**: the same frames unpacked: concurrent per-frame fetches, decoded every epoch;
 - **unpacked, decoded units fit**: unpacked, 4x more frames than `--max-cache-size` but `--max-cache-bytes`
   at the PNGs' bytes: epoch 1 keeps the frames as decoded units on local disk, later epochs read them.
 
@@ -87,7 +85,7 @@ class DiskSampler:
 
 
 def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_cache_bytes: int | None,
-             data_path: str, epochs: int, log: Any) -> dict[str, Any]:
+             epochs: int, log: Any) -> dict[str, Any]:
     from pokevq.config import TrainConfig
     from pokevq.data.cache import FrameCache
     from pokevq.data.choose import DataPath
@@ -100,13 +98,13 @@ def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_
     cache_dir = work / f"cache-{name}"
     config = TrainConfig.from_dict({**TINY, "num_epochs": epochs, "experiment_name": f"bench-{name}",
                                     "max_cache_size": max_cache_size, "max_cache_bytes": max_cache_bytes,
-                                    "data_path": data_path, "local_cache_dir": str(cache_dir)})
+                                    "local_cache_dir": str(cache_dir)})
     source = FrameSource(storage, FrameCache(cache_dir, max_items=max_cache_size, max_bytes=max_cache_bytes))
-    path = DataPath.decide(manifest, source, requested=data_path, max_frames=max_cache_size, max_bytes=max_cache_bytes)
-    if path.mode == "cached":
-        from pokevq.data.warm import warm_frames
+    path = DataPath.decide(manifest, source, max_bytes=max_cache_bytes)
+    if path.fits:  # as the flow's warm_cache step does
+        from pokevq.data.warm import warm_units
 
-        warm_frames(source, manifest, limit=max_cache_size, progress=False)
+        warm_units(path, manifest, source, config.image_hw, progress=False)
     trainer = Trainer(config, manifest, source, work / f"run-{name}", data_path=path)
     rates, stalls, requests, disk = [], [], [], []
     try:
@@ -126,7 +124,7 @@ def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_
     finally:
         trainer.close()
         source.cache.close()
-    return {"mode": path.mode, "frames_per_second": statistics.median(rates), "stall": statistics.median(stalls),
+    return {"mode": path.describe(), "frames_per_second": statistics.median(rates), "stall": statistics.median(stalls),
             "gets_per_epoch": statistics.median(requests), "disk_max": max(disk), "frames": len(manifest),
             "max_cache_bytes": max_cache_bytes, "max_cache_size": max_cache_size}
 
@@ -147,19 +145,27 @@ class InMemoryFrames:
         self.order = torch.randperm(len(self.keys), generator=torch.Generator().manual_seed(self.seed + epoch))
 
     def tracker(self, epoch: int) -> Any:
-        from pokevq.data.loader import CachedTracker
-
-        return CachedTracker(epoch)
+        return _NoPosition()
 
     def __len__(self) -> int:
         return -(-len(self.keys) // self.batch_size)
 
     def __iter__(self) -> Any:
-        from pokevq.data.dataset import Batch
+        from pokevq.data.batch import Batch
 
         for start in range(0, len(self.keys), self.batch_size):
             picked = self.order[start:start + self.batch_size]
             yield Batch(images=self.images[picked], keys=[self.keys[int(i)] for i in picked])
+
+
+class _NoPosition:
+    """The ceiling's epochs are never resumed: nothing to record."""
+
+    def advance(self, batch: Any) -> None:
+        pass
+
+    def position(self) -> dict[str, Any]:
+        return {}
 
 
 def run_ceiling(stack: S3Stack, root: Path, work: Path, *, epochs: int, log: Any) -> dict[str, Any]:
@@ -185,8 +191,11 @@ def run_ceiling(stack: S3Stack, root: Path, work: Path, *, epochs: int, log: Any
         def loader(self, rows: Any, *args: Any, **kwargs: Any) -> Any:
             return InMemoryFrames(images, keys, config.batch_size, config.seed)
 
+        def describe(self) -> str:
+            return "in memory"
+
     source = FrameSource(storage, FrameCache(work / "cache-ceiling", max_items=1))
-    trainer = Trainer(config, manifest, source, work / "run-ceiling", data_path=InMemory("memory"))
+    trainer = Trainer(config, manifest, source, work / "run-ceiling", data_path=InMemory())
     rates = []
     try:
         for epoch in range(1, epochs + 1):
@@ -260,7 +269,7 @@ def decoding_rate(root: Path, log: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-decode-") as directory:
         source = FrameSource(storage, FrameCache(directory, max_items=4))
-        path = DataPath.decide(manifest, source, requested="streaming", max_frames=4, max_bytes=None)
+        path = DataPath.decide(manifest, source, max_bytes=None)
         for workers, on_device in ((0, True), (0, False), (2, False)):
             loader = path.loader(manifest, source, (144, 160), batch_size=64, seed=0, shuffle=True,
                                  num_workers=workers, pin_memory=False)
@@ -302,7 +311,7 @@ def default_model_flops() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--cases", default="before,unpacked_4x,unpacked_fit,packed_4x,packed_40x",
+    parser.add_argument("--cases", default="unpacked_4x,unpacked_fit,packed_4x,packed_40x",
                         help="comma-separated cases besides the baseline (default: all)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -326,20 +335,17 @@ def main(argv: list[str] | None = None) -> int:
             cache = max(1, len(files) // 4)
             results["ceiling"] = run_ceiling(stack, work / "frames", work, epochs=epochs, log=log)
             results["baseline"] = run_case(stack, "baseline", work, max_cache_size=10 * len(files),
-                                           max_cache_bytes=None, data_path="auto", epochs=epochs, log=log)
+                                           max_cache_bytes=None, epochs=epochs, log=log)
             cases = set(args.cases.split(","))
             if "unpacked_4x" in cases:
                 results["unpacked_4x"] = run_case(stack, "unpacked_4x", work, max_cache_size=cache,
-                                                  max_cache_bytes=total_bytes // 4, data_path="auto", epochs=epochs,
+                                                  max_cache_bytes=total_bytes // 4, epochs=epochs,
                                                   log=log)
             if "unpacked_fit" in cases:
                 # More frames than --max-cache-size and PNG bytes at --max-cache-bytes: decoded units fit.
                 results["unpacked_fit"] = run_case(stack, "unpacked_fit", work, max_cache_size=cache,
-                                                   max_cache_bytes=total_bytes, data_path="auto", epochs=epochs,
+                                                   max_cache_bytes=total_bytes, epochs=epochs,
                                                    log=log)
-            if "before" in cases and not args.quick:
-                results["before"] = run_case(stack, "before", work, max_cache_size=cache, max_cache_bytes=None,
-                                             data_path="cached", epochs=epochs, log=log)
             from pokevq.data.pack import pack
 
             for factor in (4,):
@@ -353,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"packed into {packed.shards} shards of ~{shard_bytes / 1e3:.0f} KB")
                 results[f"packed_{factor}x"] = run_case(
                     stack, f"packed_{factor}x", work, max_cache_size=max(1, len(files) // factor),
-                    max_cache_bytes=packed.bytes // factor, data_path="auto", epochs=epochs, log=log)
+                    max_cache_bytes=packed.bytes // factor, epochs=epochs, log=log)
         if "packed_40x" in cases and not args.quick:
             # 40x: the same 4,000 frames under 10 episode names each (40,000 objects, bulk-loaded into moto),
             # so the cache (1,000 frames, a 40th of the bytes) holds shards of the same size as in the 4x case.
@@ -375,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"packed into {packed.shards} shards of ~{shard_bytes / 1e3:.0f} KB")
                 results["packed_40x"] = run_case(
                     big, "packed_40x", work, max_cache_size=len(items) // 40, max_cache_bytes=big_bytes // 40,
-                    data_path="auto", epochs=2, log=log)
+                    epochs=2, log=log)
         results["decoding"] = decoding_rate(work, log)
     results["planning"] = planning_at_scale(100_000 if args.quick else 1_000_000)
     log(f"planning: {results['planning']}")
@@ -396,7 +402,7 @@ def render(r: dict[str, Any], machine: dict[str, Any], frames: int, seconds: flo
         "batch 32), 2 DataLoader workers; each figure the median of epochs 2..N of one Trainer. "
         f"Machine: {machine['cpu']}, {machine['cores']} cores; run took {seconds / 60:.1f} min.", "",
         "The ceiling is the same frames decoded into memory before training (no I/O, no workers): the targets "
-        "are against it. All-cached is the cached path with every frame in its decoded-frame store.", "",
+        "are against it. All-cached is every frame warmed into decoded units on local disk before training.", "",
         "| case | data path | frames/s | × ceiling | target | × all-cached | data stall | GETs/epoch | "
         "disk max / limit |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -421,7 +427,8 @@ def render(r: dict[str, Any], machine: dict[str, Any], frames: int, seconds: flo
         if pack:
             allowed = pack["shards"] + 0.01 * pack["indexed"]
             gets += f" (≤ {allowed:.0f}: {'met' if row['gets_per_epoch'] <= allowed else 'MISSED'})"
-        lines.append(f"| {names[key]} | {row['mode']} | {row['frames_per_second']:.0f} | {ratio:.2f} | {verdict} | "
+        kind = row["mode"].split("; ")[-1]  # where the frames were: in memory, all on local disk, or streamed
+        lines.append(f"| {names[key]} | {kind} | {row['frames_per_second']:.0f} | {ratio:.2f} | {verdict} | "
                      f"{row['frames_per_second'] / base:.2f} | {100 * row['stall']:.0f} % | {gets} | {disk} |")
     for factor in (4, 40):
         pack = r.get(f"pack_{factor}x")

@@ -92,7 +92,7 @@ def _streaming_stall(device: str, dry: bool, work: Path) -> dict[str, float]:
     config = TrainConfig(device=device.split(":")[0], batch_size=8 if dry else DEFAULT_BATCH, num_epochs=1,
                          num_workers=2 if dry else 8, data_path="streaming", experiment_name="gpu-check", **model)
     source = FrameSource(storage, FrameCache(work / "cache", max_items=16))
-    path = DataPath.decide(manifest, source, requested="streaming", max_frames=16, max_bytes=2 * 1024**3)
+    path = DataPath.decide(manifest, source, max_bytes=2 * 1024**3)
     trainer = Trainer(config, manifest, source, work / "run", data_path=path)
     try:
         result = trainer.train_epoch(1)

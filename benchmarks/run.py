@@ -8,7 +8,7 @@ S3 is moto's server (a subprocess) behind benchmarks/latency_proxy.py, which hol
 Game Boy frames from `pokevq.synth.generate_dataset`. Sections (see each module's docstring):
 
   1a cold fetch        bench_fetch.py    warm_cache vs naive loop, DataLoader+boto3, s3torchconnector
-  1b warm epoch        bench_epoch.py    pokevq's data path (decoded store) vs DataLoader+Pillow
+  1b warm epoch        bench_epoch.py    pokevq's data path (decoded units) vs DataLoader+Pillow
   1c listing           bench_listing.py  index_frames vs one paginated listing; memory per frame
   1d training step     bench_train.py    Trainer step vs plain fp32 eager PyTorch
   1e uploads, orchestration  bench_train.py  epochs with/without uploads; Prefect task overhead

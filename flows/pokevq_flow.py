@@ -141,7 +141,8 @@ def pokevq(
                     one exists.
         tokenize_after: After training, tokenize the frames with the run's best checkpoint (the pokevq-tokenize
                     flow); default: on with --nightly, off otherwise.
-        data_path: auto (cached when every frame fits the cache, else streaming), cached or streaming.
+        data_path: Deprecated and ignored: every run reads its frames one way (auto, cached or streaming are
+            accepted, with a warning for the last two, so existing commands and deployments keep working).
         checkpoint_every_steps: Also write a resumable mid-epoch checkpoint every N training steps (0: epochs only).
         max_steps: End training after this many steps in all, with a checkpoint (0: no limit).
         time_budget: End training at a step boundary once this run has trained this long, with a checkpoint: e.g.

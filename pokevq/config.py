@@ -167,7 +167,8 @@ class TrainConfig:
     )
     data_path: str = option(
         "auto", "cache",
-        "auto (cached when every frame fits the cache, else streaming), cached or streaming.",
+        "Deprecated and ignored: every run reads its frames one way (auto, cached or streaming are accepted, with "
+        "a warning for the last two, so existing commands and deployments keep working).",
     )
     checkpoint_every_steps: int = option(
         0, "training",

@@ -7,6 +7,7 @@ the value it had. Run options live in `pokevq.config.TrainConfig`, never here.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import Any
 
 from pokevq.data.sizes import parse_size
 from pokevq.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,6 @@ S3_MAX_ATTEMPTS = Knob("POKEVQ_S3_MAX_ATTEMPTS", 8, _integer(1, 50),
                        "Attempts per S3 request (botocore adaptive retries) before it fails.")
 LEASE_TTL = Knob("POKEVQ_LEASE_TTL", 600.0, _seconds,
                  "Seconds an experiment's lease lasts without renewal (renewed every third of it).")
-DECODED_CACHE_BYTES = Knob("POKEVQ_DECODED_CACHE_BYTES", 8 * 1024**3, _byte_count,
-                           "Size of the decoded-frame store beside the frame cache (0 turns it off).")
 TASK_RETRY_DELAYS = Knob("POKEVQ_TASK_RETRY_DELAYS", [2.0, 4.0, 8.0], _delays,
                          "Seconds before each retry of an I/O task (one retry per entry).")
 FRAME_LOG = Knob("POKEVQ_FRAME_LOG", None, _appendable_file,
@@ -102,16 +103,25 @@ ZOMBIE_SECONDS = Knob("POKEVQ_ZOMBIE_SECONDS", 90, _integer(HEARTBEAT_SECONDS + 
                       "Seconds without a heartbeat before `pokevq stack up`'s automation marks a flow run Crashed "
                       f"(runs send one every {HEARTBEAT_SECONDS} s).")
 
-KNOBS = (S3_MAX_ATTEMPTS, LEASE_TTL, DECODED_CACHE_BYTES, TASK_RETRY_DELAYS, FRAME_LOG, S3_BUCKET_BLOCK, DIST_TIMEOUT,
+KNOBS = (S3_MAX_ATTEMPTS, LEASE_TTL, TASK_RETRY_DELAYS, FRAME_LOG, S3_BUCKET_BLOCK, DIST_TIMEOUT,
          ZOMBIE_SECONDS)
 _EMPTY_MEANS_SOMETHING = {TASK_RETRY_DELAYS.name}  # "" turns retries off
 RUN_KNOBS = tuple(knob for knob in KNOBS if knob is not ZOMBIE_SECONDS)  # ZOMBIE_SECONDS: `pokevq stack up` only
+
+
+# Knobs of earlier versions that no longer do anything: a run says so once instead of ignoring them silently.
+RETIRED_KNOBS = {
+    "POKEVQ_DECODED_CACHE_BYTES": "decoded frames are kept as units within --max-cache-bytes; unset it",
+}
 
 
 def check_run_knobs() -> None:
     """Read every knob a run uses, so a bad value stops the run before it starts, in one line naming it."""
     for knob in RUN_KNOBS:
         knob.value()
+    for name, instead in RETIRED_KNOBS.items():
+        if os.environ.get(name) is not None:
+            log.warning("%s is no longer used (%s)", name, instead)
 
 
 def s3_max_attempts() -> int:
@@ -120,10 +130,6 @@ def s3_max_attempts() -> int:
 
 def lease_ttl() -> float:
     return float(LEASE_TTL.value())
-
-
-def decoded_cache_bytes() -> int:
-    return int(DECODED_CACHE_BYTES.value())
 
 
 def task_retry_delays() -> list[float]:

@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 from pokevq.config import TrainConfig
 from pokevq.data.manifest import index_frames, summarize
 from pokevq.data.pack import pack
-from pokevq.data.warm import warm_frames
+from pokevq.data.warm import warm_units
 from pokevq.layout import Layout
 from pokevq.run.lease import Lease, LeaseOwner
 from pokevq.run.nightly import next_nightly_name
@@ -99,19 +99,16 @@ def pack_new_frames(run: RunSession, manifest: dict[str, Any]) -> dict[str, Any]
 
 @task(name="warm_cache", task_run_name="warm_cache", **IO_TASK)
 def warm_cache(run: RunSession, manifest: dict[str, Any], packed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Download up to the cache's capacity before training, concurrently (the cached data path).
+    """Read every shard and loose unit into the local store before training, when the bucket fits it.
 
-    Decides the data path first: a bucket larger than the cache streams instead, shard by shard
-    during training, so nothing is downloaded here; a cache limit below one shard fails here.
+    Decides how the frames are read first: a bucket larger than the cache streams during training
+    instead, so nothing is read here; a cache limit below one shard fails here.
     `packed` (the nightly's pack) only orders this step after it: shards written there are read here.
     """
     frames = run.manifest_at(manifest["manifest_uri"])
     with Stopwatch(run, "warm_cache"):
-        mode = run.data_path.mode
-        if mode == "streaming":
-            stats = {"requested": 0, "hits": 0, "misses": 0, "bytes": 0, "missing": 0, "from_shards": 0,
-                     "seconds": 0.0}
-        else:
-            stats = warm_frames(run.source, frames, limit=run.config.max_cache_size)
-    stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary), data_path=mode)
+        path = run.data_path
+        # Several machines each read their own shares into their own caches while training: none is warmed here.
+        stats = warm_units(path, frames, run.source, run.config.image_hw, enabled=run.config.nnodes == 1)
+    stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary), data_path=path.describe())
     return stats

@@ -24,7 +24,7 @@ def prepare_training(run: RunSession, manifest: dict[str, Any], warm: dict[str, 
         "start_epoch": trainer.start_epoch,
         "global_step": trainer.global_step,
         "device": str(trainer.device),
-        "data_path": warm.get("data_path", trainer.data_path.mode),
+        "data_path": warm.get("data_path", trainer.data_path.describe()),
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
     }
 

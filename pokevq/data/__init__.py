@@ -2,11 +2,10 @@
 
 One job per module, read top to bottom:
 `frames` (decode one frame) → `manifest` (list and split by episode) → `cache` (frame bytes on
-local disk) → `decoded` (decoded frames, memory-mapped) → `shards` (where packed frames lie) and
-`pack` (write shards) → `source` (a frame's bytes from wherever they are) → `dataset` and
-`loader` (the cached path: every frame fits the cache) → `plan`, `shard_cache` and `streaming`
-(the streaming path: buckets of any size) → `choose` (which path a run takes) → `warm` (fill the
-cache before training).
+local disk, for single reads) → `shards` (where packed frames lie) and `pack` (write shards) →
+`source` (a frame's bytes from wherever they are) → `plan` (who reads what, in which order),
+`shard_cache` and `local_units` (units on local disk) and `streaming` (batches from units) →
+`choose` (the run's settings for its bucket) → `warm` (fill the local store before training).
 """
 
 from __future__ import annotations
@@ -16,15 +15,10 @@ from typing import Any
 
 # The public names, imported on first use so `pokevq --help` does not load torch.
 _HOMES = {
-    "Batch": "dataset",
-    "FrameDataset": "dataset",
-    "collate_frames": "dataset",
-    "EpochSampler": "loader",
-    "make_loader": "loader",
+    "Batch": "batch",
     "FrameCache": "cache",
     "FrameSource": "source",
-    "WARM_THREADS": "warm",
-    "warm_frames": "warm",
+    "warm_units": "warm",
     "DataPath": "choose",
 }
 __all__ = sorted(_HOMES)

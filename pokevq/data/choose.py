@@ -1,13 +1,9 @@
-"""Which data path a run takes, and the loaders it builds.
+"""How a run reads its frames, decided once before training: the one data path's settings for this bucket.
 
-- **cached**: every frame of the run fits the local cache (`--max-cache-size` frames and
-  `--max-cache-bytes`): frames are read once, kept as bytes and decoded rows, and epochs read
-  the local copies in a (seed, epoch) permutation.
-- **streaming**: the bucket is larger than the cache. Packed frames are read shard by shard
-  (whole shards, a few ahead, kept on disk within `--max-cache-bytes`), loose frames tens at a
-  time, kept as decoded units when they fit (`local_units`); see `streaming`.
-
-`--data-path auto` (the default) picks cached when it fits, else streaming.
+Every frame reaches training through units on local disk (`streaming`): packed frames as whole
+shards, a few ahead, kept within `--max-cache-bytes` (`shard_cache`); loose frames tens at a
+time, kept as decoded units when they fit (`local_units`). A bucket that fits the cache is the
+case where every unit stays on disk after its first read (or after `warm`), not another path.
 """
 
 from __future__ import annotations
@@ -16,35 +12,20 @@ import heapq
 import logging
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pokevq.data import local_units
-from pokevq.data.dataset import FrameDataset
-from pokevq.data.loader import make_loader
 from pokevq.data.plan import WINDOW_UNITS
 from pokevq.data.shard_cache import SHARDS_SUBDIR, ShardCache
 from pokevq.data.shards import ShardIndex
 from pokevq.data.source import FrameSource
-from pokevq.data.streaming import StreamingFrames, StreamOptions, make_streaming_loader
+from pokevq.data.streaming import StreamingFrames, StreamingLoader, StreamOptions, make_streaming_loader
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_CACHE_BYTES = 8 * 1024**3  # without --max-cache-bytes: 8 GiB, at most half the free disk
-
-
-def fits_cache(manifest: pd.DataFrame, max_frames: int, max_bytes: int | None) -> bool:
-    if len(manifest) > max_frames:
-        return False
-    return max_bytes is None or int(pd.to_numeric(manifest["size"]).sum()) <= max_bytes
-
-
-def choose(manifest: pd.DataFrame, requested: str, max_frames: int, max_bytes: int | None) -> str:
-    if requested != "auto":
-        return requested
-    return "cached" if fits_cache(manifest, max_frames, max_bytes) else "streaming"
 
 
 PREVIEW_RESERVE_FRAMES = 8  # frames the trainer's previews keep in the frame cache next to the shards
@@ -70,31 +51,32 @@ def window_units(budget: int, largest_shard: int, readers: int, read_ahead: int)
 
 @dataclass
 class DataPath:
-    """The data path of a run, decided once (before training) and checked against the cache limit."""
+    """The run's frames as units: which are packed, whether loose ones stay on disk, whether all fit the cache."""
 
-    mode: str
     index: ShardIndex | None = None
     shard_cache: ShardCache | None = None
     # Frames of the run in each shard that holds frames of both splits: one rank reads such a shard, for both.
     shared_shards: dict[str, int] = field(default_factory=dict)
     keep_loose: bool = False  # the loose frames' decoded units fit the cache next to the shards: kept after epoch 1
+    fits: bool = False  # every unit (shards and kept loose units) fits the cache at once: `warm` fills it
+    packed: int = 0  # frames read from shards
+    frames: int = 0
 
     @classmethod
-    def decide(cls, manifest: pd.DataFrame, source: FrameSource, *, requested: str, max_frames: int,
-               max_bytes: int | None, passes: int = 2) -> DataPath:
+    def decide(cls, manifest: pd.DataFrame, source: FrameSource, *, max_bytes: int | None,
+               passes: int = 2) -> DataPath:
         """`passes`: how often the frames will be read (a single pass keeps no decoded units)."""
-        mode = choose(manifest, requested, max_frames, max_bytes)
-        if mode == "cached":
-            return cls("cached")
         index = ShardIndex.discover(source.storage, manifest["key"].tolist()) if len(manifest) else None
         cache = ShardCache(source.cache.directory / SHARDS_SUBDIR, shard_cache_budget(source, max_bytes, manifest))
-        path = cls("streaming", index, cache)
+        path = cls(index, cache, frames=len(manifest))
+        shard_bytes = 0
         if index is not None:
             located = index.locate_all(manifest["key"].tolist(), manifest["etag"].astype(str).tolist())
             sizes = located.shard_sizes
             if len(sizes):
                 cache.check_fits(int(sizes.max()), source.storage.uri(index.prefix), max_bytes)
-            packed = int((located.shard >= 0).sum())
+                shard_bytes = int(sizes.sum())
+            path.packed = int((located.shard >= 0).sum())
             if "split" in manifest.columns and len(located.shard_names):
                 rows = pd.DataFrame({"shard": located.shard, "split": manifest["split"].to_numpy()})
                 rows = rows[rows["shard"] >= 0]
@@ -103,24 +85,37 @@ class DataPath:
                                       for shard, size in splits.loc[splits["nunique"] > 1, "size"].items()}
             loose = located.shard < 0
         else:
-            packed, loose = 0, np.ones(len(manifest), dtype=bool)
+            loose = np.ones(len(manifest), dtype=bool)
         loose_bytes = int(pd.to_numeric(manifest["size"]).to_numpy()[loose].sum()) if len(manifest) else 0
         units = loose_bytes * local_units.BYTES_PER_PNG_BYTE
         # Shards pass through the same cache: loose frames' units may take half of it when there are shards.
-        path.keep_loose = passes > 1 and loose_bytes > 0 and units <= cache.max_bytes * (0.5 if packed else 1.0)
-        log.info(
-            "Data path: streaming %d frames (%d packed in shards, %d read from their own objects) through a "
-            "shard cache of %.1f MB in %s", len(manifest), packed, len(manifest) - packed,
-            cache.max_bytes / 1e6, cache.directory,
-        )
-        if path.keep_loose:
+        path.keep_loose = passes > 1 and loose_bytes > 0 and units <= cache.max_bytes * (0.5 if path.packed else 1.0)
+        path.fits = passes > 1 and (path.keep_loose or not loose_bytes) and shard_bytes + (
+            units if path.keep_loose else 0) <= cache.max_bytes
+        path._announce(units, cache)
+        return path
+
+    def _announce(self, units: float, cache: ShardCache) -> None:
+        log.info("Data: %s, through a local store of %.1f MB in %s", self.describe(), cache.max_bytes / 1e6,
+                 cache.directory)
+        loose = self.frames - self.packed
+        if self.keep_loose:
             log.info("The %d unpacked frames are kept on local disk as decoded units (about %.1f MB) the first time "
-                     "they are read: later epochs read them there", len(manifest) - packed, units / 1e6)
-        elif packed < len(manifest) * 0.5:
+                     "they are read: later epochs read them there", loose, units / 1e6)
+        elif self.packed < self.frames * 0.5:
             log.warning("Most frames are not packed and do not fit the cache decoded (about %.1f MB against %.1f MB): "
                         "each is fetched and decoded every epoch. Run `pokevq pack` on the frames prefix for "
                         "whole-shard reads.", units / 1e6, cache.max_bytes / 1e6)
-        return path
+
+    def describe(self) -> str:
+        """One line for the log and the report: where the frames come from and what stays on local disk."""
+        loose = self.frames - self.packed
+        parts = [f"{self.packed} packed in shards"] if self.packed else []
+        if loose:
+            kept = " (kept as decoded units)" if self.keep_loose else " (fetched each epoch)"
+            parts.append(f"{loose} loose{kept}")
+        whole = "all kept on local disk" if self.fits else "streamed (larger than the cache)"
+        return f"{self.frames} frames: {', '.join(parts) or 'none'}; {whole}"
 
     def pins(self, world_size: int) -> dict[str, int]:
         """The rank that reads each shard holding frames of both splits (its training and its validation frames),
@@ -135,19 +130,21 @@ class DataPath:
             heapq.heappush(heap, (load + size, rank))
         return pins
 
+    def frames_of(self, rows: pd.DataFrame, source: FrameSource, image_size: tuple[int, int],
+                  options: StreamOptions) -> StreamingFrames:
+        """One split's frames as units, read through this run's local store."""
+        assert self.shard_cache is not None
+        return StreamingFrames(rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index,
+                               self.shard_cache, image_size, options, pins=self.pins(options.world_size))
+
     def loader(self, rows: pd.DataFrame, source: FrameSource, image_size: tuple[int, int], *, batch_size: int,
                seed: int, shuffle: bool, num_workers: int, pin_memory: bool, rank: int = 0,
-               world_size: int = 1) -> Any:
-        if self.mode == "cached":
-            return make_loader(FrameDataset(rows, source, image_size), batch_size=batch_size, shuffle=shuffle,
-                               seed=seed, num_workers=num_workers, pin_memory=pin_memory, rank=rank,
-                               world_size=world_size)
+               world_size: int = 1) -> StreamingLoader:
         assert self.shard_cache is not None
         # Pinned memory means an accelerator: it expands packed frames' palette indices; on a CPU the workers do.
         options = StreamOptions(batch_size=batch_size, seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
                                 expand_on_device=pin_memory, keep_loose=self.keep_loose)
-        dataset = StreamingFrames(rows["key"].tolist(), rows["etag"].astype(str).tolist(), source.storage, self.index,
-                                  self.shard_cache, image_size, options, pins=self.pins(world_size))
+        dataset = self.frames_of(rows, source, image_size, options)
         options.window_units = window_units(self.shard_cache.max_bytes, dataset.largest_shard,
                                             max(1, num_workers) * world_size, options.read_ahead)
         return make_streaming_loader(dataset, num_workers=num_workers, pin_memory=pin_memory)

@@ -11,8 +11,9 @@ of (seed, epoch, world size, workers):
    download the same shard. Training shares are then evened to equal frame counts (every rank
    runs the same number of batches): loose frames fill the ranks that are short, then the few
    frames a rank has beyond its share go to them, read from their own objects; the few left
-   over (frames % ranks) are dropped. A bucket with no shards is cut into equal contiguous
-   slices, unit after unit;
+   over (frames % ranks) are dropped. A bucket with no shards is dealt frame by frame from the
+   one-process order (rank r takes every world-size-th frame), so the ranks' batches together
+   are one process's batches; validation frames are cut into contiguous slices (episodes in order);
 3. within a rank, a bounded shuffle mixes frames inside windows of `window_units` consecutive
    units, so a batch draws from several shards (several episodes) while only those shards are
    needed at once;
@@ -127,27 +128,6 @@ def share_slice(length: int, rank: int, world_size: int, even: bool = True) -> s
     return slice(start, start + base + (1 if rank < extra else 0))
 
 
-def continue_share(order: np.ndarray, segments: list[tuple[int, int]], rank: int, world_size: int,
-                   batch_size: int = 1, even: bool = True) -> np.ndarray:
-    """This rank's items of an epoch in `order` (the cached path), after `segments`: (world size, items each rank took).
-
-    Training (`even`): global batch k is items k*B..(k+1)*B of the order whatever the number of
-    processes, exactly as in one process, and each rank takes its contiguous `batch_size` block
-    of it (a last short batch is shared equally, the few left over dropped). What was trained
-    is then a prefix of the order, so a run resumed in another number of processes continues
-    after it. Evaluation: contiguous shares (episode order kept).
-    """
-    world_size = max(1, world_size)
-    if not even:
-        return order[share_slice(len(order), rank, world_size, even=False)]
-    pool = order[sum(int(world) * int(taken) for world, taken in segments):]
-    step = batch_size * world_size
-    full = len(pool) // step
-    blocks = pool[: full * step].reshape(full, world_size, batch_size)[:, rank, :].reshape(-1)
-    tail = pool[full * step:]
-    return np.concatenate([blocks, tail[share_slice(len(tail), rank, world_size)]])
-
-
 def _unit_order(units: Units, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     """The epoch's unit order: shuffled per (seed, epoch) for training, file order for evaluation."""
     if shuffle and len(units):
@@ -239,11 +219,20 @@ def rank_frames(
         owner = unit_owners(units, seed=seed, epoch=epoch, world_size=world_size, shuffle=shuffle, pins=pins)
         mine, of = _whole_shard_share(units, order, owner, rank, world_size, even=shuffle)
         place = np.r_[0, np.cumsum(of[1:] != of[:-1])] if len(of) else of  # unit's place among this rank's
-    else:
+    elif shuffle:
+        # No shards: the one-process order, dealt frame by frame (rank r takes every world_size-th frame, the few
+        # left over dropped), so the ranks' batches together are exactly one process's batch, step by step.
         sequence, _ = _unit_frames(units, order)
-        window = share_slice(len(sequence), rank, world_size, even=shuffle)
-        mine = sequence[window]
-        place = np.repeat(np.arange(len(order), dtype=np.int64), sizes[order])[window]  # unit's place in the order
+        place = np.repeat(np.arange(len(order), dtype=np.int64), sizes[order])  # each frame's unit place
+        if len(sequence) > 1:
+            rng = np.random.default_rng([int(seed), int(epoch), 0, 0x5348])
+            keys = (place // max(1, int(window_units))).astype(np.float64) + rng.random(len(sequence))
+            sequence = sequence[np.argsort(keys, kind="stable")]
+        usable = len(sequence) - len(sequence) % max(1, world_size)
+        return sequence[:usable][rank::max(1, world_size)]
+    else:  # evaluation: contiguous shares, episodes kept in order
+        sequence, _ = _unit_frames(units, order)
+        return sequence[share_slice(len(sequence), rank, world_size, even=False)]
     if shuffle and len(mine) > 1:
         rng = np.random.default_rng([int(seed), int(epoch), int(rank), 0x5348])
         keys = (place // max(1, int(window_units))).astype(np.float64) + rng.random(len(mine))

@@ -21,7 +21,7 @@ class FrameSource:
     """Frame bytes by (key, etag), through the local cache.
 
     When the frames were packed (`pokevq pack`), a miss reads the frame's bytes from its
-    shard by byte range (and `warm_frames` reads whole runs of frames per request); `shards`
+    shard by byte range; `shards`
     is looked up next to the frames on first need, or given (a `ShardIndex`, or False for never).
     """
 

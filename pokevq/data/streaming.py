@@ -1,4 +1,4 @@
-"""The streaming path: a split of any size, read unit by unit ahead of the trainer.
+"""The data path: a split of any size, read unit by unit ahead of the trainer.
 
 Each DataLoader worker takes its share of the epoch (`plan`), reads the units it needs a few
 ahead on a thread pool (whole shards through the byte-bounded `ShardCache`; loose frames
@@ -12,7 +12,7 @@ that the DataLoader hands them at start-up, so persistent workers follow `set_ep
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pokevq.data import local_units, record
-from pokevq.data.dataset import Batch, _batch_tensor
+from pokevq.data.batch import Batch, batch_tensor
 from pokevq.data.expand import device_resizable
 from pokevq.data.frames import decode_frame_uint8, packed_rgb
 from pokevq.data.plan import (
@@ -159,6 +159,24 @@ class StreamingFrames(IterableDataset):
         if position is not None and position.segments and not position.same_world(o.world_size):
             return continued_streams(frames_of, position, o.rank, o.world_size, o.batch_size, workers)
         return worker_streams(frames_of(o.rank, o.world_size), o.batch_size, workers, position)
+
+    # ------------------------------------------------------------------ warm
+    def fill(self, on_unit: Callable[[int, int, bool], None], threads: int = READ_AHEAD + 1) -> None:
+        """Read every unit once into the local store, as an epoch's first reads would: `warm` before training.
+
+        `on_unit(frames, unreadable, hit)` after each unit. Only for a split whose units all stay on disk.
+        """
+        reader = _WorkerReader(self, np.arange(len(self.keys)), 0)
+        loose_pool = ThreadPoolExecutor(max_workers=LOOSE_IN_FLIGHT, thread_name_prefix="pokevq-frame")
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="pokevq-unit") as pool:
+                units = reader.unit_order.tolist()
+                for unit, loaded in zip(units, pool.map(lambda u: reader._load(u, loose_pool), units)):
+                    bad = sum(isinstance(v, FrameUnreadable) for v in loaded.values())
+                    on_unit(len(reader.mine_in_unit[unit]), bad, loaded["_status"] == "hit")
+                    _release(loaded)
+        finally:
+            loose_pool.shutdown(wait=True, cancel_futures=True)
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[Batch]:
@@ -327,7 +345,7 @@ class _WorkerReader:
             frames.append(data)
             keys.append(key)
             hit.append(unit["_status"] == "hit")
-        batch = Batch(images=None, keys=keys, skipped=skipped, source=(self.worker, number))
+        batch = Batch(images=None, keys=keys, skipped=skipped, worker_batch=(self.worker, number))
         if keys and not self._palette_batch(batch, frames):
             hit = self._rgb_batch(batch, frames, hit)
         batch.hits = sum(hit)
@@ -369,7 +387,7 @@ class _WorkerReader:
             kept.append(key)
             kept_hit.append(was_hit)
         batch.keys = kept
-        batch.images = _batch_tensor(rows[: len(kept)]) if kept else None
+        batch.images = batch_tensor(rows[: len(kept)]) if kept else None
         return kept_hit
 
 
@@ -425,7 +443,7 @@ class StreamingTracker:
             self.segments.append({"workers": workers, "world_size": options.world_size, "consumed": [0] * workers})
 
     def advance(self, batch: Batch) -> None:
-        worker = batch.source[0] if batch.source is not None else 0
+        worker = batch.worker_batch[0] if batch.worker_batch is not None else 0
         self.segments[-1]["consumed"][worker] += 1
 
     def position(self) -> dict[str, Any]:
@@ -444,3 +462,10 @@ def make_streaming_loader(dataset: StreamingFrames, *, num_workers: int, pin_mem
 
 def _identity(batch: Batch) -> Batch:
     return batch
+
+
+def shutdown_workers(loader: Any) -> None:
+    """Stop a DataLoader's persistent worker processes now (they would otherwise linger until collected)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()

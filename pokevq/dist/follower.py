@@ -38,7 +38,6 @@ class Follower:
         self.config = config.replace(local_cache_dir=cache_dir)
         self.plan = StoragePlan.from_dict(setup["plan"], setup.get("credentials"))
         self.run_id = setup.get("run_id", "")
-        self.data_mode = setup["data_path"]
         self.workdir = tempfile.mkdtemp(prefix=f"pokevq-rank{collectives.rank()}-")
         self.cache = FrameCache(self.config.local_cache_dir, max_items=self.config.max_cache_size,
                                 max_bytes=self.config.max_cache_bytes)
@@ -47,9 +46,7 @@ class Follower:
         layout = Layout.for_config(self.config)
         self.manifest = from_parquet_bytes(self.plan.output_storage().get_bytes(layout.manifest))
         self.annotations = load_annotations(frames, self.plan.frames_prefix)
-        self.data_path = DataPath.decide(self.manifest, self.source, requested=self.data_mode,
-                                         max_frames=self.config.max_cache_size,
-                                         max_bytes=self.config.max_cache_bytes)
+        self.data_path = DataPath.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
         self.trainer: Trainer | None = None
 
     def build(self) -> None:

@@ -118,7 +118,7 @@ def render_report(summary: dict[str, Any]) -> str:
         f"{cache.get('warm_mb', 0):.1f} MB in {cache.get('warm_seconds', 0):.2f} s",
         f"- Hit rate during training: {100 * cache.get('training_hit_rate', 0.0):.1f} %",
     ]
-    lines += [f"- Data path: {summary.get('data_path', 'cached')}"]
+    lines += [f"- Data path: {summary.get('data_path', '')}"]
     lines += ["", "## Training", ""]
     budget = summary.get("stopped_by")
     if budget:

@@ -105,12 +105,12 @@ class RunSession:
 
     @property
     def data_path(self) -> DataPath:
-        """Cached or streaming (decided once, before training; a cache limit below one shard fails here)."""
+        """How this bucket's frames are read (decided once, before training; a cache below one shard fails here)."""
         if self._data_path is None:
-            self._data_path = DataPath.decide(
-                self.manifest, self.source, requested=self.config.data_path, max_frames=self.config.max_cache_size,
-                max_bytes=self.config.max_cache_bytes,
-            )
+            if self.config.data_path != "auto":
+                log.warning("--data-path %s is deprecated and ignored: every run reads its frames one way (units on "
+                            "local disk, kept when they fit --max-cache-bytes); drop the option", self.config.data_path)
+            self._data_path = DataPath.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
         return self._data_path
 
     def save_manifest(self, manifest: pd.DataFrame) -> str:
@@ -166,7 +166,7 @@ class RunSession:
             return
         setup = {
             "config": self.config.to_dict(), "plan": self.plan.to_dict(), "run_id": self.run_id,
-            "data_path": self.data_path.mode, "cache_dir": str(self.cache.directory),
+            "cache_dir": str(self.cache.directory),
             # Keys from the orchestrator's block go to this machine's processes only (over loopback); other
             # machines use their own credentials.
             "credentials": self.plan.credentials if self.config.nnodes == 1 else None,

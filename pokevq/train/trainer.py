@@ -23,11 +23,11 @@ import torch
 
 from pokevq import settings
 from pokevq.config import TrainConfig
+from pokevq.data.batch import Batch
 from pokevq.data.choose import DataPath
-from pokevq.data.dataset import Batch
 from pokevq.data.frames import decode_frame
-from pokevq.data.loader import shutdown_workers
 from pokevq.data.source import FrameSource
+from pokevq.data.streaming import shutdown_workers
 from pokevq.dist import collectives
 from pokevq.errors import (
     CheckpointError,
@@ -162,7 +162,7 @@ class EpochResult:
     skipped_new: list[tuple[str, str]] = field(default_factory=list)
     data_wait_seconds: float = 0.0  # time the training loop waited for its next batch
     data_stall: float = 0.0  # that wait as a share of the training loop's time
-    data_path: str = "cached"
+    data_path: str = ""  # where the frames came from and what stays on local disk (`DataPath.describe`)
     partial: bool = False  # the epoch stopped early at a step boundary (a budget): its checkpoint is a step's
     stopped_by: str | None = None  # what ended training: "max_steps", "time_budget" or "sigterm"
 
@@ -223,11 +223,9 @@ class Trainer:
 
         train_rows = manifest[manifest["split"] == "train"]
         val_rows = manifest[manifest["split"] == "val"]
-        self.data_path = data_path or DataPath("cached")
+        self.data_path = data_path or DataPath.decide(manifest, source, max_bytes=config.max_cache_bytes)
         self.position: dict[str, Any] | None = None  # where a resumed epoch continues
         self.on_step_checkpoint = on_step_checkpoint  # called with (path, sha256, global_step) after each one
-        if resume_state is not None and resume_state.get("position"):
-            self.data_path = self._data_path_of(resume_state["position"], manifest, source, resume_name)
         pin = self.device.type == "cuda"
         common = dict(batch_size=self.rank_batch, seed=config.seed, num_workers=config.num_workers, pin_memory=pin,
                       rank=self.rank, world_size=self.world_size)
@@ -312,6 +310,11 @@ class Trainer:
         self.skipped = dict(state.get("skipped") or {})
         self.baselines = next((r["baselines"] for r in reversed(self.history) if r.get("baselines")), None)
         self.position = state.get("position") or None
+        if self.position and self.position.get("kind", "cached") != "streaming":
+            log.warning("Checkpoint %s stopped mid-epoch on the data path of an earlier pokevq, whose position this "
+                        "one cannot follow: epoch %d starts again from its first batch (the weights are kept)",
+                        name, self.epoch + 1)
+            self.position = None
         if state.get("rng"):
             restore_rng(state["rng"])
         if self.position:
@@ -330,16 +333,6 @@ class Trainer:
         state = collectives.from_first(state)
         if not self.writes:
             self._restore(state, "rank 0")
-
-    def _data_path_of(self, position: dict[str, Any], manifest: pd.DataFrame, source: FrameSource,
-                      name: str) -> DataPath:
-        """A mid-epoch checkpoint finishes its epoch on the data path that started it."""
-        kind = position.get("kind", "cached")
-        if kind == self.data_path.mode:
-            return self.data_path
-        log.info("Checkpoint %s stopped mid-epoch on the %s data path: this epoch continues on it", name, kind)
-        return DataPath.decide(manifest, source, requested=kind, max_frames=self.config.max_cache_size,
-                               max_bytes=self.config.max_cache_bytes)
 
     def _warm_start(self, state: dict[str, Any], name: str) -> None:
         """Model weights (and codebook) only: a new experiment that starts from a good place.
@@ -496,7 +489,7 @@ class Trainer:
             "cache_hit_rate": round(hit_rate, 4),
             "skipped_total": len(self.skipped),
             "data_stall": round(stall, 4),
-            "data_path": self.data_path.mode,
+            "data_path": self.data_path.describe(),
         }
         if self.model_on_baseline_frames:
             record["val_on_baseline_frames"] = self.model_on_baseline_frames
@@ -540,8 +533,8 @@ class Trainer:
         )
         if stall > STALL_WARNING and train_frames and self.writes:
             log.warning(
-                "Epoch %d waited for data %.0f%% of its time (%s data path): %s", epoch, 100 * stall,
-                self.data_path.mode, _stall_advice(self.data_path.mode, self.config.num_workers),
+                "Epoch %d waited for data %.0f%% of its time (%s): %s", epoch, 100 * stall,
+                self.data_path.describe(), _stall_advice(self.data_path, self.config.num_workers),
             )
         return EpochResult(
             epoch=epoch,
@@ -560,7 +553,7 @@ class Trainer:
             skipped_new=counters["skipped_new"],
             data_wait_seconds=round(data_wait, 3),
             data_stall=round(stall, 4),
-            data_path=self.data_path.mode,
+            data_path=self.data_path.describe(),
             partial=partial,
             stopped_by=stopped_by,
         )
@@ -788,10 +781,10 @@ class Trainer:
             shutdown_workers(loader)
 
 
-def _stall_advice(mode: str, workers: int) -> str:
-    if mode == "cached":
-        return (f"raise --num-workers (now {workers}), or let the frames fit the cache "
-                "(--max-cache-size, --max-cache-bytes)")
+def _stall_advice(path: DataPath, workers: int) -> str:
+    if path.fits:
+        return (f"raise --num-workers (now {workers}); the frames stay on local disk, so later epochs do not wait "
+                "for the bucket")
     return (f"pack the frames (`pokevq pack`) so they are read shard by shard, raise --num-workers (now {workers}), "
             "or give the shard cache more room (--max-cache-bytes)")
 

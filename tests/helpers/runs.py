@@ -53,23 +53,36 @@ def tensorboard_scalars(client, bucket: str, experiment: str, target: Path) -> d
 
 
 def slow_streaming_args(proxy, client, bucket: str, frames: Path, experiment: str, *options: str,
-                        delay: float = 0.6) -> list[str]:
+                        delay: float = 0.6, shard_bytes: int = 6 * 1024, upload: bool = True) -> list[str]:
     """`pokevq train` arguments of a 1-epoch streaming TINY run over `frames`, packed into small shards that come
     through the fault proxy's slow link (`delay` seconds a shard, about one a step): the epoch takes seconds, time
-    to act in the middle of it. `options` are more flags (an output directory, say)."""
+    to act in the middle of it. The cache holds about 3 shards of them, so nothing is warmed before training and
+    every epoch reads its shards again. `options` are more flags (an output directory, say); `upload`: False when
+    the bucket already holds `frames`."""
     import re
 
+    from pokevq.data.choose import PREVIEW_RESERVE_FRAMES
     from pokevq.data.pack import pack
+    from pokevq.data.shards import ShardIndex
     from pokevq.storage import S3Storage
     from tests.helpers.frames import upload_tree
 
-    upload_tree(client, bucket, frames, "pokemon_frames/")
+    if upload:
+        upload_tree(client, bucket, frames, "pokemon_frames/")
     # Packed frames are about 0.6 KB: 6 KiB shards hold about 10, two or three steps of batch 4.
-    pack(S3Storage(bucket, "us-east-1", endpoint_url=proxy.url), "pokemon_frames", shard_bytes=6 * 1024, threads=4)
+    storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
+    pack(storage, "pokemon_frames", shard_bytes=shard_bytes, threads=4)
+    infos = [info for info in storage.list("pokemon_frames/") if "/_shards/" not in info.key]
+    located = ShardIndex.discover(storage, [i.key for i in infos]).locate_all([i.key for i in infos],
+                                                                               [i.etag for i in infos])
+    shards = located.shard_sizes.tolist()  # the bytes of each shard the run reads (its frames' span)
+    previews = sum(sorted((i.size for i in infos), reverse=True)[:PREVIEW_RESERVE_FRAMES])  # as the run reserves
+    room = previews + 3 * max(shards)
+    assert room < previews + sum(shards), "the frames fit the cache: make more of them"
     proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/_shards/.*\.tar", delay=delay)
     return ["--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url, "--experiment-name", experiment,
-            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--data-path", "streaming", "--no-fallback",
-            *options, *TINY_FLAGS]
+            "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--max-cache-bytes", str(room),
+            "--no-fallback", *options, *TINY_FLAGS]
 
 
 def ended(process, output: Path) -> tuple[str, list[str]]:

@@ -152,7 +152,6 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
         # the POKEVQ_* knobs: the run stops before it starts
         "POKEVQ_S3_MAX_ATTEMPTS": (train, {"POKEVQ_S3_MAX_ATTEMPTS": "0"}, "POKEVQ_S3_MAX_ATTEMPTS"),
         "POKEVQ_LEASE_TTL": (train, {"POKEVQ_LEASE_TTL": "soon"}, "POKEVQ_LEASE_TTL"),
-        "POKEVQ_DECODED_CACHE_BYTES": (train, {"POKEVQ_DECODED_CACHE_BYTES": "lots"}, "POKEVQ_DECODED_CACHE_BYTES"),
         "POKEVQ_TASK_RETRY_DELAYS": (train, {"POKEVQ_TASK_RETRY_DELAYS": "2,-1"}, "POKEVQ_TASK_RETRY_DELAYS"),
         "POKEVQ_FRAME_LOG": (train, {"POKEVQ_FRAME_LOG": str(b.root / "no-folder" / "frames.log")},
                              "POKEVQ_FRAME_LOG"),
@@ -163,9 +162,9 @@ def _cases(b: SimpleNamespace) -> dict[str, tuple[list[str], dict[str, str], str
         "tokenize POKEVQ_S3_MAX_ATTEMPTS": (tokenize, {"POKEVQ_S3_MAX_ATTEMPTS": "many"}, "POKEVQ_S3_MAX_ATTEMPTS"),
         # files pokevq reads from a bucket
         "garbage shard index": (["train", *s3[:2], b.garbage, *s3[3:], *TRAIN[:-1], "--no-fallback",
-                                 "--data-path", "streaming", "--cache-dir", str(b.root / "cache-garbage"),
+                                 "--cache-dir", str(b.root / "cache-garbage"),
                                  "--output-dir", str(b.root / "out")], {}, f"s3://{b.garbage}/{INDEX}"),
-        "column-less shard index": (["train", *s3[:2], b.columnless, *s3[3:], *TRAIN, "--data-path", "streaming",
+        "column-less shard index": (["train", *s3[:2], b.columnless, *s3[3:], *TRAIN,
                                      "--cache-dir", str(b.root / "cache-columnless"), "--output-dir",
                                      str(b.root / "out")], {}, f"s3://{b.columnless}/{INDEX}"),
         # S3 answering 5xx errors other than 503, through the proxy, retried and then given up on

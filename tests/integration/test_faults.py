@@ -39,7 +39,15 @@ from pokevq.storage import LocalStorage, S3Storage
 from pokevq.train.checkpoint import CheckpointCorruptError, build_checkpoint
 from tests.helpers.flow_runs import retry_flow_run, task_states
 from tests.helpers.frames import upload_tree
-from tests.helpers.runs import TINY, TINY_FLAGS, ended, list_keys, s3_train_config, tensorboard_scalars
+from tests.helpers.runs import (
+    TINY,
+    TINY_FLAGS,
+    ended,
+    list_keys,
+    s3_train_config,
+    slow_streaming_args,
+    tensorboard_scalars,
+)
 from tests.helpers.s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.faults
@@ -476,23 +484,19 @@ def test_a_full_disk_under_the_output_directory_ends_the_run_with_one_line_and_l
 
 
 def test_killed_run_resumes_from_its_last_epoch_and_a_second_run_is_refused_meanwhile(
-    proxy, prefect_harness, tmp_path, frames_bucket, s3, monkeypatch
+    proxy, prefect_harness, tmp_path, frames_bucket, s3, synth_frames, monkeypatch
 ):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
     from prefect.settings import PREFECT_API_URL
 
     monkeypatch.setenv("POKEVQ_TASK_RETRY_DELAYS", "0.2,0.5")
-    # Frames come from S3 through a slow link (a 2-frame cache): an epoch takes seconds, time to kill it.
-    proxy.add_fault("delay", rf"^GET /{re.escape(frames_bucket)}/pokemon_frames/", delay=0.25)
-    tiny = ["--image-size", "72x80", "--hidden-channels", "8", "--embedding-dim", "4", "--codebook-size", "16"]
-    args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", frames_bucket, "--s3-endpoint-url",
-            proxy.url, "--experiment-name", "killed", "--epochs", "3", "--batch-size", "4", "--num-workers", "0",
-            "--learning-rate", "0.001", "--max-cache-size", "2", "--data-path", "cached",
-            "--cache-dir", str(tmp_path / "cache1"),
-            "--output-dir", str(tmp_path / "out1"), "--no-fallback", *tiny]
-    # No decoded-frame store either: every epoch reads its frames through the slow link.
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_DECODED_CACHE_BYTES": "0"}
+    # Small shards come through a slow link into a cache of a few of them: every epoch takes seconds, time to kill it.
+    args = [sys.executable, "-m", "pokevq", "train", *slow_streaming_args(
+        proxy, s3, frames_bucket, synth_frames, "killed", "--epochs", "3", "--learning-rate", "0.001",
+        "--cache-dir", str(tmp_path / "cache1"), "--output-dir", str(tmp_path / "out1"), delay=2.0, shard_bytes=2048,
+        upload=False)]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     log = open(tmp_path / "killed.log", "wb")
     process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     prefix = "checkpoints/killed/"

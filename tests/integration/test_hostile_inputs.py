@@ -25,7 +25,7 @@ from PIL import Image
 
 from flows import train
 from pokevq import TrainConfig
-from pokevq.data import FrameDataset, FrameSource
+from pokevq.data import FrameSource
 from pokevq.data.cache import FrameCache, _cache_name
 from pokevq.data.manifest import index_frames
 from pokevq.storage import S3Storage
@@ -106,13 +106,13 @@ def test_hostile_keys_are_listed_cached_and_read_without_escaping_the_cache(moto
     assert sorted(manifest["key"]) == sorted(keys)  # every one listed, byte for byte
     cache_dir = tmp_path / "sandbox" / "cache"
     cache = FrameCache(cache_dir, max_items=100)
-    dataset = FrameDataset(manifest, FrameSource(storage, cache), (72, 80))
-    first = [dataset[i] for i in range(len(dataset))]
-    assert [status for _, _, status in first] == ["miss"] * len(keys)
-    second = [dataset[i] for i in range(len(dataset))]
-    assert [status for _, _, status in second] == ["hit"] * len(keys)
-    for (tensor, key, _), (again, key2, _) in zip(first, second):
-        assert key == key2 and tensor is not None and torch.equal(tensor, again)
+    source = FrameSource(storage, cache)
+    first = [source.read(key, str(etag)) for key, etag in zip(manifest["key"], manifest["etag"])]
+    assert [hit for _, hit in first] == [False] * len(keys)
+    second = [source.read(key, str(etag)) for key, etag in zip(manifest["key"], manifest["etag"])]
+    assert [hit for _, hit in second] == [True] * len(keys)
+    for (data, _), (again, _), key in zip(first, second, manifest["key"]):
+        assert data == again == payloads[key]
 
     created = _files(watched) - before
     resolved_cache = cache_dir.resolve()
@@ -157,14 +157,13 @@ def test_odd_frames_hostile_keys_and_a_full_cache_through_one_flow_run(
     for i, key in enumerate(HOSTILE_FRAME_KEYS):
         s3.put_object(Bucket=bucket, Key=key, Body=_png((10 + 20 * i, 200, 255 - 20 * i)))
     cache_dir = tmp_path / "cache"
-    max_bytes = 20_000  # a handful of frames: the cache fills and evicts in the middle of every epoch
+    max_bytes = 20_000  # a handful of frames: nothing but the previews' frames is kept, frames are read each epoch
     watched = tmp_path.parent
     before = _files(watched)
 
     summary = train(TrainConfig(
         use_s3=True, s3_bucket=bucket, s3_endpoint_url=moto_endpoint, experiment_name="hostile", num_epochs=2,
         batch_size=4, learning_rate=1e-3, num_workers=0, local_cache_dir=str(cache_dir), max_cache_bytes=max_bytes,
-        data_path="cached",  # the frame byte cache itself, evicting mid-epoch (the streaming path: test_streaming)
         output_dir=str(tmp_path / "outputs"), no_fallback=True, **TINY,
     ))
 
@@ -177,13 +176,13 @@ def test_odd_frames_hostile_keys_and_a_full_cache_through_one_flow_run(
     assert "- Skipped frames: 1" in report
     assert "| `pokemon_frames/hostile/odd/bomb_5000x5000.png` | image too large: 5000x5000 pixels" in report
 
-    # The cache stayed within its byte limit, evicted during the epochs, and holds only whole frames.
-    cached = [p for p in cache_dir.rglob("*.frame") if p.is_file()]  # the frame byte cache (not decoded/)
-    assert sum(p.stat().st_size for p in cached) <= max_bytes
-    assert 0 < len(cached) < frames
-    assert not list(cache_dir.rglob("*.tmp"))  # no half-written file left behind
+    # The local store stayed within its byte limit and holds only whole frames.
+    cached = [p for p in cache_dir.rglob("*.frame") if p.is_file()]  # the frame byte cache (previews' frames)
+    assert sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file()) <= max_bytes
+    assert len(cached) < frames
+    assert not list(cache_dir.rglob("*.tmp")) and not list(cache_dir.rglob("*.part"))  # nothing half-written left
     history = summary["final"]
-    assert history["cache_hit_rate"] < 1.0  # evicted frames were fetched again
+    assert history["cache_hit_rate"] < 1.0  # frames that do not fit were fetched again
     namespace = f"s3://{bucket}"
     objects = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="pokemon_frames/"):

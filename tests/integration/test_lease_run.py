@@ -23,7 +23,7 @@ from pokevq.errors import PreconditionFailedError
 from pokevq.run.lease import Lease, LeaseHeldError, LeaseOwner, LeaseRecord
 from pokevq.storage import S3Storage
 from tests.helpers.frames import upload_tree
-from tests.helpers.runs import TINY_FLAGS, ended, s3_train_config, slow_streaming_args
+from tests.helpers.runs import ended, s3_train_config, slow_streaming_args
 
 pytestmark = pytest.mark.faults
 
@@ -43,18 +43,14 @@ def test_a_training_run_keeps_its_lease_for_many_ttls_and_every_second_run_is_re
     from prefect.settings import PREFECT_API_URL
 
     proxy = fault_proxy
-    upload_tree(s3_client, bucket, synth_frames)
     monkeypatch.setenv("POKEVQ_LEASE_TTL", str(TTL))  # the first run (its env copies this) and the second runs
     monkeypatch.setenv("POKEVQ_TASK_RETRY_DELAYS", "0.2,0.5")
-    # Frames come through a slow link with a 2-frame cache and no decoded-frame store: each epoch takes seconds,
-    # several ttls, and only the lease's heartbeat renews it within an epoch.
-    proxy.add_fault("delay", rf"^GET /{re.escape(bucket)}/pokemon_frames/", delay=0.25)
-    args = [sys.executable, "-m", "pokevq", "train", "--use-s3", "--s3-bucket", bucket, "--s3-endpoint-url", proxy.url,
-            "--experiment-name", "held", "--epochs", "3", "--batch-size", "4", "--num-workers", "0",
-            "--learning-rate", "0.001", "--max-cache-size", "2", "--data-path", "cached",
-            "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "out"), "--no-fallback",
-            *TINY_FLAGS]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "POKEVQ_DECODED_CACHE_BYTES": "0"}
+    # Small shards come through a slow link into a cache of a few of them: each epoch takes seconds, several ttls,
+    # and only the lease's heartbeat renews it within an epoch.
+    args = [sys.executable, "-m", "pokevq", "train", *slow_streaming_args(
+        proxy, s3_client, bucket, synth_frames, "held", "--epochs", "3", "--learning-rate", "0.001",
+        "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "out"), delay=1.0, shard_bytes=2048)]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     key = "checkpoints/held/.lease.json"
     log = open(tmp_path / "first.log", "wb")
     process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)

@@ -1,10 +1,9 @@
-"""Shards (`pokevq pack`), range reads, the concurrent manifest listing and the decoded-frame store, on moto."""
+"""Shards (`pokevq pack`), range reads, warming the local store and the concurrent manifest listing, on moto."""
 
 from __future__ import annotations
 
 import io
 import tarfile
-import threading
 from datetime import UTC, datetime
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pokevq.data import FrameDataset, FrameSource, collate_frames, make_loader, record, warm_frames
+from pokevq.data import DataPath, FrameSource, record, warm_units
 from pokevq.data.cache import FrameCache
 from pokevq.data.frames import decode_frame, decode_native
 from pokevq.data.manifest import build_manifest, index_frames, split_by_episode
@@ -129,35 +128,34 @@ def test_get_range_on_both_backends(storage, synth_frames):
 # ----------------------------------------------------------------------------- the data path on shards
 
 
-def test_warm_cache_reads_shards_in_few_requests(storage, moto_endpoint, proxy, tmp_path):
-    pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
-    via = S3Storage(storage.bucket, "us-east-1", endpoint_url=proxy.url)
-    manifest = index_frames(via, "pokemon_frames", val_fraction=0.25, seed=0)
+def _warm(via, tmp_path, val_fraction=0.25):
+    manifest = index_frames(via, "pokemon_frames", val_fraction=val_fraction, seed=0)
     source = FrameSource(via, FrameCache(tmp_path / "cache"))
+    path = DataPath.decide(manifest, source, max_bytes=None)
+    return manifest, source, path
+
+
+def test_warm_cache_reads_each_shard_whole_once(storage, moto_endpoint, proxy, tmp_path):
+    result = pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
+    via = S3Storage(storage.bucket, "us-east-1", endpoint_url=proxy.url)
+    manifest, source, path = _warm(via, tmp_path)
+    assert path.fits and path.packed == 24
     proxy.seen.clear()
-    stats = warm_frames(source, manifest, limit=100, threads=4, progress=False)
-    assert stats["misses"] == stats["from_shards"] == 24
+    stats = warm_units(path, manifest, source, IMAGE_SIZE, progress=False)
+    # A shard holding frames of both splits is read for the training frames and kept for the validation ones.
+    assert stats["misses"] + stats["hits"] == stats["from_shards"] == 24 and stats["misses"] >= 12
     gets = frame_gets(proxy)
     assert all("/_shards/" in path for path, _ in gets)  # not one frame object was read
-    assert len(gets) <= 1 + 4  # the index, then a few ranges covering the shards
-    for key, etag in zip(manifest["key"], manifest["etag"]):
-        cached = source.cache.get(via.namespace, key, etag, lambda: b"")  # the packed frame: the same pixels
-        assert np.array_equal(decode_native(cached), decode_native(storage.get_bytes(key)))
-
-
-def test_training_data_path_reads_frames_from_shards(storage, proxy, tmp_path):
-    pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
-    via = S3Storage(storage.bucket, "us-east-1", endpoint_url=proxy.url)
-    manifest = index_frames(via, "pokemon_frames", val_fraction=0.0)
-    source = FrameSource(via, FrameCache(tmp_path / "cache"))
+    # Each shard whole, once.
+    assert sorted(path.rsplit("/", 1)[-1] for path, _ in gets) == sorted(k.rsplit("/", 1)[-1]
+                                                                         for k in result.shard_keys)
+    train = manifest[manifest["split"] == "train"]
     proxy.seen.clear()
-    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=5, shuffle=True, seed=0, num_workers=0)
+    loader = path.loader(train, source, IMAGE_SIZE, batch_size=5, seed=0, shuffle=True, num_workers=0,
+                         pin_memory=False)
+    loader.set_epoch(1)
     batches = list(loader)
-    assert sum(b.misses for b in batches) == 24 and not any(b.skipped for b in batches)
-    gets = frame_gets(proxy)
-    frame_reads = [(path, rng) for path, rng in gets if not path.endswith("index.parquet")]
-    assert len(frame_reads) == 24
-    assert all("/_shards/" in path and rng and rng.startswith("bytes=") for path, rng in frame_reads)
+    assert frame_gets(proxy) == [] and sum(b.hits for b in batches) == len(train)
     for batch in batches:  # the decoded images are the frames themselves
         for key, image in zip(batch.keys, batch.images):
             assert torch.equal(image, decode_frame(storage.get_bytes(key), IMAGE_SIZE))
@@ -169,35 +167,16 @@ def test_changed_frame_is_read_from_its_own_object(storage, s3_client, proxy, tm
     new_bytes = (synth_frames / "game1" / "episode2" / "frame_005.png").read_bytes()
     s3_client.put_object(Bucket=storage.bucket, Key=changed, Body=new_bytes)  # new ETag: the shard is stale
     via = S3Storage(storage.bucket, "us-east-1", endpoint_url=proxy.url)
-    manifest = index_frames(via, "pokemon_frames", val_fraction=0.0)
-    source = FrameSource(via, FrameCache(tmp_path / "cache"))
+    manifest, source, path = _warm(via, tmp_path, val_fraction=0.0)
+    assert path.packed == 23
+    loader = path.loader(manifest, source, IMAGE_SIZE, batch_size=24, seed=0, shuffle=False, num_workers=0,
+                         pin_memory=False)
     proxy.seen.clear()
-    stats = warm_frames(source, manifest, limit=100, threads=4, progress=False)
-    assert stats["from_shards"] == 23 and stats["misses"] == 24
+    loader.set_epoch(1)
+    (batch,) = list(loader)
     assert [path for path, _ in frame_gets(proxy) if "/_shards/" not in path] == [f"/{storage.bucket}/{changed}"]
-    etag = manifest.loc[manifest["key"] == changed, "etag"].item()
-    assert source.read(changed, etag) == (new_bytes, True)
-
-
-def test_removed_shard_falls_back_to_frame_objects(storage, tmp_path):
-    result = pack(storage, "pokemon_frames", shard_bytes=16 * 1024)
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
-    source = FrameSource(storage, FrameCache(tmp_path / "cache"))
-    assert source.shards_for(manifest["key"].tolist()) is not None
-    storage.delete(result.shard_keys[0])
-    stats = warm_frames(source, manifest, limit=100, threads=4, progress=False)
-    assert stats["misses"] == 24 and stats["missing"] == 0
-    assert stats["from_shards"] < 24
-    key, etag = manifest["key"].iloc[0], manifest["etag"].iloc[0]
-    assert source.read(key, etag)[0] == storage.get_bytes(key)
-
-
-def test_no_shards_means_per_frame_reads(storage, tmp_path):
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
-    source = FrameSource(storage, FrameCache(tmp_path / "cache"))
-    stats = warm_frames(source, manifest, limit=100, threads=4, progress=False)
-    assert stats["misses"] == 24 and stats["from_shards"] == 0
-    assert source.shards_for(manifest["key"].tolist()) is None
+    image = batch.images[batch.keys.index(changed)]
+    assert torch.equal(image, decode_frame(new_bytes, IMAGE_SIZE))  # the new frame, not the packed one
 
 
 # ----------------------------------------------------------------------------- concurrent listing
@@ -257,120 +236,6 @@ def test_build_manifest_keeps_natural_order_and_listing_order_for_ties():
     frame = build_manifest([ObjectInfo(k, 1, "x", now) for k in keys], "p")
     assert frame["key"].tolist() == ["p/g/e/frame_2.png", "p/g/e/frame_9.png", "p/g/e/Frame_09.png",
                                      "p/g/e/frame_9b.png", "p/g/e/frame_10.png"]
-
-
-# ----------------------------------------------------------------------------- decoded-frame store
-
-
-def test_decoded_store_batches_equal_decoded_frames(storage, tmp_path):
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
-    source = FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False)
-    dataset = FrameDataset(manifest, source, IMAGE_SIZE)
-    assert dataset.decoded is not None and dataset.decoded.filled() == 0
-    first = [dataset[i] for i in range(len(dataset))]
-    assert dataset.decoded.filled() == 24
-    indices = [5, 0, 23, 7]
-    batch = collate_frames(dataset.__getitems__(indices))
-    assert batch.hits == 4 and batch.misses == 0 and batch.keys == [dataset.keys[i] for i in indices]
-    for image, i in zip(batch.images, indices):
-        expected = decode_frame(storage.get_bytes(dataset.keys[i]), IMAGE_SIZE)
-        assert torch.equal(image, expected)  # bit for bit what decoding gives
-        assert torch.equal(first[i][0], expected)
-
-
-def test_decoded_store_survives_worker_processes_and_a_new_dataset(storage, tmp_path):
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
-    cache = FrameCache(tmp_path / "cache")
-    source = FrameSource(storage, cache, shards=False)
-    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=6, shuffle=True, seed=0,
-                         num_workers=1)
-    try:
-        assert sum(b.misses for b in loader) == 24
-    finally:
-        loader._iterator._shutdown_workers()
-    again = FrameDataset(manifest, FrameSource(storage, cache, shards=False), IMAGE_SIZE)
-    assert again.decoded.filled() == 24  # the worker's rows are in the file
-    batch = collate_frames(again.__getitems__(list(range(24))))
-    assert batch.hits == 24 and batch.images.shape == (24, 3, *IMAGE_SIZE)
-
-
-def test_decoded_store_respects_cache_limits_and_skips_bad_frames(storage, s3_client, tmp_path, monkeypatch):
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
-    small = FrameSource(storage, FrameCache(tmp_path / "small", max_items=10), shards=False)
-    assert FrameDataset(manifest, small, IMAGE_SIZE).decoded is None  # 24 frames do not fit 10 items
-    monkeypatch.setenv("POKEVQ_DECODED_CACHE_BYTES", "0")
-    assert FrameDataset(manifest, FrameSource(storage, FrameCache(tmp_path / "off")), IMAGE_SIZE).decoded is None
-    monkeypatch.delenv("POKEVQ_DECODED_CACHE_BYTES")
-
-    bad = "pokemon_frames/game1/episode1/frame_002.png"
-    s3_client.put_object(Bucket=storage.bucket, Key=bad, Body=b"not a png")
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
-    dataset = FrameDataset(manifest, FrameSource(storage, FrameCache(tmp_path / "c"), shards=False), IMAGE_SIZE)
-    for _ in range(2):  # the bad frame is reported on every pass, never stored
-        batch = collate_frames(dataset.__getitems__(list(range(len(dataset)))))
-        assert [key for key, _ in batch.skipped] == [bad]
-    assert dataset.decoded.filled() == 23
-
-
-def test_warm_cache_can_fill_the_decoded_store(storage, tmp_path):
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=0)
-    source = FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False)
-    warm_frames(source, manifest, limit=100, threads=4, progress=False, image_size=IMAGE_SIZE)
-    for split in ("train", "val"):
-        rows = manifest[manifest["split"] == split]
-        dataset = FrameDataset(rows, source, IMAGE_SIZE)
-        assert dataset.decoded.filled() == len(rows)
-        assert bool(np.all(dataset.decoded.ready(list(range(len(rows))))))
-
-
-def test_loader_reads_decoded_epochs_in_process(storage, tmp_path, monkeypatch):
-    """With workers configured, the first epoch decodes in the workers; later ones read the store here."""
-    import pokevq.data.loader as data
-
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
-    source = FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False)
-    loader = make_loader(FrameDataset(manifest, source, IMAGE_SIZE), batch_size=5, shuffle=True, seed=2, num_workers=1)
-    try:
-        first = list(loader)
-        assert sum(b.misses for b in first) == 24
-        assert loader.dataset.decoded_share() == 1.0
-        calls = []
-        real = data._prefetched_batches
-        monkeypatch.setattr(data, "_prefetched_batches", lambda loader: calls.append(1) or real(loader))
-        loader.sampler.set_epoch(1)
-        second = list(loader)
-        assert calls == [1]
-        assert [b.keys for b in second] != [b.keys for b in first]  # a new epoch's order
-        assert sorted(k for b in second for k in b.keys) == sorted(manifest["key"])
-        assert sum(b.hits for b in second) == 24 and all(b.images.shape[1:] == (3, *IMAGE_SIZE) for b in second)
-        loader.sampler.set_epoch(0)
-        again = list(loader)  # the same epoch gives the same batches, from either path
-        assert [b.keys for b in again] == [b.keys for b in first]
-        for x, y in zip(again, first):
-            assert torch.equal(x.images, y.images)
-        partial = iter(loader)  # a consumer that stops early leaves no thread behind
-        next(partial)
-        assert any(t.name == "pokevq-prefetch" and t.is_alive() for t in threading.enumerate())
-        partial.close()
-        assert not any(t.name == "pokevq-prefetch" and t.is_alive() for t in threading.enumerate())
-    finally:
-        loader._iterator._shutdown_workers()
-
-
-def test_prefetch_thread_raises_the_datasets_error(storage, tmp_path):
-    from pokevq.data.loader import _prefetched_batches
-    from pokevq.errors import ConnectError
-
-    manifest = index_frames(storage, "pokemon_frames", val_fraction=0.0)
-    dataset = FrameDataset(manifest, FrameSource(storage, FrameCache(tmp_path / "cache"), shards=False), IMAGE_SIZE)
-
-    def broken(indices):
-        raise ConnectError("Unable to connect to S3 (test)")
-
-    dataset.__getitems__ = broken
-    loader = make_loader(dataset, batch_size=5, shuffle=False, seed=0, num_workers=0)
-    with pytest.raises(ConnectError, match="test"):
-        list(_prefetched_batches(loader))
 
 
 def test_pack_is_incremental_new_and_changed_frames_only(storage, s3_client, synth_frames):

@@ -55,7 +55,7 @@ def _manifest(storage) -> pd.DataFrame:
 
 def _loader(manifest, storage, tmp_path, *, max_bytes=None, workers=0, batch=8, shuffle=True, seed=0):
     source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=4))
-    path = DataPath.decide(manifest, source, requested="streaming", max_frames=4, max_bytes=max_bytes)
+    path = DataPath.decide(manifest, source, max_bytes=max_bytes)
     loader = path.loader(manifest, source, IMAGE, batch_size=batch, seed=seed, shuffle=shuffle,
                          num_workers=workers, pin_memory=False)
     return path, loader
@@ -251,7 +251,7 @@ def test_unpacked_bucket_is_decoded_once_into_local_units_within_the_byte_limit(
     limit = int(manifest["size"].sum())  # the PNGs' bytes: more frames than --max-cache-size, but this fits decoded
     # 2 workers: the chunk's frames are split between them, differently each epoch; its unit is kept whole.
     path, loader = _loader(manifest, storage, tmp_path, max_bytes=limit, workers=2)
-    assert path.mode == "streaming" and path.keep_loose
+    assert path.keep_loose
     first, hits = _epoch_images(loader, 1)
     # Each frame fetched once: a worker that needs a chunk another is fetching waits and reads its unit.
     assert hits < len(manifest) and len(_frame_gets(proxy)) == len(manifest)
@@ -370,7 +370,7 @@ def test_cache_limit_smaller_than_one_shard_is_a_clear_error(bucket, packed, mot
     manifest = _manifest(storage)
     source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=4))
     with pytest.raises(ConfigError) as raised:
-        DataPath.decide(manifest, source, requested="auto", max_frames=4, max_bytes=4096)
+        DataPath.decide(manifest, source, max_bytes=4096)
     message = str(raised.value)
     assert "--max-cache-bytes" in message and "smaller than one shard" in message and "\n" not in message
 
@@ -398,7 +398,7 @@ def test_hostile_shard_index_rows_are_refused_and_nothing_is_written_outside_the
     before = set(os.listdir(tmp_path))
     source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=4))
     with pytest.raises(ShardIndexError) as raised:
-        DataPath.decide(manifest, source, requested="streaming", max_frames=4, max_bytes=None)
+        DataPath.decide(manifest, source, max_bytes=None)
     assert words in str(raised.value) and "pokevq pack" in str(raised.value)
     assert set(os.listdir(tmp_path)) - before <= {"cache"}
     assert not list((tmp_path / "cache").rglob("*.shard"))
@@ -481,8 +481,7 @@ def test_trainer_epoch_over_a_bucket_larger_than_the_cache_reads_each_shard_abou
     config = TrainConfig(device="cpu", num_workers=2, batch_size=8, max_cache_size=8, max_cache_bytes=limit,
                          experiment_name="stream", val_fraction=0.0, image_size="72x80", hidden_channels=8,
                          embedding_dim=4, codebook_size=16)
-    path = DataPath.decide(manifest, source, requested="auto", max_frames=8, max_bytes=limit)
-    assert path.mode == "streaming"
+    path = DataPath.decide(manifest, source, max_bytes=limit)
     trainer = Trainer(config, manifest, source, tmp_path / "work", data_path=path)
     try:
         proxy.seen.clear()
@@ -490,7 +489,7 @@ def test_trainer_epoch_over_a_bucket_larger_than_the_cache_reads_each_shard_abou
     finally:
         trainer.close()
     gets = _shard_gets(proxy)
-    assert result.data_path == "streaming" and result.cache_hits + result.cache_misses == len(manifest)
+    assert result.data_path == path.describe() and result.cache_hits + result.cache_misses == len(manifest)
     # Each shard once, but for the one shared by the two workers' halves (evicted before the second needs it).
     assert len(gets) <= packed.shards + 2, Counter(gets).most_common(3)
 
@@ -508,7 +507,7 @@ def test_an_epoch_starved_of_data_says_so_and_what_to_do(proxy, bucket, packed, 
     source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=8))
     config = TrainConfig(device="cpu", num_workers=0, batch_size=16, max_cache_size=8, experiment_name="slow",
                          val_fraction=0.0, image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16)
-    path = DataPath.decide(manifest, source, requested="auto", max_frames=8, max_bytes=None)
+    path = DataPath.decide(manifest, source, max_bytes=None)
     trainer = Trainer(config, manifest, source, tmp_path / "work", data_path=path)
     try:
         with caplog.at_level(logging.WARNING, logger="pokevq"):
@@ -517,11 +516,12 @@ def test_an_epoch_starved_of_data_says_so_and_what_to_do(proxy, bucket, packed, 
         trainer.close()
     assert result.data_stall > 0.2
     warning = next(r.getMessage() for r in caplog.records if "waited for data" in r.getMessage())
-    assert "streaming data path" in warning and "pokevq pack" in warning and "--num-workers" in warning
+    # The bucket fits the cache: more workers, and the next epochs read local disk.
+    assert "packed in shards" in warning and "--num-workers" in warning and "later epochs" in warning
     report = render_report({"experiment": "slow", "storage": "s3", "epochs": trainer.history, "best": trainer.best,
-                            "data_path": "streaming"})
+                            "data_path": path.describe()})
     assert "| data stall |" in report and "waited for data more than 20 %" in report
-    assert "- Data path: streaming" in report
+    assert f"- Data path: {path.describe()}" in report
 
 
 def test_budget_and_size_options_read_like_people_write_them():

@@ -23,7 +23,6 @@ README = Path(__file__).resolve().parents[2] / "README.md"
     [
         (settings.S3_MAX_ATTEMPTS, "0", "an integer from 1 to 50"),
         (settings.LEASE_TTL, "soon", "a number of seconds >= 1"),
-        (settings.DECODED_CACHE_BYTES, "lots", "a number of bytes"),
         (settings.TASK_RETRY_DELAYS, "2,-1", "comma-separated seconds >= 0"),
         (settings.ZOMBIE_SECONDS, "30", "an integer from 35 to 86400"),  # not above the heartbeat interval
     ],
@@ -42,10 +41,8 @@ def test_knobs_read_the_environment_when_used(monkeypatch):
     assert (settings.s3_max_attempts(), settings.lease_ttl(), settings.task_retry_delays()) == (8, 600.0, [2, 4, 8])
     monkeypatch.setenv("POKEVQ_S3_MAX_ATTEMPTS", "3")
     monkeypatch.setenv("POKEVQ_TASK_RETRY_DELAYS", "")  # empty: no retries, not the default
-    monkeypatch.setenv("POKEVQ_DECODED_CACHE_BYTES", "2GB")
     assert settings.s3_max_attempts() == 3
     assert settings.task_retry_delays() == []
-    assert settings.decoded_cache_bytes() == 2_000_000_000
 
 
 def test_every_knob_is_documented_in_the_readme():

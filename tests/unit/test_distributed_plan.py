@@ -8,7 +8,6 @@ import pytest
 from pokevq.config import TrainConfig
 from pokevq.data.plan import (
     Position,
-    continue_share,
     continued_streams,
     group_units,
     rank_frames,
@@ -19,32 +18,36 @@ from pokevq.dist.launch import WorldPlan
 from pokevq.errors import ConfigError
 
 
-def test_global_batches_are_those_of_one_process():
-    order = np.random.default_rng(0).permutation(70)
-    shares = [continue_share(order, [], rank, 2, batch_size=4) for rank in range(2)]
+def _loose(frames: int):
+    return group_units(np.full(frames, -1, dtype=np.int32), np.zeros(frames, dtype=np.int64))
+
+
+def test_global_batches_of_an_unpacked_bucket_are_those_of_one_process():
+    units = _loose(70)
+    alone = rank_frames(units, seed=5, epoch=3, rank=0, world_size=1)
+    shares = [rank_frames(units, seed=5, epoch=3, rank=rank, world_size=2) for rank in range(2)]
     assert len(shares[0]) == len(shares[1]) == 35  # as many steps on every rank
-    for step in range(8):  # step k's global batch: items 8k..8k+8 of the order, rank 0 first
+    for step in range(9):  # step k's global batch (8 frames, 4 a rank): frames 8k..8k+8 of one process's order
         together = np.concatenate([share[4 * step:4 * step + 4] for share in shares])
-        assert together.tolist() == order[8 * step:8 * step + 8].tolist()
-    tail = np.concatenate([share[32:] for share in shares])
-    assert sorted(tail.tolist()) == sorted(order[64:70].tolist())  # the short last batch, shared equally
+        assert sorted(together.tolist()) == sorted(alone[8 * step:8 * step + 8].tolist())
 
 
-def test_a_cached_epoch_continues_in_another_number_of_processes():
-    order = np.random.default_rng(1).permutation(64)
-    taken = [continue_share(order, [], rank, 2, batch_size=4)[:12] for rank in range(2)]  # 3 steps each
-    left = continue_share(order, [(2, 12)], 0, 1, batch_size=8)
-    seen = np.concatenate([*taken, left])
-    assert sorted(seen.tolist()) == list(range(64))  # every frame once
-    assert left.tolist() == order[24:].tolist()
-    # and back into 4 processes after that one took 2 steps of 8
-    rest = [continue_share(order, [(2, 12), (1, 16)], rank, 4, batch_size=2) for rank in range(4)]
-    assert sorted(np.concatenate([*taken, left[:16], *rest]).tolist()) == list(range(64))
+def test_an_unpacked_epoch_continues_in_another_number_of_processes():
+    units = _loose(64)
+
+    def frames_of(rank, world):
+        return rank_frames(units, seed=1, epoch=2, rank=rank, world_size=world)
+
+    # 2 ranks of 1 worker, 4 frames each per step: each delivered 3 batches; the epoch continues in 1 process.
+    position = Position(epoch=2, batch_size=4, world_size=2, segments=[{"workers": 1, "consumed": [3]}])
+    taken = [frames_of(rank, 2)[:12] for rank in range(2)]
+    left = np.concatenate(continued_streams(frames_of, position, 0, 1, 8, 1))
+    assert sorted(np.concatenate([*taken, left]).tolist()) == list(range(64))  # every frame once
 
 
 def test_validation_shares_keep_episode_order_and_every_frame():
-    order = np.arange(11)
-    shares = [continue_share(order, [], rank, 3, even=False) for rank in range(3)]
+    units = _loose(11)
+    shares = [rank_frames(units, seed=0, epoch=1, rank=rank, world_size=3, shuffle=False) for rank in range(3)]
     assert np.concatenate(shares).tolist() == list(range(11))
 
 
