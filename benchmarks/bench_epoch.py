@@ -87,7 +87,7 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-epoch-") as directory:
         try:
             cache = FrameCache(directory, max_items=frames + 16)
-            source = FrameSource(stack.storage(), cache, shards=False)
+            source = FrameSource(stack.storage(), cache)
             log(f"  baseline: DataLoader + Pillow over {len(files)} local PNGs ({workers} workers): first epoch")
             epoch_rate(base_loader, len(files))  # workers started, files in the page cache
             path = DataPath.decide(manifest, source, max_bytes=None)

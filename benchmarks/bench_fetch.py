@@ -92,7 +92,7 @@ def warm_rate(stack: S3Stack, manifest: Any, *, shards: bool = False) -> tuple[f
         source = FrameSource(storage, cache)
         path = DataPath.decide(manifest, source, max_bytes=None)
         if not shards:  # every frame from its own object, as in an unpacked bucket
-            path = DataPath.decide(manifest, FrameSource(storage, cache, shards=False), max_bytes=None)
+            path = DataPath.decide(manifest, FrameSource(storage, cache), max_bytes=None)
             path.index, path.packed = None, 0
         stack.reset()
         started = time.perf_counter()

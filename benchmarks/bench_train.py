@@ -33,7 +33,7 @@ def _trainer(config: Any, manifest: Any, frames_root: Path, workdir: Path, cache
     from pokevq.storage import LocalStorage
     from pokevq.train.trainer import Trainer
 
-    source = FrameSource(LocalStorage(frames_root), FrameCache(cache_dir, max_items=len(manifest) + 16), shards=False)
+    source = FrameSource(LocalStorage(frames_root), FrameCache(cache_dir, max_items=len(manifest) + 16))
     return Trainer(config, manifest, source, workdir)
 
 

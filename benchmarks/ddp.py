@@ -52,7 +52,7 @@ def _train(rank: int, world: int, port: int, frames: str, work: str, options: di
     storage = LocalStorage(frames)
     manifest = index_frames(storage, "", val_fraction=0.0, seed=0)
     config = _config(options)
-    source = FrameSource(storage, FrameCache(Path(work) / "cache", max_items=len(manifest) + 1), shards=False)
+    source = FrameSource(storage, FrameCache(Path(work) / "cache", max_items=len(manifest) + 1))
     trainer = Trainer(config, manifest, source, Path(work) / f"run{rank}-{world}")
     trainer.train_epoch(1)
     step_ms = []
