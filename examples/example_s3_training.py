@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     uses_profile = bool(os.environ.get("AWS_PROFILE"))
     if "S3_BUCKET_NAME" in missing or (missing and not uses_profile):
         print(
-            f"\nError: missing {', '.join(missing)}. Export them (see the README's 'Real AWS set-up'), "
+            f"\nError: missing {', '.join(missing)}. Export them (see docs/train.md, 'Real AWS set-up'), "
             "or set AWS_PROFILE after `aws configure`.",
             file=sys.stderr,
         )

@@ -272,7 +272,7 @@ class S3Storage(Storage):
                 )
                 return AccessDeniedError(
                     f"Access denied to S3 bucket {self.bucket}: {action} on {target}. "
-                    f"Check bucket permissions and AWS credentials (see the IAM policy in the README){owner}."
+                    f"Check bucket permissions and AWS credentials (the minimal IAM policy: docs/storage.md){owner}."
                 )
             if code in _CONDITION_CODES or status == 412:
                 return PreconditionFailedError(

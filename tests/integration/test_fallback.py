@@ -1,4 +1,4 @@
-"""The README's fallback promise for every cause it names: `pokevq train` without `--no-fallback`, when S3
+"""The fallback promise (docs/storage.md) for every cause it names: `pokevq train` without `--no-fallback`, when S3
 cannot be used, warns loudly (on the console and in the run's log: the flow run's log in Prefect, which the UI
 shows; at WARNING, naming the cause) and trains on local storage under `--output-dir`.
 
@@ -25,10 +25,10 @@ from tests.helpers.s3_proxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 
-# The loud warning the README promises (pokevq/run/validate.py and the validate task say it), then the cause.
+# The loud warning docs/storage.md promises (pokevq/run/validate.py and the validate task say it), then the cause.
 LOUD = re.compile(r"FALL(?:ING|S) BACK TO LOCAL STORAGE")
 
-# cause -> (the start of the validation's message naming it, per the README's troubleshooting table)
+# cause -> (the start of the validation's message naming it, per the troubleshooting table in docs/storage.md)
 CAUSES = {
     "no-credentials": "AWS credentials not found",
     "access-denied": "Access denied to S3 bucket {bucket}",

@@ -1,4 +1,4 @@
-"""The experiment's lease ("One run per experiment at a time" in the README) where it matters: in a real run
+"""The experiment's lease ("One run per experiment at a time" in docs/reliability.md) where it matters: in a real run
 that outlives its lease's ttl many times over, and on a store that ignores conditional writes.
 
 Every S3 request crosses a socket to moto's server, through the fault proxy (tests/helpers/s3_proxy.py) where a

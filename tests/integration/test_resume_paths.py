@@ -1,4 +1,4 @@
-"""`--resume` end to end (README "Resume"): from a local checkpoint path, from an s3:// URI that alone names
+"""`--resume` end to end (docs/storage.md "Resume"): from a local checkpoint path, from an s3:// URI that alone names
 the bucket and the experiment, and `checkpoint_best.pt` kept across a resume when a later epoch is worse."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_resume_from_an_s3_uri_alone_takes_its_bucket_and_experiment(
     assert before["epoch"] == 1
     objects_before = set(list_keys(s3_client, bucket))
 
-    # The command line as the README gives it; parsed by `pokevq train`'s own parser (no --s3-bucket, no name).
+    # The command line as docs/storage.md gives it; parsed by `pokevq train`'s own parser (no --s3-bucket, no name).
     root = tmp_path / "resumed"
     args = build_parser().parse_args([
         "train", "--use-s3", "--resume", f"s3://{bucket}/checkpoints/from-uri/checkpoint_latest.pt", "--epochs", "2",

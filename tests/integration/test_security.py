@@ -37,7 +37,7 @@ pytestmark = pytest.mark.security
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "sec"
-# What one epoch of the flow writes (the README's layout).
+# What one epoch of the flow writes (the S3 layout in docs/storage.md).
 LAYOUT_KEYS = (
     f"checkpoints/{EXPERIMENT}/checkpoint_epoch_1.pt",
     f"checkpoints/{EXPERIMENT}/checkpoint_latest.pt",
@@ -242,8 +242,9 @@ def test_tokenize_options_carry_encryption_and_the_owner_to_its_storage():
 
 
 def _readme_policy(bucket: str, drop: str | None = None) -> str:
-    """The README's "Minimal IAM policy", for `bucket`, optionally without one action."""
-    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Minimal IAM policy", 1)[1]
+    """The documented "Minimal IAM policy" (docs/storage.md, linked from the README), for `bucket`, optionally
+    without one action."""
+    section = (ROOT / "docs" / "storage.md").read_text(encoding="utf-8").split("## Minimal IAM policy", 1)[1]
     policy = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1).replace("your-bucket-name", bucket))
     for statement in policy["Statement"]:
         statement["Action"] = [action for action in statement["Action"] if action != drop]

@@ -216,7 +216,8 @@ def test_missing_bucket(moto_endpoint):
 
 
 def test_a_check_gives_up_after_four_attempts_within_seconds():
-    """Validation's checks (pokevq.storage.FAST_FAIL) make 4 attempts, as the README says, then fail in one line.
+    """Validation's checks (pokevq.storage.FAST_FAIL) make 4 attempts, as docs/reliability.md says, then fail in
+    one line.
 
     The endpoint accepts each connection, reads the request and resets it: every attempt is counted.
     """
