@@ -1,6 +1,6 @@
 """1b warm epoch: frames/s delivered as training-ready batches once the cache is full.
 
-pokevq's data path (`DataPath.loader`, the trainer's loader) against a plain DataLoader decoding
+pokevq's data path (`BucketReader.loader`, the trainer's loader) against a plain DataLoader decoding
 the same PNGs with Pillow from a local folder, same worker count, batch size, shuffling and
 loader options. Each is timed on its second epoch (workers started, files in the page cache);
 pokevq's first epoch (which fetches the frames and keeps them as decoded units) is reported too.
@@ -73,7 +73,7 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
-    from pokevq.data import DataPath, FrameSource
+    from pokevq.data import BucketReader, FrameSource
     from pokevq.data.cache import FrameCache
 
     frames = len(manifest)
@@ -90,7 +90,7 @@ def run(stack: S3Stack, manifest: Any, files: list[Path], *, workers: int, batch
             source = FrameSource(stack.storage(), cache)
             log(f"  baseline: DataLoader + Pillow over {len(files)} local PNGs ({workers} workers): first epoch")
             epoch_rate(base_loader, len(files))  # workers started, files in the page cache
-            path = DataPath.decide(manifest, source, max_bytes=None)
+            path = BucketReader.decide(manifest, source, max_bytes=None)
             loader = path.loader(manifest, source, image_size, batch_size=batch, shuffle=True, seed=0,
                                  num_workers=workers, pin_memory=False)
             loaders.append(loader)

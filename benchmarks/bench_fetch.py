@@ -82,7 +82,7 @@ def dataloader_rate(stack: S3Stack, keys: list[str], workers: int, batch: int) -
 def warm_rate(stack: S3Stack, manifest: Any, *, shards: bool = False) -> tuple[float, int, dict]:
     """(frames/s, requests, stats) of pokevq's warm_cache step into an empty local store (decoded units, or whole
     shards with `shards` when the bucket is packed)."""
-    from pokevq.data import DataPath, FrameSource, warm_units
+    from pokevq.data import BucketReader, FrameSource, warm_units
     from pokevq.data.cache import FrameCache
 
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-cache-") as directory:
@@ -90,9 +90,9 @@ def warm_rate(stack: S3Stack, manifest: Any, *, shards: bool = False) -> tuple[f
         storage = stack.storage()
         storage.head(manifest["key"].iloc[0])  # client built, connection open: as after indexing in a run
         source = FrameSource(storage, cache)
-        path = DataPath.decide(manifest, source, max_bytes=None)
+        path = BucketReader.decide(manifest, source, max_bytes=None)
         if not shards:  # every frame from its own object, as in an unpacked bucket
-            path = DataPath.decide(manifest, FrameSource(storage, cache), max_bytes=None)
+            path = BucketReader.decide(manifest, FrameSource(storage, cache), max_bytes=None)
             path.index, path.packed = None, 0
         stack.reset()
         started = time.perf_counter()

@@ -88,8 +88,8 @@ def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_
              epochs: int, log: Any) -> dict[str, Any]:
     from pokevq.config import TrainConfig
     from pokevq.data.cache import FrameCache
-    from pokevq.data.choose import DataPath
     from pokevq.data.manifest import index_frames
+    from pokevq.data.reader import BucketReader
     from pokevq.data.source import FrameSource
     from pokevq.train.trainer import Trainer
 
@@ -100,12 +100,12 @@ def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_
                                     "max_cache_size": max_cache_size, "max_cache_bytes": max_cache_bytes,
                                     "local_cache_dir": str(cache_dir)})
     source = FrameSource(storage, FrameCache(cache_dir, max_items=max_cache_size, max_bytes=max_cache_bytes))
-    path = DataPath.decide(manifest, source, max_bytes=max_cache_bytes)
+    path = BucketReader.decide(manifest, source, max_bytes=max_cache_bytes)
     if path.fits:  # as the flow's warm_cache step does
         from pokevq.data.warm import warm_units
 
         warm_units(path, manifest, source, config.image_hw, progress=False)
-    trainer = Trainer(config, manifest, source, work / f"run-{name}", data_path=path)
+    trainer = Trainer(config, manifest, source, work / f"run-{name}", reader=path)
     rates, stalls, requests, disk = [], [], [], []
     try:
         for epoch in range(1, epochs + 1):
@@ -174,9 +174,9 @@ def run_ceiling(stack: S3Stack, root: Path, work: Path, *, epochs: int, log: Any
 
     from pokevq.config import TrainConfig
     from pokevq.data.cache import FrameCache
-    from pokevq.data.choose import DataPath
     from pokevq.data.frames import decode_frame
     from pokevq.data.manifest import index_frames
+    from pokevq.data.reader import BucketReader
     from pokevq.data.source import FrameSource
     from pokevq.train.trainer import Trainer
 
@@ -187,7 +187,7 @@ def run_ceiling(stack: S3Stack, root: Path, work: Path, *, epochs: int, log: Any
     keys = manifest["key"].tolist()
     images = torch.stack([decode_frame((root / key[len(PREFIX):]).read_bytes(), config.image_hw) for key in keys])
 
-    class InMemory(DataPath):
+    class InMemory(BucketReader):
         def loader(self, rows: Any, *args: Any, **kwargs: Any) -> Any:
             return InMemoryFrames(images, keys, config.batch_size, config.seed)
 
@@ -195,7 +195,7 @@ def run_ceiling(stack: S3Stack, root: Path, work: Path, *, epochs: int, log: Any
             return "in memory"
 
     source = FrameSource(storage, FrameCache(work / "cache-ceiling", max_items=1))
-    trainer = Trainer(config, manifest, source, work / "run-ceiling", data_path=InMemory())
+    trainer = Trainer(config, manifest, source, work / "run-ceiling", reader=InMemory())
     rates = []
     try:
         for epoch in range(1, epochs + 1):
@@ -227,7 +227,7 @@ def planning_at_scale(frames: int = 1_000_000) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from pokevq.data.plan import group_units, rank_frames, worker_streams
+    from pokevq.data.order import group_units, rank_frames, worker_streams
     from pokevq.data.shards import ShardIndex
 
     per_shard = 4000
@@ -257,9 +257,9 @@ def planning_at_scale(frames: int = 1_000_000) -> dict[str, Any]:
 def decoding_rate(root: Path, log: Any) -> dict[str, Any]:
     """The streaming path's own rate (no model) at the default 144x160, from packed local shards."""
     from pokevq.data.cache import FrameCache
-    from pokevq.data.choose import DataPath
     from pokevq.data.manifest import index_frames
     from pokevq.data.pack import pack
+    from pokevq.data.reader import BucketReader
     from pokevq.data.source import FrameSource
     from pokevq.storage import LocalStorage
 
@@ -269,7 +269,7 @@ def decoding_rate(root: Path, log: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pokevq-bench-decode-") as directory:
         source = FrameSource(storage, FrameCache(directory, max_items=4))
-        path = DataPath.decide(manifest, source, max_bytes=None)
+        path = BucketReader.decide(manifest, source, max_bytes=None)
         for workers, on_device in ((0, True), (0, False), (2, False)):
             loader = path.loader(manifest, source, (144, 160), batch_size=64, seed=0, shuffle=True,
                                  num_workers=workers, pin_memory=False)

@@ -76,9 +76,9 @@ def _streaming_stall(device: str, dry: bool, work: Path) -> dict[str, float]:
     from pokevq.config import TrainConfig
     from pokevq.data import FrameSource
     from pokevq.data.cache import FrameCache
-    from pokevq.data.choose import DataPath
     from pokevq.data.manifest import index_frames
     from pokevq.data.pack import pack
+    from pokevq.data.reader import BucketReader
     from pokevq.storage import LocalStorage
     from pokevq.synth.generate import generate_dataset
     from pokevq.train.trainer import Trainer
@@ -90,10 +90,10 @@ def _streaming_stall(device: str, dry: bool, work: Path) -> dict[str, float]:
     manifest = index_frames(storage, "frames", val_fraction=0.0, seed=0)
     model = dict(image_size="72x80", hidden_channels=8, codebook_size=16, embedding_dim=4) if dry else {}
     config = TrainConfig(device=device.split(":")[0], batch_size=8 if dry else DEFAULT_BATCH, num_epochs=1,
-                         num_workers=2 if dry else 8, data_path="streaming", experiment_name="gpu-check", **model)
+                         num_workers=2 if dry else 8, experiment_name="gpu-check", **model)
     source = FrameSource(storage, FrameCache(work / "cache", max_items=16))
-    path = DataPath.decide(manifest, source, max_bytes=2 * 1024**3)
-    trainer = Trainer(config, manifest, source, work / "run", data_path=path)
+    path = BucketReader.decide(manifest, source, max_bytes=2 * 1024**3)
+    trainer = Trainer(config, manifest, source, work / "run", reader=path)
     try:
         result = trainer.train_epoch(1)
     finally:

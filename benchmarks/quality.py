@@ -192,7 +192,7 @@ def prepare_data(root: Path, size: dict[str, Any], data: str, data_dir: str | No
                  quick: bool) -> tuple[Any, Any, dict, str]:
     """Write (or find) the frames, index them, and warm a cache that holds all of them decoded."""
     from pokevq.config import parse_image_size
-    from pokevq.data import DataPath, FrameSource, warm_units
+    from pokevq.data import BucketReader, FrameSource, warm_units
     from pokevq.data.annotations import load_annotations
     from pokevq.data.cache import FrameCache
     from pokevq.data.manifest import index_frames
@@ -216,7 +216,7 @@ def prepare_data(root: Path, size: dict[str, Any], data: str, data_dir: str | No
     annotations = load_annotations(storage, "")
     cache = FrameCache(root / "cache", max_items=len(manifest) + 1)
     source = FrameSource(storage, cache)
-    path = DataPath.decide(manifest, source, max_bytes=None)
+    path = BucketReader.decide(manifest, source, max_bytes=None)
     warm_units(path, manifest, source, parse_image_size(size["image_size"]), progress=False)
     return manifest, source, annotations, what
 

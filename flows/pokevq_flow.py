@@ -201,7 +201,7 @@ def pokevq(
             acquire_lease_(run)  # refuses to start while another run trains this experiment
             manifest = index_manifest_(run, plan)
             packed = pack_new_frames_(run, manifest) if config["nightly"] else None  # the day's new frames
-            warm = warm_cache_(run, manifest, packed)
+            warm = warm_cache_(run, manifest, wait_for=[packed] if packed is not None else None)
             start = prepare_training(run, manifest, warm)
             logger.info("Training %s from epoch %d to %d on %s", config["experiment_name"], start["start_epoch"],
                         config["num_epochs"], start["device"], extra=CONSOLE)
@@ -273,12 +273,12 @@ def _train_epochs(
             logger.error("Stopping before epoch %d, an upload failed (%s): retry the run once storage is back",
                          epoch, failed.state.message)
             break
-        result = train_epoch(run, epoch, previous)
+        result = train_epoch(run, epoch, wait_for=[previous])  # after prepare_training, or the epoch before
         if not Path(result["checkpoint_path"]).is_file() and not checkpoint_published(run, epoch, result):
             # A retry on another machine: this epoch is cached, but its checkpoint never reached storage
             # and its work file is gone. Train it again from the last checkpoint that did.
             logger.warning("Epoch %d's checkpoint was never uploaded and is gone: training it again", epoch)
-            result = train_epoch.with_options(refresh_cache=True)(run, epoch, previous)
+            result = train_epoch.with_options(refresh_cache=True)(run, epoch, wait_for=[previous])
         advance_progress(progress, config["experiment_name"], epoch, last)
         # Each upload chain stays in order so `latest` never goes back.
         checkpoint_upload = upload_checkpoint_.submit(run, epoch, result, wait_for=_after(checkpoint_upload))

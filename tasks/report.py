@@ -121,7 +121,7 @@ def write_report(
             "training_hit_rate": lookups / len(history) if history else 0.0,
         },
         "epochs": history,
-        "data_path": trainer.data_path.describe(),
+        "data_path": trainer.reader.describe(),
         "stopped_by": stopped_by,
         "best": trainer.best,
         "timings": run.timings,

@@ -98,16 +98,16 @@ def pack_new_frames(run: RunSession, manifest: dict[str, Any]) -> dict[str, Any]
 
 
 @task(name="warm_cache", task_run_name="warm_cache", **IO_TASK)
-def warm_cache(run: RunSession, manifest: dict[str, Any], packed: dict[str, Any] | None = None) -> dict[str, Any]:
+def warm_cache(run: RunSession, manifest: dict[str, Any]) -> dict[str, Any]:
     """Read every shard and loose unit into the local store before training, when the bucket fits it.
 
     Decides how the frames are read first: a bucket larger than the cache streams during training
     instead, so nothing is read here; a cache limit below one shard fails here.
-    `packed` (the nightly's pack) only orders this step after it: shards written there are read here.
+    The flow runs it after the nightly's pack (`wait_for`): shards written there are read here.
     """
     frames = run.manifest_at(manifest["manifest_uri"])
     with Stopwatch(run, "warm_cache"):
-        path = run.data_path
+        path = run.reader
         # Several machines each read their own shares into their own caches while training: none is warmed here.
         stats = warm_units(path, frames, run.source, run.config.image_hw, enabled=run.config.nnodes == 1)
     stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary), data_path=path.describe())

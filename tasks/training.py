@@ -24,16 +24,16 @@ def prepare_training(run: RunSession, manifest: dict[str, Any], warm: dict[str, 
         "start_epoch": trainer.start_epoch,
         "global_step": trainer.global_step,
         "device": str(trainer.device),
-        "data_path": warm.get("data_path", trainer.data_path.describe()),
+        "data_path": warm.get("data_path", trainer.reader.describe()),
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
     }
 
 
 @task(name="train_epoch", task_run_name="train_epoch[{epoch}]", cache_key_fn=per_flow_run)
-def train_epoch(run: RunSession, epoch: int, after: dict[str, Any]) -> dict[str, Any]:
+def train_epoch(run: RunSession, epoch: int) -> dict[str, Any]:
     """Train one epoch, evaluate on the validation episodes and write the epoch's checkpoint locally.
 
-    `after` is what came before it: prepare_training's start, or the previous epoch's result.
+    The flow runs it after what came before it (`wait_for`): prepare_training, or the previous epoch.
     """
     run.renew_lease()  # stops here when another run has taken the experiment over
     with Stopwatch(run, "train_epochs"):

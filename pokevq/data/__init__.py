@@ -3,9 +3,9 @@
 One job per module, read top to bottom:
 `frames` (decode one frame) → `manifest` (list and split by episode) → `cache` (frame bytes on
 local disk, for single reads) → `shards` (where packed frames lie) and `pack` (write shards) →
-`source` (a frame's bytes from wherever they are) → `plan` (who reads what, in which order),
+`source` (a frame's bytes from wherever they are) → `order` (who reads what, in which order),
 `shard_cache` and `local_units` (units on local disk) and `streaming` (batches from units) →
-`choose` (the run's settings for its bucket) → `warm` (fill the local store before training).
+`reader` (how the run reads its bucket: `BucketReader`) → `warm` (fill the local store before training).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _HOMES = {
     "FrameCache": "cache",
     "FrameSource": "source",
     "warm_units": "warm",
-    "DataPath": "choose",
+    "BucketReader": "reader",
 }
 __all__ = sorted(_HOMES)
 

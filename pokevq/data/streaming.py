@@ -1,6 +1,6 @@
 """The data path: a split of any size, read unit by unit ahead of the trainer.
 
-Each DataLoader worker takes its share of the epoch (`plan`), reads the units it needs a few
+Each DataLoader worker takes its share of the epoch (`order`), reads the units it needs a few
 ahead on a thread pool (whole shards through the byte-bounded `ShardCache`; loose frames
 tens at a time) and yields whole batches, each labelled with (worker, batch number) so the
 trainer can record exactly how far an epoch got (`Position`).
@@ -25,7 +25,7 @@ from pokevq.data import local_units, record
 from pokevq.data.batch import Batch, batch_tensor
 from pokevq.data.expand import device_resizable
 from pokevq.data.frames import decode_frame_uint8, packed_rgb
-from pokevq.data.plan import (
+from pokevq.data.order import (
     LOOSE_CHUNK,
     WINDOW_UNITS,
     Position,

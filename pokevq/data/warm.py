@@ -12,14 +12,14 @@ from typing import Any
 
 import pandas as pd
 
-from pokevq.data.choose import DataPath
+from pokevq.data.reader import BucketReader
 from pokevq.data.source import FrameSource
 from pokevq.data.streaming import StreamOptions
 
 log = logging.getLogger(__name__)
 
 
-def warm_units(path: DataPath, manifest: pd.DataFrame, source: FrameSource, image_size: tuple[int, int], *,
+def warm_units(path: BucketReader, manifest: pd.DataFrame, source: FrameSource, image_size: tuple[int, int], *,
                progress: bool = True, enabled: bool = True) -> dict[str, Any]:
     """Read each unit of the run once (training frames first); returns what was read and what was already there."""
     from tqdm.auto import tqdm

@@ -19,7 +19,7 @@ from pokevq import settings
 from pokevq.config import TrainConfig
 from pokevq.data.annotations import load_annotations
 from pokevq.data.cache import FrameCache
-from pokevq.data.choose import DataPath
+from pokevq.data.reader import BucketReader
 from pokevq.data.manifest import from_parquet_bytes
 from pokevq.data.source import FrameSource
 from pokevq.dist import collectives
@@ -46,7 +46,7 @@ class Follower:
         layout = Layout.for_config(self.config)
         self.manifest = from_parquet_bytes(self.plan.output_storage().get_bytes(layout.manifest))
         self.annotations = load_annotations(frames, self.plan.frames_prefix)
-        self.data_path = DataPath.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
+        self.reader = BucketReader.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
         self.trainer: Trainer | None = None
 
     def build(self) -> None:
@@ -54,7 +54,7 @@ class Follower:
         if self.trainer is not None:
             self.trainer.close()
         self.trainer = Trainer(self.config, self.manifest, self.source, self.workdir, annotations=self.annotations,
-                               data_path=self.data_path, run_id=self.run_id)
+                               reader=self.reader, run_id=self.run_id)
 
     def train(self, epoch: int) -> None:
         assert self.trainer is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from pokevq.config import TrainConfig
 from pokevq.errors import (
@@ -17,6 +16,7 @@ from pokevq.errors import (
 from pokevq.layout import LATEST_FILE, epoch_file, epoch_of
 from pokevq.storage import FAST_FAIL, S3Credentials, S3Storage, Storage, storage_for_uri
 from pokevq.train.checkpoint import (
+    Checkpoint,
     CheckpointCorruptError,
     load_checkpoint,
     verify_sha256,
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 _SAVED = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
-def fetch_checkpoint(storage: Storage, key: str, target: Path) -> tuple[dict[str, Any], str]:
+def fetch_checkpoint(storage: Storage, key: str, target: Path) -> tuple[Checkpoint, str]:
     """Download a checkpoint, check its bytes against the SHA-256 recorded at upload, and load it safely.
 
     Raises `ObjectNotFoundError` when it does not exist and `CheckpointCorruptError` when its bytes are
@@ -46,7 +46,7 @@ def fetch_checkpoint(storage: Storage, key: str, target: Path) -> tuple[dict[str
     return load_checkpoint(target, name=uri), uri
 
 
-def _newest_good_epoch(storage: Storage, latest_key: str, workdir: Path) -> tuple[dict[str, Any], str] | None:
+def _newest_good_epoch(storage: Storage, latest_key: str, workdir: Path) -> tuple[Checkpoint, str] | None:
     """The newest `checkpoint_epoch_N.pt` next to `latest_key` that verifies and loads."""
     folder = latest_key.rsplit("/", 1)[0] + "/" if "/" in latest_key else ""
     found = []
@@ -64,7 +64,7 @@ def _newest_good_epoch(storage: Storage, latest_key: str, workdir: Path) -> tupl
 
 def resolve_resume(
     config: TrainConfig, workdir: Path, credentials: S3Credentials | None = None
-) -> tuple[dict[str, Any], str]:
+) -> tuple[Checkpoint, str]:
     """Fetch the checkpoint named by `--resume` (s3:// URI or local path), verify it and load it safely.
 
     When `checkpoint_latest.pt` fails verification, the newest epoch checkpoint that verifies is used

@@ -22,8 +22,8 @@ import pandas as pd
 from pokevq.config import TrainConfig
 from pokevq.data.annotations import load_annotations
 from pokevq.data.cache import FrameCache
-from pokevq.data.choose import DataPath
 from pokevq.data.manifest import from_parquet_bytes, to_parquet_bytes
+from pokevq.data.reader import BucketReader
 from pokevq.data.source import FrameSource
 from pokevq.dist.group import TrainingGroup
 from pokevq.errors import (
@@ -40,6 +40,7 @@ from pokevq.run.nightly import nightly_order
 from pokevq.run.resume import fetch_checkpoint, resolve_resume
 from pokevq.run.validate import StoragePlan
 from pokevq.train.checkpoint import (
+    Checkpoint,
     load_checkpoint,
 )
 from pokevq.train.publish import (
@@ -78,7 +79,7 @@ class RunSession:
         self._manifest: pd.DataFrame | None = None
         self._annotations: dict[str, Any] | None = None
         self._trainer: Trainer | None = None
-        self._data_path: DataPath | None = None
+        self._reader: BucketReader | None = None
         self.step_publisher = StepCheckpointPublisher(self.storage, self.layout, guard=self.check_lease)
         self.lease: Lease | None = None
         self.stop = StopRequest()  # SIGTERM and a lost lease end training at the next step boundary
@@ -104,19 +105,19 @@ class RunSession:
         return FrameSource(self.frames_storage, self.cache)
 
     @property
-    def data_path(self) -> DataPath:
+    def reader(self) -> BucketReader:
         """How this bucket's frames are read (decided once, before training; a cache below one shard fails here)."""
-        if self._data_path is None:
+        if self._reader is None:
             if self.config.data_path != "auto":
                 log.warning("--data-path %s is deprecated and ignored: every run reads its frames one way (units on "
                             "local disk, kept when they fit --max-cache-bytes); drop the option", self.config.data_path)
-            self._data_path = DataPath.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
-        return self._data_path
+            self._reader = BucketReader.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
+        return self._reader
 
     def save_manifest(self, manifest: pd.DataFrame) -> str:
         self._manifest = manifest
         if not self.config.nightly:  # (a nightly packs the new frames first, which rewrites a bad shard index)
-            _ = self.data_path  # a bad shard index, or a cache below one shard, stops the run before a write
+            _ = self.reader  # a bad shard index, or a cache below one shard, stops the run before a write
         self.storage.put_bytes(self.layout.manifest, to_parquet_bytes(manifest))
         return self.storage.uri(self.layout.manifest)
 
@@ -174,7 +175,7 @@ class RunSession:
         self.group.send(setup)
 
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Trainer:
-        common = dict(annotations=self.annotations, data_path=self.data_path, on_step_checkpoint=self.step_publisher,
+        common = dict(annotations=self.annotations, reader=self.reader, on_step_checkpoint=self.step_publisher,
                       run_id=self.run_id, stop=self.stop)
         with self._with_ranks({"kind": "build"}):  # every rank builds it too, and takes this one's state
             if weights_only and state is not None:
@@ -221,7 +222,7 @@ class RunSession:
         log.info("Continuing %s after epoch %d from %s", self.config.experiment_name, epoch, name)
         return self._trainer
 
-    def _mid_epoch_checkpoint(self, epoch: int) -> tuple[dict[str, Any], str] | None:
+    def _mid_epoch_checkpoint(self, epoch: int) -> tuple[Checkpoint, str] | None:
         """The newest checkpoint this run wrote inside `epoch` (this machine's, else the uploaded one), if any.
 
         A retried run then continues the interrupted epoch where it stopped, not from its start. Only
@@ -247,13 +248,13 @@ class RunSession:
             except (CheckpointError, ObjectNotFoundError) as exc:
                 log.warning("Not continuing from the mid-epoch checkpoint of step %d: %s", step, exc)
                 continue
-            position = state.get("position") or {}
-            if (state.get("run_id") == self.run_id and int(state.get("epoch", -1)) == epoch - 1
+            position = state.position or {}
+            if (state.run_id == self.run_id and state.epoch == epoch - 1
                     and int(position.get("epoch", -1)) == epoch):
                 return state, name
         return None
 
-    def _epoch_checkpoint(self, epoch: int) -> tuple[dict[str, Any], str]:
+    def _epoch_checkpoint(self, epoch: int) -> tuple[Checkpoint, str]:
         local = self.workdir / "checkpoints" / epoch_file(epoch)
         if local.is_file():
             return load_checkpoint(local, name=str(local)), str(local)
@@ -267,7 +268,7 @@ class RunSession:
                 "start a new run of the deployment instead of retrying this one."
             ) from exc
 
-    def previous_nightly_best(self) -> tuple[dict[str, Any], str] | None:
+    def previous_nightly_best(self) -> tuple[Checkpoint, str] | None:
         """The newest earlier `nightly-*` experiment's best checkpoint, if any (the day's last, on a day's second)."""
         prefix = f"{self.layout.checkpoint_prefix}/nightly-"
         bests = sorted(

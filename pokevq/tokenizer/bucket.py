@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pokevq.data.choose import DataPath
+from pokevq.data.reader import BucketReader
 from pokevq.data.source import FrameSource
 from pokevq.data.streaming import shutdown_workers
 from pokevq.errors import PreconditionFailedError
@@ -82,7 +82,7 @@ def tokenize_bucket(tokenizer: Tokenizer, manifest: pd.DataFrame, source: FrameS
         todo["key"], todo["game"].astype(str), todo["episode"].astype(str), todo["frame"], todo["etag"])}
     left = todo.groupby([todo["game"].astype(str), todo["episode"].astype(str)]).size().to_dict()
     rows: dict[tuple[str, str], list[tuple[int, str, str, np.ndarray]]] = {}
-    path = DataPath.decide(todo, source, max_bytes=max_cache_bytes, passes=1)
+    path = BucketReader.decide(todo, source, max_bytes=max_cache_bytes, passes=1)
     pin = tokenizer.device.type == "cuda"
     if num_workers is None:
         num_workers = auto_workers(tokenizer.device)

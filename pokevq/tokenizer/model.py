@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,13 +85,12 @@ class Tokenizer:
                 raise CheckpointError(f"Checkpoint not found: {text}") from exc
             digest = hashlib.sha256(target.read_bytes()).hexdigest()
         return cls.from_state(state, Lineage(
-            checkpoint_uri=text, checkpoint_sha256=digest, experiment=(state.get("config") or {}).get(
-                "experiment_name"), epoch=int(state.get("epoch", 0)), global_step=int(state.get("global_step", 0)),
-            metrics=_plain(state.get("metrics") or {}),
+            checkpoint_uri=text, checkpoint_sha256=digest, experiment=state.config.get("experiment_name"),
+            epoch=state.epoch, global_step=state.global_step, metrics=_plain(state.metrics),
         ), **options)
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], lineage: Lineage, **options: Any) -> Tokenizer:
+    def from_state(cls, state: Mapping[str, Any], lineage: Lineage, **options: Any) -> Tokenizer:
         saved = state.get("model_config")
         if not isinstance(saved, dict):
             raise CheckpointError(f"Checkpoint {lineage.checkpoint_uri} has no model configuration")

@@ -1,7 +1,11 @@
-"""The checkpoint format: one `torch.save` dict, always loaded with `weights_only=True`.
+"""The checkpoint: one typed class (`Checkpoint`) builds, writes and reads it; on disk a `torch.save` dict.
 
-A checkpoint from a bucket is untrusted input, so loading never unpickles arbitrary
-objects, and every way it can be unusable gets a one-line `CheckpointError`.
+A checkpoint from a bucket is untrusted input, so loading never unpickles arbitrary objects
+(`weights_only=True`), and every way it can be unusable gets a one-line `CheckpointError`.
+
+Format 2 holds every field, always (`position` is None outside an epoch). Format 1 (pokevq before
+format 2) left out `rng`, `position`, `run_id` and `skipped` when it had none: it is migrated on load.
+A pokevq that knows format 1 only refuses format 2 in one line ("newer than this pokevq supports").
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import logging
 import os
 import random
 import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +28,7 @@ from pokevq.model.vqvae import saved_model_fields
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "model", "optimizer", "epoch", "global_step", "config", "model_config", "metrics")
 # Model fields that decide parameter shapes: a mismatch makes a checkpoint unloadable.
 SHAPE_FIELDS = (
@@ -57,6 +63,89 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class Checkpoint(Mapping):
+    """Everything a run saves: the model, the optimizer, where training stands, and what the run has seen.
+
+    Read it by attribute; `checkpoint["epoch"]` also works (a read-only mapping of the saved dict's keys).
+    """
+
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    epoch: int  # the last complete epoch
+    global_step: int
+    config: dict[str, Any]  # the run's TrainConfig, secrets masked
+    model_config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+    position: dict[str, Any] | None = None  # how far the next epoch got (a mid-epoch checkpoint)
+    run_id: str = ""  # the orchestrator's run that wrote a mid-epoch checkpoint (a retry of it continues)
+    skipped: dict[str, str] = field(default_factory=dict)  # frames skipped so far: key -> reason
+
+    _TYPES = {"epoch": int, "global_step": int, "config": dict, "model_config": dict, "metrics": dict,
+              "history": list, "rng": dict, "run_id": str, "skipped": dict, "model": dict, "optimizer": dict}
+
+    # ---------------------------------------------------------------- mapping
+    def __getitem__(self, key: str) -> Any:
+        if key == "format_version":
+            return FORMAT_VERSION
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("format_version", *self._names()))
+
+    def __len__(self) -> int:
+        return 1 + len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    # ------------------------------------------------------------------- disk
+    def to_state(self) -> dict[str, Any]:
+        """The dict written to disk (format 2: every field)."""
+        return {"format_version": FORMAT_VERSION, **{name: getattr(self, name) for name in self._names()}}
+
+    @classmethod
+    def from_state(cls, state: Any, name: str) -> Checkpoint:
+        """A loaded dict as a checkpoint, format 1 migrated; one line for anything it cannot be."""
+        if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
+            missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+            raise CheckpointError(f"Checkpoint {name} is not a pokevq checkpoint (missing {', '.join(missing)})")
+        version = state["format_version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 1:
+            raise CheckpointError(
+                f"Checkpoint {name} has format version {version}, newer than this pokevq supports "
+                f"({FORMAT_VERSION}): upgrade pokevq to load it."
+            )
+        values = {key: state[key] for key in cls._names() if state.get(key) is not None}
+        if version == 1:  # fields format 1 left out when empty
+            values.setdefault("history", list(state.get("history") or []))
+            values.setdefault("skipped", dict(state.get("skipped") or {}))
+        for key, kind in cls._TYPES.items():
+            value = values.get(key)
+            if key in values and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+                raise CheckpointError(f"Checkpoint {name} is not a valid pokevq checkpoint: {key} is "
+                                      f"{type(values[key]).__name__}, not {kind.__name__}")
+        for key in ("best", "position"):
+            if values.get(key) is not None and not isinstance(values[key], dict):
+                raise CheckpointError(f"Checkpoint {name} is not a valid pokevq checkpoint: {key} is "
+                                      f"{type(values[key]).__name__}, not a dict")
+        return cls(**values)
+
+    def save(self, path: str | Path) -> str:
+        """Write atomically and return the file's SHA-256."""
+        return save_checkpoint(self.to_state(), path)
+
+    @classmethod
+    def load(cls, source: str | Path | bytes, name: str | None = None) -> Checkpoint:
+        return load_checkpoint(source, name)
+
+
 def build_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -68,28 +157,23 @@ def build_checkpoint(
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
     best: dict[str, Any] | None,
-) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "global_step": global_step,
-        "config": config,
-        "model_config": model_config,
-        "metrics": metrics,
-        "history": history,
-        "best": best,
-        "rng": rng_state(),
-    }
+    position: dict[str, Any] | None = None,
+    run_id: str = "",
+    skipped: dict[str, str] | None = None,
+) -> Checkpoint:
+    """The run's state now, with this process's random state."""
+    return Checkpoint(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                      global_step=global_step, config=config, model_config=model_config, metrics=metrics,
+                      history=history, best=best, rng=rng_state(), position=position, run_id=run_id,
+                      skipped=dict(skipped or {}))
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> str:
+def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> str:
     """Write atomically (temp file + rename) and return the file's SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(state.to_state() if isinstance(state, Checkpoint) else dict(state), buffer)
     data = buffer.getvalue()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
@@ -104,8 +188,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_checkpoint(source: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
-    """Load and sanity-check a checkpoint without ever running code from it."""
+def load_checkpoint(source: str | Path | bytes, name: str | None = None) -> Checkpoint:
+    """Load and check a checkpoint without ever running code from it (format 1 is migrated)."""
     name = name or str(source if not isinstance(source, bytes) else "<bytes>")
     handle: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     try:
@@ -118,19 +202,10 @@ def load_checkpoint(source: str | Path | bytes, name: str | None = None) -> dict
             reason = "it contains Python objects that are not allowed in a checkpoint (refused for safety)"
             raise CheckpointError(f"Checkpoint {name} is not a valid pokevq checkpoint: {reason[:300]}") from exc
         raise CheckpointCorruptError(f"Checkpoint {name} is not a valid pokevq checkpoint: {reason[:300]}") from exc
-    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
-        missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-        raise CheckpointError(f"Checkpoint {name} is not a pokevq checkpoint (missing {', '.join(missing)})")
-    version = state["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"Checkpoint {name} has format version {version}, newer than this pokevq supports "
-            f"({FORMAT_VERSION}): upgrade pokevq to load it."
-        )
-    return state
+    return Checkpoint.from_state(state, name)
 
 
-def model_shape_differences(state: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
+def model_shape_differences(state: Mapping[str, Any], model_config: dict[str, Any]) -> list[str]:
     """`field=saved (configured value)` for every shape field where a checkpoint differs from the model."""
     saved = state.get("model_config", {})
     if isinstance(saved, dict):
@@ -142,7 +217,7 @@ def model_shape_differences(state: dict[str, Any], model_config: dict[str, Any])
     ]
 
 
-def check_model_shape(state: dict[str, Any], model_config: dict[str, Any], name: str) -> None:
+def check_model_shape(state: Mapping[str, Any], model_config: dict[str, Any], name: str) -> None:
     """Refuse a checkpoint whose model shape differs, naming every differing field."""
     different = model_shape_differences(state, model_config)
     if different:

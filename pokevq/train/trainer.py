@@ -24,8 +24,8 @@ import torch
 from pokevq import settings
 from pokevq.config import TrainConfig
 from pokevq.data.batch import Batch
-from pokevq.data.choose import DataPath
 from pokevq.data.frames import decode_frame
+from pokevq.data.reader import BucketReader
 from pokevq.data.source import FrameSource
 from pokevq.data.streaming import shutdown_workers
 from pokevq.dist import collectives
@@ -42,11 +42,11 @@ from pokevq.model.vqvae import VQVAE, ModelConfig
 from pokevq.run.logs import CONSOLE
 from pokevq.train.baselines import TileDictionary, fit_baselines
 from pokevq.train.checkpoint import (
+    Checkpoint,
     build_checkpoint,
     check_model_shape,
     model_shape_differences,
     restore_rng,
-    save_checkpoint,
 )
 from pokevq.train.metrics import EpochMetrics, QualityMetrics
 from pokevq.train.preview import image_grid
@@ -162,7 +162,7 @@ class EpochResult:
     skipped_new: list[tuple[str, str]] = field(default_factory=list)
     data_wait_seconds: float = 0.0  # time the training loop waited for its next batch
     data_stall: float = 0.0  # that wait as a share of the training loop's time
-    data_path: str = ""  # where the frames came from and what stays on local disk (`DataPath.describe`)
+    data_path: str = ""  # where the frames came from and what stays on local disk (`BucketReader.describe`)
     partial: bool = False  # the epoch stopped early at a step boundary (a budget): its checkpoint is a step's
     stopped_by: str | None = None  # what ended training: "max_steps", "time_budget" or "sigterm"
 
@@ -190,11 +190,11 @@ class Trainer:
         manifest: pd.DataFrame,
         source: FrameSource,
         workdir: str | Path,
-        resume_state: dict[str, Any] | None = None,
+        resume_state: Checkpoint | None = None,
         resume_name: str = "checkpoint",
-        init_from: dict[str, Any] | None = None,
+        init_from: Checkpoint | None = None,
         annotations: dict[str, Any] | None = None,
-        data_path: DataPath | None = None,
+        reader: BucketReader | None = None,
         on_step_checkpoint: Any = None,
         run_id: str = "",
         sample_frames: int = SAMPLE_TRAIN_FRAMES,
@@ -223,15 +223,15 @@ class Trainer:
 
         train_rows = manifest[manifest["split"] == "train"]
         val_rows = manifest[manifest["split"] == "val"]
-        self.data_path = data_path or DataPath.decide(manifest, source, max_bytes=config.max_cache_bytes)
+        self.reader = reader or BucketReader.decide(manifest, source, max_bytes=config.max_cache_bytes)
         self.position: dict[str, Any] | None = None  # where a resumed epoch continues
         self.on_step_checkpoint = on_step_checkpoint  # called with (path, sha256, global_step) after each one
         pin = self.device.type == "cuda"
         common = dict(batch_size=self.rank_batch, seed=config.seed, num_workers=config.num_workers, pin_memory=pin,
                       rank=self.rank, world_size=self.world_size)
-        self.train_loader = self.data_path.loader(train_rows, source, config.image_hw, shuffle=True, **common)
+        self.train_loader = self.reader.loader(train_rows, source, config.image_hw, shuffle=True, **common)
         self.val_loader = (
-            self.data_path.loader(val_rows, source, config.image_hw, shuffle=False, **common)
+            self.reader.loader(val_rows, source, config.image_hw, shuffle=False, **common)
             if len(val_rows)
             else None
         )
@@ -293,30 +293,30 @@ class Trainer:
         )
 
     # ---------------------------------------------------------------- resume
-    def _restore(self, state: dict[str, Any], name: str) -> None:
+    def _restore(self, state: Checkpoint, name: str) -> None:
         check_model_shape(state, self.model_config.to_dict(), name)
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.model.load_state_dict(state.model)
+            self.optimizer.load_state_dict(state.optimizer)
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"Checkpoint {name} does not match the configured model: {first}") from exc
         for group in self.optimizer.param_groups:  # the configured learning rate wins over the saved one
             group["lr"] = self.config.learning_rate
-        self.epoch = int(state["epoch"])
-        self.global_step = int(state["global_step"])
-        self.history = list(state.get("history") or [])
-        self.best = state.get("best")
-        self.skipped = dict(state.get("skipped") or {})
+        self.epoch = state.epoch
+        self.global_step = state.global_step
+        self.history = list(state.history)
+        self.best = state.best
+        self.skipped = dict(state.skipped)
         self.baselines = next((r["baselines"] for r in reversed(self.history) if r.get("baselines")), None)
-        self.position = state.get("position") or None
+        self.position = state.position or None
         if self.position and self.position.get("kind", "cached") != "streaming":
             log.warning("Checkpoint %s stopped mid-epoch on the data path of an earlier pokevq, whose position this "
                         "one cannot follow: epoch %d starts again from its first batch (the weights are kept)",
                         name, self.epoch + 1)
             self.position = None
-        if state.get("rng"):
-            restore_rng(state["rng"])
+        if state.rng:
+            restore_rng(state.rng)
         if self.position:
             log.info("Resumed from %s: in epoch %d after global step %d", name, self.epoch + 1, self.global_step)
         else:
@@ -328,13 +328,13 @@ class Trainer:
         if self.writes:
             state = build_checkpoint(self.model, self.optimizer, epoch=self.epoch, global_step=self.global_step,
                                      config=self.config.masked(), model_config=self.model_config.to_dict(),
-                                     metrics={}, history=self.history, best=self.best)
-            state.update(position=self.position, skipped=dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT]))
+                                     metrics={}, history=self.history, best=self.best, position=self.position,
+                                     skipped=dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT]))
         state = collectives.from_first(state)
         if not self.writes:
             self._restore(state, "rank 0")
 
-    def _warm_start(self, state: dict[str, Any], name: str) -> None:
+    def _warm_start(self, state: Checkpoint, name: str) -> None:
         """Model weights (and codebook) only: a new experiment that starts from a good place.
 
         When the model options changed since that checkpoint (a new architecture, say), the
@@ -489,7 +489,7 @@ class Trainer:
             "cache_hit_rate": round(hit_rate, 4),
             "skipped_total": len(self.skipped),
             "data_stall": round(stall, 4),
-            "data_path": self.data_path.describe(),
+            "data_path": self.reader.describe(),
         }
         if self.model_on_baseline_frames:
             record["val_on_baseline_frames"] = self.model_on_baseline_frames
@@ -534,7 +534,7 @@ class Trainer:
         if stall > STALL_WARNING and train_frames and self.writes:
             log.warning(
                 "Epoch %d waited for data %.0f%% of its time (%s): %s", epoch, 100 * stall,
-                self.data_path.describe(), _stall_advice(self.data_path, self.config.num_workers),
+                self.reader.describe(), _stall_advice(self.reader, self.config.num_workers),
             )
         return EpochResult(
             epoch=epoch,
@@ -553,7 +553,7 @@ class Trainer:
             skipped_new=counters["skipped_new"],
             data_wait_seconds=round(data_wait, 3),
             data_stall=round(stall, 4),
-            data_path=self.data_path.describe(),
+            data_path=self.reader.describe(),
             partial=partial,
             stopped_by=stopped_by,
         )
@@ -593,22 +593,12 @@ class Trainer:
     def _save(self, path: Path, epoch: int, metrics: dict[str, Any], position: dict[str, Any] | None = None) -> str:
         if not self.writes:
             return ""  # rank 0 alone writes checkpoints
-        state = build_checkpoint(
-            self.model,
-            self.optimizer,
-            epoch=epoch,
-            global_step=self.global_step,
-            config=self.config.masked(),
-            model_config=self.model_config.to_dict(),
-            metrics=metrics,
-            history=self.history,
-            best=self.best,
-        )
-        state["skipped"] = dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT])
-        if position is not None:
-            state["position"] = position
-            state["run_id"] = self.run_id
-        return save_checkpoint(state, path)
+        return build_checkpoint(
+            self.model, self.optimizer, epoch=epoch, global_step=self.global_step, config=self.config.masked(),
+            model_config=self.model_config.to_dict(), metrics=metrics, history=self.history, best=self.best,
+            position=position, run_id=self.run_id if position is not None else "",
+            skipped=dict(list(self.skipped.items())[:MAX_SKIPPED_KEPT]),
+        ).save(path)
 
     def _step_checkpoint(self, epoch: int, position: dict[str, Any], notify: bool = True) -> tuple[Path, str]:
         """A checkpoint inside `epoch`: the epochs before it are complete, `position` says how far this one got."""
@@ -781,7 +771,7 @@ class Trainer:
             shutdown_workers(loader)
 
 
-def _stall_advice(path: DataPath, workers: int) -> str:
+def _stall_advice(path: BucketReader, workers: int) -> str:
     if path.fits:
         return (f"raise --num-workers (now {workers}); the frames stay on local disk, so later epochs do not wait "
                 "for the bucket")

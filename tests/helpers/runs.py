@@ -61,8 +61,8 @@ def slow_streaming_args(proxy, client, bucket: str, frames: Path, experiment: st
     the bucket already holds `frames`."""
     import re
 
-    from pokevq.data.choose import PREVIEW_RESERVE_FRAMES
     from pokevq.data.pack import pack
+    from pokevq.data.reader import PREVIEW_RESERVE_FRAMES
     from pokevq.data.shards import ShardIndex
     from pokevq.storage import S3Storage
     from tests.helpers.frames import upload_tree

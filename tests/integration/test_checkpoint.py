@@ -17,6 +17,7 @@ from pokevq.model.vqvae import VQVAE, ModelConfig
 from pokevq.storage import S3Storage
 from pokevq.train.checkpoint import (
     FORMAT_VERSION,
+    Checkpoint,
     build_checkpoint,
     check_model_shape,
     load_checkpoint,
@@ -42,7 +43,7 @@ def trained_model(seed: int = 0) -> tuple[VQVAE, torch.optim.Optimizer]:
     return model, optimizer
 
 
-def checkpoint_of(model, optimizer, epoch: int = 3) -> dict:
+def checkpoint_of(model, optimizer, epoch: int = 3) -> Checkpoint:
     return build_checkpoint(
         model,
         optimizer,
@@ -164,7 +165,7 @@ def test_not_a_dict_is_refused(tmp_path):
 
 def test_newer_format_is_refused(tmp_path, saved):
     model, optimizer, _, _ = saved
-    state = checkpoint_of(model, optimizer)
+    state = checkpoint_of(model, optimizer).to_state()
     state["format_version"] = 99
     path = tmp_path / "future.pt"
     save_checkpoint(state, path)
@@ -284,7 +285,7 @@ def test_a_step_checkpoint_replaces_the_previous_only_once_verified_and_latest_o
     def written(step: int, epoch: int = 0) -> tuple:
         """A checkpoint of `step` as the trainer writes it: (path, sha256)."""
         state = checkpoint_of(model, optimizer, epoch=epoch)
-        state["global_step"] = step
+        state.global_step = step
         path = tmp_path / f"{epoch}-{step}.pt"
         return path, save_checkpoint(state, path)
 
@@ -372,3 +373,79 @@ def test_upload_log(s3, tmp_path, bucket):
     log_path.write_text("epoch 1 done\n")
     assert upload_log(s3, Layout(experiment="exp1"), log_path) == f"s3://{bucket}/logs/exp1/training_latest.log"
     assert s3.get_bytes("logs/exp1/training_latest.log") == b"epoch 1 done\n"
+
+
+# ----------------------------------------------------------------------------- format 2, and format 1 migrated
+
+
+def _format_1(checkpoint) -> dict:
+    """The dict pokevq wrote before format 2: `position`, `run_id` and `skipped` only when it had them."""
+    state = checkpoint.to_state()
+    state["format_version"] = 1
+    for key in ("position", "run_id", "skipped"):
+        if not state[key]:
+            del state[key]
+    return state
+
+
+def test_format_2_holds_every_field_and_a_format_1_checkpoint_resumes(tmp_path, synth_frames):
+    from pokevq.config import TrainConfig
+    from pokevq.data.cache import FrameCache
+    from pokevq.data.manifest import index_frames
+    from pokevq.data.source import FrameSource
+    from pokevq.storage import LocalStorage
+    from pokevq.train.checkpoint import Checkpoint
+    from pokevq.train.trainer import Trainer
+    from tests.helpers.runs import TINY
+
+    storage = LocalStorage(str(synth_frames))
+    manifest = index_frames(storage, "", val_fraction=0.2, seed=0)
+    config = TrainConfig(experiment_name="v1", batch_size=4, num_workers=0, device="cpu", **TINY)
+    source = FrameSource(storage, FrameCache(tmp_path / "cache"))
+    first = Trainer(config, manifest, source, tmp_path / "one")
+    try:
+        written = first.train_epoch(1).checkpoint_path
+    finally:
+        first.close()
+    on_disk = torch.load(written, weights_only=True)
+    assert on_disk["format_version"] == FORMAT_VERSION == 2
+    assert set(on_disk) == {"format_version", "model", "optimizer", "epoch", "global_step", "config",
+                            "model_config", "metrics", "history", "best", "rng", "position", "run_id", "skipped"}
+
+    old = tmp_path / "format1.pt"
+    torch.save(_format_1(load_checkpoint(written)), old)
+    migrated = Checkpoint.load(old)
+    assert (migrated.epoch, migrated.position, migrated.run_id, migrated.skipped) == (1, None, "", {})
+    assert migrated.config["experiment_name"] == "v1" and migrated.history[0]["epoch"] == 1
+    resumed = Trainer(config, manifest, source, tmp_path / "two", resume_state=migrated, resume_name=str(old))
+    try:
+        assert resumed.start_epoch == 2
+        result = resumed.train_epoch(2)
+    finally:
+        resumed.close()
+    assert result.global_step > migrated.global_step
+    assert load_checkpoint(result.checkpoint_path)["format_version"] == 2  # written in the new format
+
+
+def test_a_mid_epoch_format_1_checkpoint_keeps_its_position_and_run(tmp_path, saved):
+    from pokevq.train.checkpoint import Checkpoint
+
+    model, optimizer, _, _ = saved
+    state = _format_1(checkpoint_of(model, optimizer, epoch=3))
+    state.update(position={"kind": "streaming", "epoch": 4, "batch_size": 4, "world_size": 1, "segments": []},
+                 run_id="run-1", skipped={"a.png": "empty file"})
+    path = tmp_path / "step.pt"
+    torch.save(state, path)
+    loaded = Checkpoint.load(path)
+    assert loaded.position["epoch"] == 4 and loaded.run_id == "run-1" and loaded.skipped == {"a.png": "empty file"}
+
+
+def test_a_field_of_the_wrong_type_is_one_line(tmp_path, saved):
+    model, optimizer, _, _ = saved
+    state = checkpoint_of(model, optimizer).to_state()
+    state["epoch"] = "three"
+    path = tmp_path / "odd.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"^Checkpoint .*odd.pt is not a valid pokevq checkpoint: epoch is str, "
+                                              r"not int$"):
+        load_checkpoint(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pokevq.data import Batch, DataPath, FrameSource, warm_units
+from pokevq.data import Batch, BucketReader, FrameSource, warm_units
 from pokevq.data.cache import FrameCache
 from pokevq.data.manifest import index_frames
 from pokevq.errors import ConnectError
@@ -37,7 +37,7 @@ def source(storage, tmp_path):
 
 
 def make_loader(manifest, source, *, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0):
-    path = DataPath.decide(manifest, source, max_bytes=None)
+    path = BucketReader.decide(manifest, source, max_bytes=None)
     return path.loader(manifest, source, IMAGE_SIZE, batch_size=batch_size, seed=seed, shuffle=shuffle,
                        num_workers=num_workers, pin_memory=False)
 
@@ -130,7 +130,7 @@ def test_unreachable_storage_is_fatal_not_skipped(storage, tmp_path):
 
 def test_warm_cache_reads_every_unit_once_before_training(storage, source, s3_client):
     manifest = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=0)
-    path = DataPath.decide(manifest, source, max_bytes=None)
+    path = BucketReader.decide(manifest, source, max_bytes=None)
     assert path.fits
     stats = warm_units(path, manifest, source, IMAGE_SIZE, progress=False)
     assert stats["requested"] == len(manifest) == 27
@@ -148,7 +148,7 @@ def test_warm_cache_reads_every_unit_once_before_training(storage, source, s3_cl
 def test_a_bucket_larger_than_the_cache_is_not_warmed(storage, tmp_path):
     manifest = index_frames(storage, "pokemon_frames", val_fraction=0.25, seed=0)
     source = FrameSource(storage, FrameCache(tmp_path / "small"))
-    path = DataPath.decide(manifest, source, max_bytes=int(manifest["size"].sum()) // 10)
+    path = BucketReader.decide(manifest, source, max_bytes=int(manifest["size"].sum()) // 10)
     assert not path.fits and not path.keep_loose
     assert warm_units(path, manifest, source, IMAGE_SIZE, progress=False)["requested"] == 0
 

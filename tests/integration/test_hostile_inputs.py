@@ -252,7 +252,7 @@ def _checkpoint(hidden_channels: int = 8, format_version: int | None = None, ext
     state = build_checkpoint(
         model, torch.optim.AdamW(model.parameters()), epoch=1, global_step=1, config={}, model_config=config.to_dict(),
         metrics=extra or {}, history=[], best=None,
-    )
+    ).to_state()
     if format_version is not None:
         state["format_version"] = format_version
     buffer = io.BytesIO()

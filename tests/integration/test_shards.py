@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pokevq.data import DataPath, FrameSource, record, warm_units
+from pokevq.data import BucketReader, FrameSource, record, warm_units
 from pokevq.data.cache import FrameCache
 from pokevq.data.frames import decode_frame, decode_native
 from pokevq.data.manifest import build_manifest, index_frames, split_by_episode
@@ -131,7 +131,7 @@ def test_get_range_on_both_backends(storage, synth_frames):
 def _warm(via, tmp_path, val_fraction=0.25):
     manifest = index_frames(via, "pokemon_frames", val_fraction=val_fraction, seed=0)
     source = FrameSource(via, FrameCache(tmp_path / "cache"))
-    path = DataPath.decide(manifest, source, max_bytes=None)
+    path = BucketReader.decide(manifest, source, max_bytes=None)
     return manifest, source, path
 
 

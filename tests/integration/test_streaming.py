@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from pokevq.data.cache import FrameCache
-from pokevq.data.choose import DataPath
 from pokevq.data.frames import decode_frame
 from pokevq.data.manifest import index_frames
+from pokevq.data.order import Position, group_units, rank_frames, worker_streams
 from pokevq.data.pack import pack
-from pokevq.data.plan import Position, group_units, rank_frames, worker_streams
+from pokevq.data.reader import BucketReader
 from pokevq.data.shard_cache import ShardCache, shard_file_name
 from pokevq.data.shards import INDEX_COLUMNS, ShardIndex, ShardIndexError, index_key
 from pokevq.data.source import FrameSource
@@ -55,7 +55,7 @@ def _manifest(storage) -> pd.DataFrame:
 
 def _loader(manifest, storage, tmp_path, *, max_bytes=None, workers=0, batch=8, shuffle=True, seed=0):
     source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=4))
-    path = DataPath.decide(manifest, source, max_bytes=max_bytes)
+    path = BucketReader.decide(manifest, source, max_bytes=max_bytes)
     loader = path.loader(manifest, source, IMAGE, batch_size=batch, seed=seed, shuffle=shuffle,
                          num_workers=workers, pin_memory=False)
     return path, loader
@@ -296,7 +296,7 @@ def test_unpacked_bucket_that_does_not_fit_decoded_is_fetched_each_epoch_and_say
     upload_tree(s3_client, bucket, many_frames, "pokemon_frames/")
     storage = S3Storage(bucket, "us-east-1", endpoint_url=proxy.url)
     manifest = _manifest(storage)
-    with caplog.at_level("WARNING", logger="pokevq.data.choose"):
+    with caplog.at_level("WARNING", logger="pokevq.data.reader"):
         path, loader = _loader(manifest, storage, tmp_path, max_bytes=int(manifest["size"].sum()) // 4)
     assert not path.keep_loose
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -370,7 +370,7 @@ def test_cache_limit_smaller_than_one_shard_is_a_clear_error(bucket, packed, mot
     manifest = _manifest(storage)
     source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=4))
     with pytest.raises(ConfigError) as raised:
-        DataPath.decide(manifest, source, max_bytes=4096)
+        BucketReader.decide(manifest, source, max_bytes=4096)
     message = str(raised.value)
     assert "--max-cache-bytes" in message and "smaller than one shard" in message and "\n" not in message
 
@@ -398,7 +398,7 @@ def test_hostile_shard_index_rows_are_refused_and_nothing_is_written_outside_the
     before = set(os.listdir(tmp_path))
     source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=4))
     with pytest.raises(ShardIndexError) as raised:
-        DataPath.decide(manifest, source, max_bytes=None)
+        BucketReader.decide(manifest, source, max_bytes=None)
     assert words in str(raised.value) and "pokevq pack" in str(raised.value)
     assert set(os.listdir(tmp_path)) - before <= {"cache"}
     assert not list((tmp_path / "cache").rglob("*.shard"))
@@ -481,8 +481,8 @@ def test_trainer_epoch_over_a_bucket_larger_than_the_cache_reads_each_shard_abou
     config = TrainConfig(device="cpu", num_workers=2, batch_size=8, max_cache_size=8, max_cache_bytes=limit,
                          experiment_name="stream", val_fraction=0.0, image_size="72x80", hidden_channels=8,
                          embedding_dim=4, codebook_size=16)
-    path = DataPath.decide(manifest, source, max_bytes=limit)
-    trainer = Trainer(config, manifest, source, tmp_path / "work", data_path=path)
+    path = BucketReader.decide(manifest, source, max_bytes=limit)
+    trainer = Trainer(config, manifest, source, tmp_path / "work", reader=path)
     try:
         proxy.seen.clear()
         result = trainer.train_epoch(1)
@@ -507,8 +507,8 @@ def test_an_epoch_starved_of_data_says_so_and_what_to_do(proxy, bucket, packed, 
     source = FrameSource(storage, FrameCache(tmp_path / "cache", max_items=8))
     config = TrainConfig(device="cpu", num_workers=0, batch_size=16, max_cache_size=8, experiment_name="slow",
                          val_fraction=0.0, image_size="72x80", hidden_channels=8, embedding_dim=4, codebook_size=16)
-    path = DataPath.decide(manifest, source, max_bytes=None)
-    trainer = Trainer(config, manifest, source, tmp_path / "work", data_path=path)
+    path = BucketReader.decide(manifest, source, max_bytes=None)
+    trainer = Trainer(config, manifest, source, tmp_path / "work", reader=path)
     try:
         with caplog.at_level(logging.WARNING, logger="pokevq"):
             result = trainer.train_epoch(1)
@@ -609,7 +609,7 @@ def test_a_mid_epoch_checkpoint_of_the_old_cached_path_restarts_its_epoch_with_a
         state = load_checkpoint(first.train_epoch(1).checkpoint_path)
     finally:
         first.close()
-    state["position"] = {"kind": "cached", "epoch": 2, "samples": 8}  # as an earlier pokevq wrote it mid-epoch
+    state.position = {"kind": "cached", "epoch": 2, "samples": 8}  # as an earlier pokevq wrote it mid-epoch
     with caplog.at_level(logging.WARNING, logger="pokevq"):
         resumed = Trainer(config, manifest, source, tmp_path / "two", resume_state=state, resume_name="old.pt")
     try:

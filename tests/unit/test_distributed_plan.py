@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pokevq.config import TrainConfig
-from pokevq.data.plan import (
+from pokevq.data.order import (
     Position,
     continued_streams,
     group_units,

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pokevq.data import local_units
-from pokevq.data.plan import WINDOW_UNITS
+from pokevq.data.order import WINDOW_UNITS
 from pokevq.data.shard_cache import SHARDS_SUBDIR, ShardCache
 from pokevq.data.shards import ShardIndex
 from pokevq.data.source import FrameSource
@@ -50,7 +50,7 @@ def window_units(budget: int, largest_shard: int, readers: int, read_ahead: int)
 
 
 @dataclass
-class DataPath:
+class BucketReader:
     """The run's frames as units: which are packed, whether loose ones stay on disk, whether all fit the cache."""
 
     index: ShardIndex | None = None
@@ -64,7 +64,7 @@ class DataPath:
 
     @classmethod
     def decide(cls, manifest: pd.DataFrame, source: FrameSource, *, max_bytes: int | None,
-               passes: int = 2) -> DataPath:
+               passes: int = 2) -> BucketReader:
         """`passes`: how often the frames will be read (a single pass keeps no decoded units)."""
         index = ShardIndex.discover(source.storage, manifest["key"].tolist()) if len(manifest) else None
         cache = ShardCache(source.cache.directory / SHARDS_SUBDIR, shard_cache_budget(source, max_bytes, manifest))
