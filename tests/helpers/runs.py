@@ -93,3 +93,24 @@ def ended(process, output: Path) -> tuple[str, list[str]]:
     process.wait()
     console = output.read_text()
     return console, [line for line in console.splitlines() if line.startswith("Error:")]
+
+
+def first_epoch_checkpoint(frames: Path, work: Path, experiment: str, val_fraction: float = 0.0):
+    """A TINY Trainer's first epoch over local `frames`: (config, manifest, source, its checkpoint's path), so a
+    test can resume from that checkpoint as it likes."""
+    from pokevq.config import TrainConfig
+    from pokevq.data.cache import FrameCache
+    from pokevq.data.manifest import index_frames
+    from pokevq.data.source import FrameSource
+    from pokevq.storage import LocalStorage
+    from pokevq.train.trainer import Trainer
+
+    storage = LocalStorage(str(frames))
+    manifest = index_frames(storage, "", val_fraction=val_fraction, seed=0)
+    config = TrainConfig(experiment_name=experiment, batch_size=4, num_workers=0, device="cpu", **TINY)
+    source = FrameSource(storage, FrameCache(work / "cache"))
+    first = Trainer(config, manifest, source, work / "one")
+    try:
+        return config, manifest, source, first.train_epoch(1).checkpoint_path
+    finally:
+        first.close()

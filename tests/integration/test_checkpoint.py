@@ -389,24 +389,11 @@ def _format_1(checkpoint) -> dict:
 
 
 def test_format_2_holds_every_field_and_a_format_1_checkpoint_resumes(tmp_path, synth_frames):
-    from pokevq.config import TrainConfig
-    from pokevq.data.cache import FrameCache
-    from pokevq.data.manifest import index_frames
-    from pokevq.data.source import FrameSource
-    from pokevq.storage import LocalStorage
     from pokevq.train.checkpoint import Checkpoint
     from pokevq.train.trainer import Trainer
-    from tests.helpers.runs import TINY
+    from tests.helpers.runs import first_epoch_checkpoint
 
-    storage = LocalStorage(str(synth_frames))
-    manifest = index_frames(storage, "", val_fraction=0.2, seed=0)
-    config = TrainConfig(experiment_name="v1", batch_size=4, num_workers=0, device="cpu", **TINY)
-    source = FrameSource(storage, FrameCache(tmp_path / "cache"))
-    first = Trainer(config, manifest, source, tmp_path / "one")
-    try:
-        written = first.train_epoch(1).checkpoint_path
-    finally:
-        first.close()
+    config, manifest, source, written = first_epoch_checkpoint(synth_frames, tmp_path, "v1", val_fraction=0.2)
     on_disk = torch.load(written, weights_only=True)
     assert on_disk["format_version"] == FORMAT_VERSION == 2
     assert set(on_disk) == {"format_version", "model", "optimizer", "epoch", "global_step", "config",

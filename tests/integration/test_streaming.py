@@ -593,22 +593,12 @@ def test_a_mid_epoch_checkpoint_of_the_old_cached_path_restarts_its_epoch_with_a
 ):
     import logging
 
-    from pokevq.config import TrainConfig
-    from pokevq.data.manifest import index_frames
-    from pokevq.storage import LocalStorage
     from pokevq.train.checkpoint import load_checkpoint
     from pokevq.train.trainer import Trainer
-    from tests.helpers.runs import TINY
+    from tests.helpers.runs import first_epoch_checkpoint
 
-    storage = LocalStorage(str(synth_frames))
-    manifest = index_frames(storage, "", val_fraction=0.0, seed=0)
-    config = TrainConfig(experiment_name="old", batch_size=4, num_workers=0, device="cpu", **TINY)
-    source = FrameSource(storage, FrameCache(tmp_path / "cache"))
-    first = Trainer(config, manifest, source, tmp_path / "one")
-    try:
-        state = load_checkpoint(first.train_epoch(1).checkpoint_path)
-    finally:
-        first.close()
+    config, manifest, source, written = first_epoch_checkpoint(synth_frames, tmp_path, "old")
+    state = load_checkpoint(written)
     state.position = {"kind": "cached", "epoch": 2, "samples": 8}  # as an earlier pokevq wrote it mid-epoch
     with caplog.at_level(logging.WARNING, logger="pokevq"):
         resumed = Trainer(config, manifest, source, tmp_path / "two", resume_state=state, resume_name="old.pt")
