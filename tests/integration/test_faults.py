@@ -281,7 +281,7 @@ def _checkpoint_bytes(epoch: int) -> bytes:
         model_config=config.to_dict(), metrics={}, history=[{"epoch": e} for e in range(1, epoch + 1)], best=None,
     )
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(state.to_state(), buffer)
     return buffer.getvalue()
 
 

@@ -29,6 +29,7 @@ from pokevq.data import FrameSource
 from pokevq.data.cache import FrameCache, _cache_name
 from pokevq.data.manifest import index_frames
 from pokevq.storage import S3Storage
+from pokevq.train.checkpoint import FORMAT_VERSION
 from tests.helpers.cli_cases import run_cli_cases
 from tests.helpers.frames import upload_tree
 from tests.helpers.runs import TINY
@@ -296,7 +297,7 @@ def test_resume_with_malformed_uris_and_unusable_checkpoints_is_one_line_each(
         (["--resume", "s3://", "--experiment-name", "bad-uri"], "Error: Checkpoint not found: s3://"),
         (["--resume", "http://x/y.pt", "--experiment-name", "bad-uri"], "Error: Checkpoint not found: http://x/y.pt"),
         (["--resume", uri + "future.pt"],
-         f"Error: Checkpoint {uri}future.pt has format version 99, newer than this pokevq supports (1)"),
+         f"Error: Checkpoint {uri}future.pt has format version 99, newer than this pokevq supports ({FORMAT_VERSION})"),
         (["--resume", uri + "other_shape.pt"],
          f"Error: Checkpoint {uri}other_shape.pt does not match the configured model: "
          "hidden_channels=16 (configured 8)"),
