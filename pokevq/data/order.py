@@ -219,25 +219,25 @@ def rank_frames(
         owner = unit_owners(units, seed=seed, epoch=epoch, world_size=world_size, shuffle=shuffle, pins=pins)
         mine, of = _whole_shard_share(units, order, owner, rank, world_size, even=shuffle)
         place = np.r_[0, np.cumsum(of[1:] != of[:-1])] if len(of) else of  # unit's place among this rank's
-    elif shuffle:
-        # No shards: the one-process order, dealt frame by frame (rank r takes every world_size-th frame, the few
-        # left over dropped), so the ranks' batches together are exactly one process's batch, step by step.
-        sequence, _ = _unit_frames(units, order)
-        place = np.repeat(np.arange(len(order), dtype=np.int64), sizes[order])  # each frame's unit place
-        if len(sequence) > 1:
-            rng = np.random.default_rng([int(seed), int(epoch), 0, 0x5348])
-            keys = (place // max(1, int(window_units))).astype(np.float64) + rng.random(len(sequence))
-            sequence = sequence[np.argsort(keys, kind="stable")]
-        usable = len(sequence) - len(sequence) % max(1, world_size)
-        return sequence[:usable][rank::max(1, world_size)]
-    else:  # evaluation: contiguous shares, episodes kept in order
-        sequence, _ = _unit_frames(units, order)
+        return _window_shuffle(mine, place, [seed, epoch, rank], window_units) if shuffle else mine
+    sequence, _ = _unit_frames(units, order)
+    if not shuffle:  # evaluation: contiguous shares, episodes kept in order
         return sequence[share_slice(len(sequence), rank, world_size, even=False)]
-    if shuffle and len(mine) > 1:
-        rng = np.random.default_rng([int(seed), int(epoch), int(rank), 0x5348])
-        keys = (place // max(1, int(window_units))).astype(np.float64) + rng.random(len(mine))
-        mine = mine[np.argsort(keys, kind="stable")]
-    return mine
+    # No shards: the one-process order, dealt frame by frame (rank r takes every world_size-th frame, the few
+    # left over dropped), so the ranks' batches together are exactly one process's batch, step by step.
+    place = np.repeat(np.arange(len(order), dtype=np.int64), sizes[order])  # each frame's unit place
+    sequence = _window_shuffle(sequence, place, [seed, epoch, 0], window_units)
+    world_size = max(1, world_size)
+    return sequence[: len(sequence) - len(sequence) % world_size][rank::world_size]
+
+
+def _window_shuffle(frames: np.ndarray, place: np.ndarray, key: list[int], window_units: int) -> np.ndarray:
+    """The bounded shuffle: frames mixed within windows of `window_units` consecutive unit places."""
+    if len(frames) <= 1:
+        return frames
+    rng = np.random.default_rng([*(int(k) for k in key), 0x5348])
+    keys = (place // max(1, int(window_units))).astype(np.float64) + rng.random(len(frames))
+    return frames[np.argsort(keys, kind="stable")]
 
 
 def segment_world(segment: dict[str, Any], default: int) -> int:
