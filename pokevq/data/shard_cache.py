@@ -193,9 +193,11 @@ class ShardCache:
                     raise StorageError(f"short read: {len(chunk)} of {end - written} bytes at offset {written}")
                 os.pwrite(fd, chunk, written)
                 written = end
-            with self._directory_lock():  # a rename during another process's count could hide this file from it
+            # Under the directory lock: a rename during another process's count could hide this file from it, and
+            # flock's exclusive-to-shared change is not atomic (an eviction in between would take the file).
+            with self._directory_lock():
                 os.replace(part, path)
-            fcntl.flock(fd, fcntl.LOCK_SH)  # a reader now, like any other
+                fcntl.flock(fd, fcntl.LOCK_SH)  # a reader now, like any other
             data = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b""
             return OpenShard(data, fd, downloaded=True)
         except BaseException:
@@ -228,8 +230,7 @@ class ShardCache:
             os.close(fd)
         if part.exists():  # its downloader died: nobody holds it any more
             with self._directory_lock():
-                if self._unlocked(part):
-                    part.unlink(missing_ok=True)
+                self._remove_unused(part)
             time.sleep(0.01)
 
     # ----------------------------------------------------------------- the budget
@@ -257,19 +258,21 @@ class ShardCache:
         for _, path, file_size in entries:
             if used + size <= self.max_bytes:
                 break
-            if path.suffix == _SUFFIX and self._unlocked(path):
-                self._remove(path)
+            if path.suffix == _SUFFIX and self._remove_unused(path):
                 used -= file_size
         return used + size <= self.max_bytes
 
-    @staticmethod
-    def _unlocked(path: Path) -> bool:
+    @classmethod
+    def _remove_unused(cls, path: Path) -> bool:
+        """Remove `path` when nobody holds it, unlinked under its exclusive lock: a reader that opened it meanwhile
+        waits for the lock, then sees it gone (`_open_existing`)."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            cls._remove(path)
             return True
         except BlockingIOError:
             return False
