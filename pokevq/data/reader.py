@@ -117,6 +117,13 @@ class BucketReader:
         whole = "all kept on local disk" if self.fits else "streamed (larger than the cache)"
         return f"{self.frames} frames: {', '.join(parts) or 'none'}; {whole}"
 
+    def stall_advice(self, workers: int) -> str:
+        """What to do when an epoch waited on its data."""
+        if self.fits:
+            return f"raise --num-workers (now {workers}); the frames stay on local disk, so later epochs do not wait"
+        return (f"pack the frames (`pokevq pack`) so they are read shard by shard, raise --num-workers (now "
+                f"{workers}), or give the shard cache more room (--max-cache-bytes)")
+
     def pins(self, world_size: int) -> dict[str, int]:
         """The rank that reads each shard holding frames of both splits (its training and its validation frames),
         the same in every epoch and for both splits: largest first, to the rank with the fewest frames so far."""

@@ -7,6 +7,7 @@ trainer call them unconditionally and stay one code path.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -101,3 +102,40 @@ def gather_objects(value: Any) -> list[Any]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The module a step runs through: DDP over the ranks (gradients all-reduced), the model itself alone.
+
+    The codebook keeps itself identical across ranks (pokevq.model.quantizers), so buffers need no
+    broadcast per step.
+    """
+    if world_size() == 1:
+        return model
+    import warnings
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    # 1x1 convolutions' gradients differ from DDP's buckets only in the strides of size-1 dimensions.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+
+
+def share_from_first(make: Callable[[], Any], take: Callable[[Any], None]) -> None:
+    """Rank 0's `make()` handed to every other rank's `take`; nothing at all in one process."""
+    if world_size() == 1:
+        return
+    value = from_first(make() if rank() == 0 else None)
+    if rank() != 0:
+        take(value)
+
+
+def on_first(make: Callable[[], Any]) -> Any:
+    """`make()` run on rank 0 alone (reading frames, fitting), its result on every rank."""
+    return from_first(make() if rank() == 0 else None)
+
+
+def describe_step(rank_batch: int) -> str:
+    """`, 2 processes (DDP), 16 frames each per step` for the model's log line; nothing in one process."""
+    return f", {world_size()} processes (DDP), {rank_batch} frames each per step" if world_size() > 1 else ""
