@@ -288,6 +288,12 @@ class TrainConfig:
         def fail(name: str, message: str) -> None:
             raise ConfigError(f"{name} ({flag_for(name)}) {message}")
 
+        self._validate_training(fail)
+        self._validate_model(fail)
+        self._validate_distributed(fail)
+        self._validate_storage(fail)
+
+    def _validate_training(self, fail: Any) -> None:
         for name in ("batch_size", "max_cache_size", "hidden_channels", "codebook_size", "embedding_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -320,9 +326,10 @@ class TrainConfig:
             fail("lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             fail("warmup_steps", f"must be an integer >= 0 (0: no warm-up); got {self.warmup_steps!r}")
+
+    def _validate_model(self, fail: Any) -> None:
         if self.encoder_kernel not in ENCODER_KERNELS:
             fail("encoder_kernel", f"must be 1 or 3; got {self.encoder_kernel!r}")
-        self._validate_distributed(fail)
         if self.downsample not in DOWNSAMPLE_FACTORS:
             fail("downsample", f"must be one of 4, 8, 16; got {self.downsample!r}")
         if self.device not in DEVICES:
@@ -350,6 +357,8 @@ class TrainConfig:
                 "image_size",
                 f"{self.image_size} must be divisible by downsample {self.downsample} in both dimensions",
             )
+
+    def _validate_storage(self, fail: Any) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.experiment_name or ""):
             fail(
                 "experiment_name",

@@ -89,11 +89,25 @@ def render_report(summary: dict[str, Any]) -> str:
             "> ⚠️ **S3 set-up failed; this run fell back to local storage.**",
             f"> Reason: {summary['fallback_reason']}",
         ]
-    epochs = summary.get("epochs", [])
-    best = summary.get("best")
-    lines += ["", "## Data", ""]
+    lines += _data_section(summary) + _training_section(summary)
+    timings = summary.get("timings", {})
+    if timings:
+        lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in timings.items()]
+    artifacts = summary.get("artifacts", {})
+    if artifacts:
+        lines += ["", "## Artifacts", ""]
+        lines += [f"- {name}: `{uri}`" for name, uri in artifacts.items()]
+    lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
+    lines += [f"| `{name}` | `{value}` |" for name, value in summary.get("config", {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _data_section(summary: dict[str, Any]) -> list[str]:
+    """The frames indexed and skipped, and where they came from (the cache, the data path)."""
     data = summary.get("data", {})
-    lines += [
+    lines = [
+        "", "## Data", "",
         f"- Frames indexed: {data.get('frames', 0)} in {data.get('episodes', 0)} episodes "
         f"of {data.get('games', 0)} games",
         f"- Split by episode: {data.get('train_frames', 0)} train frames ({data.get('train_episodes', 0)} episodes), "
@@ -109,7 +123,7 @@ def render_report(summary: dict[str, Any]) -> str:
         if len(skipped) > 50:
             lines.append(f"| … | {len(skipped) - 50} more |")
     cache = summary.get("cache", {})
-    lines += [
+    return lines + [
         "",
         "## Cache",
         "",
@@ -117,51 +131,44 @@ def render_report(summary: dict[str, Any]) -> str:
         f"- Warm-up: {cache.get('warm_misses', 0)} downloaded, {cache.get('warm_hits', 0)} already cached, "
         f"{cache.get('warm_mb', 0):.1f} MB in {cache.get('warm_seconds', 0):.2f} s",
         f"- Hit rate during training: {100 * cache.get('training_hit_rate', 0.0):.1f} %",
+        f"- Data path: {summary.get('data_path', '')}",
     ]
-    lines += [f"- Data path: {summary.get('data_path', '')}"]
-    lines += ["", "## Training", ""]
+
+
+def _training_section(summary: dict[str, Any]) -> list[str]:
+    """One row per epoch, the best one starred, what stopped training early, and the quality section."""
+    epochs, best = summary.get("epochs", []), summary.get("best")
+    lines = ["", "## Training", ""]
     budget = summary.get("stopped_by")
     if budget:
         lines += [f"> ⏱️ **{describe_stop(budget['budget'])} ended training** at step {budget['global_step']}, inside "
                   f"epoch {budget['epoch']}; its checkpoint records the position. Resume with "
                   f"`--resume {budget['checkpoint']}` to continue that epoch where it stopped.", ""]
-    if epochs:
-        lines += [
-            "| epoch | train loss | train PSNR (dB) | val loss | val PSNR (dB) | pixel accuracy | perplexity | "
-            "codebook usage | frames/s | data stall | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in epochs:
-            val = row.get("val") or {}
-            train = row.get("train") or {}
-            shown = val or train
-            mark = " ★" if best and row["epoch"] == best.get("epoch") else ""
-            lines.append(
-                f"| {row['epoch']}{mark} | {_fmt(train.get('loss'), 5)} | {_fmt(train.get('psnr'), 2)} | "
-                f"{_fmt(val.get('loss'), 5)} | {_fmt(val.get('psnr'), 2)} | {_percent(val.get('pixel_accuracy'), 2)} | "
-                f"{_fmt(shown.get('perplexity'), 1)} | "
-                f"{100 * shown.get('codebook_usage', 0):.1f} % | {_fmt(row.get('frames_per_second'), 1)} | "
-                f"{_percent(row.get('data_stall'), 0)} | {_fmt(row.get('seconds'), 1)} |"
-            )
-        if best:
-            lines += ["", f"Best epoch: **{best['epoch']}** (loss {_fmt(best['loss'], 5)}, ★)."]
-        stalled = [row for row in epochs if (row.get("data_stall") or 0) > 0.2]
-        if stalled:
-            lines += ["", f"> ⚠️ Epochs {', '.join(str(r['epoch']) for r in stalled)} waited for data more than 20 % "
-                          "of their time: pack the frames (`pokevq pack`), raise --num-workers, or give the cache "
-                          "more room (--max-cache-size, --max-cache-bytes)."]
-        baselines = next((r["baselines"] for r in reversed(epochs) if r.get("baselines")), None)
-        lines += quality_section(epochs[-1], summary.get("config", {}), baselines)
-    else:
-        lines.append("No epoch was trained in this run.")
-    timings = summary.get("timings", {})
-    if timings:
-        lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---:|"]
-        lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in timings.items()]
-    artifacts = summary.get("artifacts", {})
-    if artifacts:
-        lines += ["", "## Artifacts", ""]
-        lines += [f"- {name}: `{uri}`" for name, uri in artifacts.items()]
-    lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
-    lines += [f"| `{name}` | `{value}` |" for name, value in summary.get("config", {}).items()]
-    return "\n".join(lines) + "\n"
+    if not epochs:
+        return lines + ["No epoch was trained in this run."]
+    lines += [
+        "| epoch | train loss | train PSNR (dB) | val loss | val PSNR (dB) | pixel accuracy | perplexity | "
+        "codebook usage | frames/s | data stall | seconds |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in epochs:
+        val = row.get("val") or {}
+        train = row.get("train") or {}
+        shown = val or train
+        mark = " ★" if best and row["epoch"] == best.get("epoch") else ""
+        lines.append(
+            f"| {row['epoch']}{mark} | {_fmt(train.get('loss'), 5)} | {_fmt(train.get('psnr'), 2)} | "
+            f"{_fmt(val.get('loss'), 5)} | {_fmt(val.get('psnr'), 2)} | {_percent(val.get('pixel_accuracy'), 2)} | "
+            f"{_fmt(shown.get('perplexity'), 1)} | "
+            f"{100 * shown.get('codebook_usage', 0):.1f} % | {_fmt(row.get('frames_per_second'), 1)} | "
+            f"{_percent(row.get('data_stall'), 0)} | {_fmt(row.get('seconds'), 1)} |"
+        )
+    if best:
+        lines += ["", f"Best epoch: **{best['epoch']}** (loss {_fmt(best['loss'], 5)}, ★)."]
+    stalled = [row for row in epochs if (row.get("data_stall") or 0) > 0.2]
+    if stalled:
+        lines += ["", f"> ⚠️ Epochs {', '.join(str(r['epoch']) for r in stalled)} waited for data more than 20 % "
+                      "of their time: pack the frames (`pokevq pack`), raise --num-workers, or give the cache "
+                      "more room (--max-cache-size, --max-cache-bytes)."]
+    baselines = next((r["baselines"] for r in reversed(epochs) if r.get("baselines")), None)
+    return lines + quality_section(epochs[-1], summary.get("config", {}), baselines)

@@ -243,53 +243,57 @@ class S3Storage(Storage):
             if isinstance(inner, Exception):
                 return self.translate(inner, operation, key)
         if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            message = error.get("Message") or code
-            if code in _EXPIRED_CODES:
-                return InvalidCredentialsError(
-                    f"AWS credentials expired (access key {_key_id_hint(self.session)}): {code} during {operation} "
-                    f"of {target}. Renew them (a new session token, `aws sso login`, or an IAM role, which renews "
-                    "itself), then retry the flow run or resume from checkpoint_latest.pt: what was uploaded is kept."
-                )
-            if code in _BAD_KEY_CODES:
-                return InvalidCredentialsError(
-                    f"AWS credentials are invalid (access key {_key_id_hint(self.session)}): {code}. "
-                    "Check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your AWS profile."
-                )
-            if code in _MISSING_BUCKET_CODES or (operation == "head_bucket" and status == 404):
-                return BucketNotFoundError(
-                    f"S3 bucket {self.bucket} does not exist at {self.endpoint_display}: create it "
-                    f"(aws s3 mb s3://{self.bucket}) or check --s3-bucket and --s3-region."
-                )
-            if code in _DENIED_CODES or status == 403:
-                action = _IAM_ACTION.get(operation, operation)
-                owner = (
-                    f", and that account {self.expected_bucket_owner} (--expected-bucket-owner) owns the bucket"
-                    if self.expected_bucket_owner
-                    else ""
-                )
-                return AccessDeniedError(
-                    f"Access denied to S3 bucket {self.bucket}: {action} on {target}. "
-                    f"Check bucket permissions and AWS credentials (the minimal IAM policy: docs/storage.md){owner}."
-                )
-            if code in _CONDITION_CODES or status == 412:
-                return PreconditionFailedError(
-                    f"S3 {operation} of {self.uri(key)} refused: the object changed under this writer ({code})"
-                )
-            if code in _MISSING_KEY_CODES or status == 404:
-                return ObjectNotFoundError(f"Object not found: {self.uri(key)}")
-            if isinstance(status, int) and status >= 500:  # retried by botocore (503 SlowDown too), in vain
-                attempts = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0) + 1
-                named = f" {code}" if code and code != str(status) else ""
-                return StorageError(
-                    f"S3 answered HTTP {status}{named} ({message}) to {operation} of {self.uri(key)}, after "
-                    f"{attempts} attempts: the S3 service is failing; try again later (POKEVQ_S3_MAX_ATTEMPTS sets "
-                    "the attempts)"
-                )
-            return StorageError(f"S3 {operation} of {self.uri(key)} failed: {code}: {message}")
+            return self._translate_client_error(exc, operation, key, target)
         return StorageError(f"S3 {operation} of {self.uri(key)} failed: {type(exc).__name__}: {exc}")
+
+    def _translate_client_error(self, exc: Any, operation: str, key: str, target: str) -> Exception:
+        """An error S3 answered (a botocore ClientError), by its code and HTTP status."""
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = error.get("Message") or code
+        if code in _EXPIRED_CODES:
+            return InvalidCredentialsError(
+                f"AWS credentials expired (access key {_key_id_hint(self.session)}): {code} during {operation} "
+                f"of {target}. Renew them (a new session token, `aws sso login`, or an IAM role, which renews "
+                "itself), then retry the flow run or resume from checkpoint_latest.pt: what was uploaded is kept."
+            )
+        if code in _BAD_KEY_CODES:
+            return InvalidCredentialsError(
+                f"AWS credentials are invalid (access key {_key_id_hint(self.session)}): {code}. "
+                "Check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your AWS profile."
+            )
+        if code in _MISSING_BUCKET_CODES or (operation == "head_bucket" and status == 404):
+            return BucketNotFoundError(
+                f"S3 bucket {self.bucket} does not exist at {self.endpoint_display}: create it "
+                f"(aws s3 mb s3://{self.bucket}) or check --s3-bucket and --s3-region."
+            )
+        if code in _DENIED_CODES or status == 403:
+            action = _IAM_ACTION.get(operation, operation)
+            owner = (
+                f", and that account {self.expected_bucket_owner} (--expected-bucket-owner) owns the bucket"
+                if self.expected_bucket_owner
+                else ""
+            )
+            return AccessDeniedError(
+                f"Access denied to S3 bucket {self.bucket}: {action} on {target}. "
+                f"Check bucket permissions and AWS credentials (the minimal IAM policy: docs/storage.md){owner}."
+            )
+        if code in _CONDITION_CODES or status == 412:
+            return PreconditionFailedError(
+                f"S3 {operation} of {self.uri(key)} refused: the object changed under this writer ({code})"
+            )
+        if code in _MISSING_KEY_CODES or status == 404:
+            return ObjectNotFoundError(f"Object not found: {self.uri(key)}")
+        if isinstance(status, int) and status >= 500:  # retried by botocore (503 SlowDown too), in vain
+            attempts = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0) + 1
+            named = f" {code}" if code and code != str(status) else ""
+            return StorageError(
+                f"S3 answered HTTP {status}{named} ({message}) to {operation} of {self.uri(key)}, after "
+                f"{attempts} attempts: the S3 service is failing; try again later (POKEVQ_S3_MAX_ATTEMPTS sets "
+                "the attempts)"
+            )
+        return StorageError(f"S3 {operation} of {self.uri(key)} failed: {code}: {message}")
 
     def _call(self, operation: str, key: str, **kwargs: Any) -> Any:
         try:

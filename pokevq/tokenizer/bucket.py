@@ -68,14 +68,7 @@ def tokenize_bucket(tokenizer: Tokenizer, manifest: pd.DataFrame, source: FrameS
     from tqdm.auto import tqdm
 
     result = TokenizeResult(token_set=storage.uri(token_set.prefix))
-    done = episodes_done(storage, token_set)
-    manifest = manifest.sort_values(["game", "episode", "frame", "key"])
-    episode_of = list(zip(manifest["game"].astype(str), manifest["episode"].astype(str)))
-    todo_mask = [pair not in done for pair in episode_of]
-    todo = manifest[todo_mask]
-    result.episodes_skipped = len(set(episode_of) & done)
-    if result.episodes_skipped:
-        log.info("%d episode(s) already tokenized with this checkpoint: skipped", result.episodes_skipped)
+    todo = _episodes_to_do(manifest, episodes_done(storage, token_set), result)
     if todo.empty:
         return result
     facts = {key: (game, episode, int(frame), str(etag)) for key, game, episode, frame, etag in zip(
@@ -122,13 +115,28 @@ def tokenize_bucket(tokenizer: Tokenizer, manifest: pd.DataFrame, source: FrameS
     result.seconds = round(time.perf_counter() - started, 3)
     result.frames_per_second = round(result.frames / max(result.seconds, 1e-9), 2)
     if sample_images:
-        images = torch.cat(sample_images)[:SAMPLE_FRAMES]
-        decoded = tokenizer.decode_images(torch.cat(sample_codes)[:SAMPLE_FRAMES]).float()
-        originals = (images.float().clamp(0, 1) * 255).round()
-        mse = float(((decoded - originals) / 255).pow(2).mean())
-        result.sample_psnr = round(10 * float(np.log10(1 / mse)), 3) if mse > 0 else float("inf")
-        result.sample_frames = len(images)
+        _score_sample(tokenizer, torch.cat(sample_images)[:SAMPLE_FRAMES], torch.cat(sample_codes)[:SAMPLE_FRAMES],
+                      result)
     return result
+
+
+def _episodes_to_do(manifest: pd.DataFrame, done: set[tuple[str, str]], result: TokenizeResult) -> pd.DataFrame:
+    """The frames of the episodes not tokenized yet, in episode and frame order (the skipped ones counted)."""
+    manifest = manifest.sort_values(["game", "episode", "frame", "key"])
+    episode_of = list(zip(manifest["game"].astype(str), manifest["episode"].astype(str)))
+    result.episodes_skipped = len(set(episode_of) & done)
+    if result.episodes_skipped:
+        log.info("%d episode(s) already tokenized with this checkpoint: skipped", result.episodes_skipped)
+    return manifest[[pair not in done for pair in episode_of]]
+
+
+def _score_sample(tokenizer: Tokenizer, images: torch.Tensor, codes: torch.Tensor, result: TokenizeResult) -> None:
+    """The PSNR of a sample's frames decoded back from their tokens, as the 8-bit frames a user would see."""
+    decoded = tokenizer.decode_images(codes).float()
+    originals = (images.float().clamp(0, 1) * 255).round()
+    mse = float(((decoded - originals) / 255).pow(2).mean())
+    result.sample_psnr = round(10 * float(np.log10(1 / mse)), 3) if mse > 0 else float("inf")
+    result.sample_frames = len(images)
 
 
 def auto_workers(device: torch.device) -> int:

@@ -107,3 +107,60 @@ def test_tasks_and_flows_stay_above_the_library() -> None:
     for name, path in modules.items():
         if name.startswith("tasks"):
             assert not any(imp.split(".")[0] in ("flows", "deployments") for imp in _imports(path, modules)), name
+
+
+MAX_FUNCTION_LINES = 60  # a body a newcomer reads in one screen (the docstring and signature not counted)
+LONG_BY_NATURE = ("pokevq.synth", "pokevq.cli.main.build_parser")  # tile art, scene scripts, the parser's table
+
+
+def _long_functions(source: str, module: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body
+        if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and len(body) > 1:
+            body = body[1:]  # the docstring
+        lines = body[-1].end_lineno - body[0].lineno + 1
+        name = f"{module}.{node.name}"
+        if lines > MAX_FUNCTION_LINES and not name.startswith(LONG_BY_NATURE):
+            found.append(f"{name} ({lines} lines)")
+    return found
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    long = [f for name, path in _modules().items() if not name.startswith("deployments")
+            for f in _long_functions(path.read_text(), name)]
+    assert long == []
+
+
+def test_the_length_rule_sees_a_long_function() -> None:
+    source = "def f():\n    '''Why.'''\n" + "    x = 1\n" * 61
+    assert _long_functions(source, "pokevq.m") == ["pokevq.m.f (61 lines)"]
+    assert _long_functions("def f():\n" + "    x = 1\n" * 60, "pokevq.m") == []
+
+
+def _rank_tests(source: str) -> list[int]:
+    """Lines that compare a rank or world size, or ask whether this process writes."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            names = {n.attr if isinstance(n, ast.Attribute) else getattr(n, "id", "")
+                     for side in (node.left, *node.comparators) for n in ast.walk(side)}
+            if names & {"rank", "world_size", "writes"}:
+                lines.append(node.lineno)
+        if isinstance(node, ast.Attribute) and node.attr == "writes":
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_training_loop_never_asks_which_rank_it_is() -> None:
+    """Rank 0's writing lives in the sink (`sink.py`); the collectives (pokevq.dist) compare ranks for the rest."""
+    offenders = [f"{path.name}:{line}" for path in sorted((ROOT / "pokevq" / "train").glob("*.py"))
+                 if path.name != "sink.py" for line in _rank_tests(path.read_text())]
+    assert offenders == []
+
+
+def test_the_rank_rule_sees_a_rank_test() -> None:
+    assert _rank_tests("if collectives.rank() == 0:\n    pass\nif self.writes:\n    pass\n") == [1, 3]
+    assert _rank_tests("x = collectives.rank()\n") == []
