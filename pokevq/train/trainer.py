@@ -86,10 +86,11 @@ class Trainer:
             self._restore(resume_state, resume_name)
         elif init_from is not None:
             self.step.warm_start(init_from, resume_name)
-        if self.model.needs_seeding:
-            collectives.on_first(lambda: self.samples.seed_codebook(self.model))
+        # Rank 0 decides (a follower has not received the resumed codebook yet) and seeds; the others receive it.
+        collectives.on_first(lambda: self.model.needs_seeding and self.samples.seed_codebook(self.model))
         # Every rank starts from rank 0's weights, codebook, optimizer, position and random state.
-        collectives.share_from_first(self._checkpoint, lambda state: self._restore(state, "rank 0"))
+        collectives.share_from_first(lambda: self._checkpoint(position=self.state.position),
+                                     lambda state: self._restore(state, "rank 0"))
         self.step.distribute()
         resumed = resume_state is not None  # TensorBoard drops what a resumed run wrote after its checkpoint
         self.sink = RankZeroSink(self.workdir, purge_step=self.state.global_step + 1 if resumed else None)

@@ -297,7 +297,9 @@ def test_ranks_that_never_meet_fail_after_pokevq_dist_timeout(tmp_path, frames_b
     assert time.monotonic() - started < 60
 
 
-def test_a_mid_epoch_checkpoint_of_two_processes_finishes_its_epoch_in_one(tmp_path, episode_frames, prefect_env):
+@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)], ids=["two-then-one", "one-then-two"])
+def test_a_mid_epoch_checkpoint_finishes_its_epoch_at_another_world_size(tmp_path, episode_frames, prefect_env,
+                                                                        first, then):
     from pokevq.data.manifest import index_frames
     from pokevq.storage import LocalStorage
     from pokevq.train.checkpoint import load_checkpoint
@@ -306,15 +308,16 @@ def test_a_mid_epoch_checkpoint_of_two_processes_finishes_its_epoch_in_one(tmp_p
     outputs = tmp_path / "outputs"
     args = ["train", *RUN, "--frames-dir", str(episode_frames), "--output-dir", str(outputs),
             "--experiment-name", "reshaped", "--epochs", "1"]
-    code, out, err = _finish(_pokevq([*args, "--nproc-per-node", "2", "--max-steps", "3"], tmp_path,
+    code, out, err = _finish(_pokevq([*args, "--nproc-per-node", str(first), "--max-steps", "3"], tmp_path,
                                      _env(prefect_env, log)))
     assert code == 0, err[-3000:]
     latest = outputs / "checkpoints" / "reshaped" / "checkpoint_latest.pt"
     position = load_checkpoint(latest)["position"]
-    # 3 steps of 4 frames on each rank, by its one DataLoader worker
-    assert position["world_size"] == 2 and [s["consumed"] for s in position["segments"]] == [[3]]
+    # 3 steps of the global batch of 8, each rank's share read by its one DataLoader worker
+    assert position["world_size"] == first and [s["consumed"] for s in position["segments"]] == [[3]]
 
-    code, out, err = _finish(_pokevq([*args, "--resume", str(latest)], tmp_path, _env(prefect_env, log)))
+    code, out, err = _finish(_pokevq([*args, "--nproc-per-node", str(then), "--resume", str(latest)], tmp_path,
+                                     _env(prefect_env, log)))
     assert code == 0, err[-3000:]
     manifest = index_frames(LocalStorage(str(episode_frames)), "", val_fraction=0.1, seed=0)
     train = set(manifest.loc[manifest["split"] == "train", "key"])
