@@ -1,7 +1,7 @@
 """The `pokevq` flow: validate → index the manifest → warm the cache → epochs with uploads → report.
 
-Its parameters are the `TrainConfig` fields, flat and typed, so the CLI, a deployment
-run form and Python all configure the same thing.
+Its parameters are the `TrainConfig` fields, flat and typed (`flows/parameters.py` makes them
+from the config), so the CLI, a deployment run form and Python all configure the same thing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, wait
 
+from flows.parameters import config_parameters
 from flows.runtime import experiment_name_for_run, load_bucket_block, temporary_server_patience
 from flows.tokenize_flow import pokevq_tokenize
 from pokevq import settings
@@ -44,140 +45,17 @@ from tasks.uploads import (
 
 
 @flow(name="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3.")
-def pokevq(
-    use_s3: bool = False,
-    s3_bucket: str | None = None,
-    s3_region: str | None = None,
-    s3_endpoint_url: str | None = None,
-    s3_checkpoint_prefix: str = "checkpoints",
-    s3_tensorboard_prefix: str = "tensorboard",
-    s3_logs_prefix: str = "logs",
-    s3_sse: str | None = None,
-    s3_kms_key_id: str | None = None,
-    expected_bucket_owner: str | None = None,
-    local_cache_dir: str | None = None,
-    max_cache_size: int = 1000,
-    max_cache_bytes: int | None = None,
-    no_fallback: bool = False,
-    frames_dir: str = "pokemon_frames",
-    experiment_name: str | None = None,
-    batch_size: int = 16,
-    num_epochs: int = 50,
-    learning_rate: float = 1e-4,
-    lr_schedule: str = "constant",
-    warmup_steps: int = 0,
-    resume: str | None = None,
-    output_dir: str = "./outputs",
-    device: str = "auto",
-    precision: str = "auto",
-    seed: int = 0,
-    num_workers: int = 2,
-    val_fraction: float = 0.1,
-    debug: bool = False,
-    nightly: bool = False,
-    warm_start: bool = True,
-    tokenize_after: bool | None = None,
-    data_path: str = "auto",
-    checkpoint_every_steps: int = 0,
-    max_steps: int = 0,
-    time_budget: str | None = None,
-    nproc_per_node: int | str = 1,
-    nnodes: int = 1,
-    node_rank: int = 0,
-    rdzv_endpoint: str | None = None,
-    image_size: str = "144x160",
-    hidden_channels: int = 128,
-    codebook_size: int = 65536,
-    embedding_dim: int = 64,
-    downsample: int = 8,
-    architecture: str = "patch",
-    quantizer: str = "ema",
-    codebook_init: str = "kmeans",
-    dead_code_restart: str = "worst",
-    code_dim: int = 0,
-    cosine_codes: bool = False,
-    encoder_kernel: int = 1,
-) -> dict[str, Any]:
-    """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field.
-
-    Args:
-        use_s3: Read frames from S3 and write outputs there.
-        s3_bucket: S3 bucket name (default: $S3_BUCKET_NAME).
-        s3_region: AWS region (default: $AWS_REGION, else us-east-1).
-        s3_endpoint_url: S3 endpoint for MinIO, R2 or a local server (default: $AWS_ENDPOINT_URL_S3, else
-                    $AWS_ENDPOINT_URL, else AWS).
-        s3_checkpoint_prefix: S3 prefix for checkpoints.
-        s3_tensorboard_prefix: S3 prefix for TensorBoard logs.
-        s3_logs_prefix: S3 prefix for training logs.
-        s3_sse: Server-side encryption of every object written: AES256 or aws:kms (default: the bucket's).
-        s3_kms_key_id: KMS key id or ARN for --s3-sse aws:kms (default: the aws/s3 managed key).
-        expected_bucket_owner: 12-digit AWS account id that must own the bucket; every S3 request is refused
-                    otherwise.
-        local_cache_dir: Local frame cache directory, kept between runs (default: a temp dir removed at
-                    exit).
-        max_cache_size: Max images to cache locally.
-        max_cache_bytes: Optional byte limit of the local cache, e.g. 20GB (the streaming path's shard files
-                    included; default for those: 8 GiB, at most half the free disk).
-        no_fallback: Fail instead of falling back to local storage when S3 setup fails.
-        frames_dir: S3 prefix of the training frames (a local folder without --use-s3).
-        experiment_name: Name of this experiment (default: pokevq-YYYYMMDD-HHMMSS).
-        batch_size: Training batch size.
-        num_epochs: Total number of training epochs.
-        learning_rate: AdamW learning rate.
-        lr_schedule: constant, or cosine: the learning rate falls along a half cosine to a tenth of it by the last
-                    epoch.
-        warmup_steps: Steps over which the learning rate rises linearly from 0 (0: none).
-        resume: Checkpoint to resume from: s3://bucket/key or a local path.
-        output_dir: Root of local outputs.
-        device: auto (CUDA when present), cpu, cuda or mps.
-        precision: auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 (autocast on any device) or fp32.
-        seed: Random seed for the split, init and shuffling.
-        num_workers: DataLoader worker processes.
-        val_fraction: Share of episodes held out for validation.
-        debug: Debug logging (botocore too) and tracebacks.
-        nightly: A scheduled retraining run: experiment nightly-YYYYMMDD (the day's second: nightly-YYYYMMDD-2, ...),
-                    never falls back to local storage.
-        warm_start: With --nightly, start from the previous nightly's checkpoint_best.pt (the same day's, if any) when
-                    one exists.
-        tokenize_after: After training, tokenize the frames with the run's best checkpoint (the pokevq-tokenize
-                    flow); default: on with --nightly, off otherwise.
-        data_path: Deprecated and ignored: every run reads its frames one way (auto, cached or streaming are
-            accepted, with a warning for the last two, so existing commands and deployments keep working).
-        checkpoint_every_steps: Also write a resumable mid-epoch checkpoint every N training steps (0: epochs only).
-        max_steps: End training after this many steps in all, with a checkpoint (0: no limit).
-        time_budget: End training at a step boundary once this run has trained this long, with a checkpoint: e.g.
-                    90m, 6h or seconds.
-        nproc_per_node: Training processes on this machine, one per GPU (auto: every visible GPU; with --device cpu,
-                    processes that share the CPU over gloo).
-        nnodes: Machines that train together.
-        node_rank: This machine's place among --nnodes (0 runs the flow; the others only train).
-        rdzv_endpoint: host:port where the machines meet: machine 0's address and a free port (default on one
-                    machine: 127.0.0.1 and a free port).
-        image_size: Frame size HxW fed to the model (Game Boy: 144x160).
-        hidden_channels: Channels of the encoder/decoder (patch: of the decoder's context).
-        codebook_size: Number of codebook vectors (65,536: 16 bits per token).
-        embedding_dim: Dimension of each codebook vector (tile and conv).
-        downsample: Spatial downsampling factor: 4, 8 or 16.
-        architecture: patch (codes are pixel patches seeded from the training frames at every offset, a decoder
-                    that corrects from neighbouring codes), tile (a learned encoder per patch, convolutions on the
-                    code grid) or conv.
-        quantizer: ema (EMA codebook), vq (codebook learned by gradient) or fsq (finite scalar quantization); tile
-                    and conv.
-        codebook_init: Codebook initialisation on the first batch: kmeans, data or random (tile and conv).
-        dead_code_restart: Restart unused codes on the worst-represented latents (worst), random latents, or off
-                    (tile and conv).
-        code_dim: Look codes up in a learned projection of this many dimensions (0: embedding_dim).
-        cosine_codes: Look codes up by cosine similarity (l2-normalised codes).
-        encoder_kernel: Encoder kernel on the tile grid: 1 (a code from its own tile's pixels) or 3 (a code also
-                    sees the tiles around it).
-    """
-    parameters = dict(locals())
+@config_parameters
+def pokevq(**options: Any) -> dict[str, Any]:
+    """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field."""
+    parameters = dict(options)  # the fields given; TrainConfig supplies every default
     settings.check_run_knobs()  # a bad POKEVQ_* value stops the run before anything starts
     block = load_bucket_block()  # deployments: bucket and keys from the S3Bucket block
     if block is not None:
         block.fill(parameters)
-    if not experiment_name and not resume:
-        parameters["experiment_name"] = experiment_name_for_run(nightly)  # the same on a retry of this run
+    if not parameters.get("experiment_name") and not parameters.get("resume"):
+        # The same on a retry of this run.
+        parameters["experiment_name"] = experiment_name_for_run(bool(parameters.get("nightly")))
     config = TrainConfig.from_dict(parameters).to_dict()  # validates, resolves env
     credentials = block.credentials if block is not None else None
     logger = get_run_logger()

@@ -245,6 +245,10 @@ class TrainConfig:
         "Encoder kernel on the tile grid: 1 (a code from its own tile's pixels) or 3 (a code also sees the tiles "
         "around it).",
     )
+    num_res_blocks: int = option(
+        2, "model",
+        "Residual blocks at each end of the encoder and decoder (0: none): depth for frames a small model blurs.",
+    )
 
     def __post_init__(self) -> None:
         self._resolve_environment()
@@ -330,6 +334,8 @@ class TrainConfig:
     def _validate_model(self, fail: Any) -> None:
         if self.encoder_kernel not in ENCODER_KERNELS:
             fail("encoder_kernel", f"must be 1 or 3; got {self.encoder_kernel!r}")
+        if isinstance(self.num_res_blocks, bool) or not isinstance(self.num_res_blocks, int) or self.num_res_blocks < 0:
+            fail("num_res_blocks", f"must be an integer >= 0; got {self.num_res_blocks!r}")
         if self.downsample not in DOWNSAMPLE_FACTORS:
             fail("downsample", f"must be one of 4, 8, 16; got {self.downsample!r}")
         if self.device not in DEVICES:

@@ -236,6 +236,7 @@ def test_model_option_defaults_are_the_benchmarked_best(clean_env):
         (dict(code_dim=-1), "code_dim (--code-dim) must be an integer >= 0"),
         (dict(quantizer="fsq", codebook_size=511), "codebook_size (--codebook-size) 511 cannot be an FSQ codebook"),
         (dict(encoder_kernel=5), "encoder_kernel (--encoder-kernel) must be 1 or 3; got 5"),
+        (dict(num_res_blocks=-1), "num_res_blocks (--num-res-blocks) must be an integer >= 0; got -1"),
         (dict(lr_schedule="linear"), "lr_schedule (--lr-schedule) must be one of constant, cosine; got 'linear'"),
         (dict(warmup_steps=-1), "warmup_steps (--warmup-steps) must be an integer >= 0 (0: no warm-up)"),
     ],
@@ -259,3 +260,18 @@ def test_model_options_reach_the_model(clean_env):
     assert model.code_dim == 8 and model.cosine is True and model.codebook_size == 216
     assert TrainConfig(quantizer="fsq", codebook_size=216).quantizer == "fsq"  # 6 x 6 x 6
     assert ModelConfig.for_run(TrainConfig(encoder_kernel=3)).encoder_kernel == 3
+
+
+def test_a_model_option_declared_once_reaches_the_flag_the_flow_and_the_model(clean_env):
+    """`num_res_blocks` is declared in config.py alone: the CLI, the flow's parameters and the model follow."""
+    import inspect
+
+    from flows import pokevq
+    from pokevq.cli.main import build_parser
+    from pokevq.model.vqvae import ModelConfig
+
+    args = build_parser().parse_args(["train", "--num-res-blocks", "0"])
+    assert args.num_res_blocks == 0
+    assert inspect.signature(pokevq.fn).parameters["num_res_blocks"].default == 2
+    assert pokevq.validate_parameters({"num_res_blocks": "1"})["num_res_blocks"] == 1
+    assert ModelConfig.for_run(TrainConfig(num_res_blocks=0)).num_res_blocks == 0

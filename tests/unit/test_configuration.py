@@ -71,7 +71,8 @@ def test_the_model_is_derived_from_every_model_option():
     assert len(model_fields) >= 10
     changed = {"image_size": "64x80", "hidden_channels": 32, "codebook_size": 64, "embedding_dim": 16,
                "downsample": 16, "architecture": "conv", "quantizer": "vq", "codebook_init": "random",
-               "dead_code_restart": "off", "code_dim": 8, "cosine_codes": True, "encoder_kernel": 3}
+               "dead_code_restart": "off", "code_dim": 8, "cosine_codes": True, "encoder_kernel": 3,
+               "num_res_blocks": 0}
     for field in model_fields:  # each model option reaches ModelConfig on its own
         assert ModelConfig.for_run(base.replace(**{field.name: changed[field.name]})) != ModelConfig.for_run(base), (
             field.name)

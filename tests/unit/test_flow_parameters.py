@@ -33,3 +33,23 @@ def test_every_parameter_is_described_as_in_the_cli_help():
     properties = pokevq.parameters.model_dump()["properties"]
     for name, text in field_help().items():
         assert " ".join(properties[name].get("description", "").split()) == text, name
+
+
+def test_todays_deployment_and_run_parameters_are_accepted_and_typed():
+    """A deployment or a run that names today's parameters keeps working: validated as Prefect validates a run."""
+    from pathlib import Path
+
+    import pytest
+    import yaml
+    from prefect.exceptions import SignatureMismatchError
+
+    root = Path(__file__).resolve().parents[2]
+    deployments = yaml.safe_load((root / "deployments" / "prefect.yaml").read_text())["deployments"]
+    train = next(d for d in deployments if d["entrypoint"].endswith(":pokevq"))
+    given = {**train.get("parameters", {}), "num_epochs": "5", "batch_size": 8, "hidden_channels": "32",
+             "nightly": True, "learning_rate": "3e-4", "max_cache_bytes": None}
+    validated = pokevq.validate_parameters(given)
+    assert validated["use_s3"] is True and validated["num_epochs"] == 5 and validated["hidden_channels"] == 32
+    assert validated["learning_rate"] == 3e-4
+    with pytest.raises(SignatureMismatchError, match="num_epoch"):
+        pokevq.validate_parameters({"num_epoch": 5})  # a misspelt name is refused, never ignored
