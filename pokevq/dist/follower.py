@@ -1,14 +1,13 @@
 """A training process other than rank 0: `python -m pokevq.dist.follower`, started by `pokevq.dist.launch`.
 
-It joins the process group, receives the run's set-up from rank 0, builds its own view of the
-data (its share of every epoch) and the same trainer, then trains the epochs rank 0 names. It
+It joins the process group, receives the run's set-up from rank 0, builds its inputs and its
+trainer from the same factory as rank 0 (`pokevq.run.inputs`), then trains the epochs rank 0 names. It
 writes nothing: checkpoints, TensorBoard and the log are rank 0's.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 from typing import Any
@@ -17,44 +16,31 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from pokevq import settings
 from pokevq.config import TrainConfig
-from pokevq.data.annotations import load_annotations
-from pokevq.data.cache import FrameCache
-from pokevq.data.reader import BucketReader
-from pokevq.data.manifest import from_parquet_bytes
-from pokevq.data.source import FrameSource
 from pokevq.dist import collectives
 from pokevq.dist.launch import join_group
-from pokevq.layout import Layout
+from pokevq.run.inputs import RunInputs
 from pokevq.run.validate import StoragePlan
 from pokevq.train.trainer import Trainer
 
 
 class Follower:
-    """What one rank keeps between rank 0's commands."""
+    """What one rank keeps between rank 0's commands: its inputs (built as rank 0's are) and its trainer."""
 
     def __init__(self, setup: dict[str, Any]) -> None:
         config = TrainConfig.from_dict(setup["config"])
         cache_dir = setup["cache_dir"] if settings.on_first_machine() else settings.node_cache_dir()
-        self.config = config.replace(local_cache_dir=cache_dir)
-        self.plan = StoragePlan.from_dict(setup["plan"], setup.get("credentials"))
+        self.inputs = RunInputs(config.replace(local_cache_dir=cache_dir),
+                                StoragePlan.from_dict(setup["plan"], setup.get("credentials")))
         self.run_id = setup.get("run_id", "")
         self.workdir = tempfile.mkdtemp(prefix=f"pokevq-rank{collectives.rank()}-")
-        self.cache = FrameCache(self.config.local_cache_dir, max_items=self.config.max_cache_size,
-                                max_bytes=self.config.max_cache_bytes)
-        frames = self.plan.frames_storage()
-        self.source = FrameSource(frames, self.cache)
-        layout = Layout.for_config(self.config)
-        self.manifest = from_parquet_bytes(self.plan.output_storage().get_bytes(layout.manifest))
-        self.annotations = load_annotations(frames, self.plan.frames_prefix)
-        self.reader = BucketReader.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
+        _ = self.inputs.reader  # the manifest from storage and the reader, before rank 0's first command
         self.trainer: Trainer | None = None
 
     def build(self) -> None:
         """The trainer, with rank 0's state (shared inside the trainer as it is built)."""
         if self.trainer is not None:
             self.trainer.close()
-        self.trainer = Trainer(self.config, self.manifest, self.source, self.workdir, annotations=self.annotations,
-                               reader=self.reader, run_id=self.run_id)
+        self.trainer = self.inputs.trainer(self.workdir, run_id=self.run_id)
 
     def train(self, epoch: int) -> None:
         assert self.trainer is not None
@@ -63,7 +49,7 @@ class Follower:
     def close(self) -> None:
         if self.trainer is not None:
             self.trainer.close()
-        self.cache.close()
+        self.inputs.close()
 
 
 @record

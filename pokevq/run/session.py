@@ -20,9 +20,8 @@ from typing import Any
 import pandas as pd
 
 from pokevq.config import TrainConfig
-from pokevq.data.annotations import load_annotations
 from pokevq.data.cache import FrameCache
-from pokevq.data.manifest import from_parquet_bytes, to_parquet_bytes
+from pokevq.data.manifest import to_parquet_bytes
 from pokevq.data.reader import BucketReader
 from pokevq.data.source import FrameSource
 from pokevq.dist.group import TrainingGroup
@@ -33,7 +32,8 @@ from pokevq.errors import (
     ObjectNotFoundError,
     PokevqError,
 )
-from pokevq.layout import BEST_FILE, STEP_GLOB, Layout, epoch_file, step_of
+from pokevq.layout import BEST_FILE, STEP_GLOB, epoch_file, step_of
+from pokevq.run.inputs import RunInputs
 from pokevq.run.lease import Lease, LeaseLostError
 from pokevq.run.logs import attach_training_log, detach_training_log
 from pokevq.run.nightly import nightly_order
@@ -66,20 +66,18 @@ class RunSession:
         self.config = config
         self.plan = plan
         self.run_id = run_id  # the orchestrator's run: a retry of it continues its own mid-epoch checkpoints
-        self.layout = Layout.for_config(config)
+        self.inputs = RunInputs(config, plan)  # the cache, source, manifest, annotations and reader: as every rank's
+        self.layout = self.inputs.layout
+        self.storage = self.inputs.storage
+        self.frames_storage = self.inputs.frames_storage
         self.workdir = Path(plan.output_root) / "runs" / str(config.experiment_name)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.storage = plan.output_storage()
-        self.frames_storage = plan.frames_storage()
         self.log_path = self.workdir / "training.log"
         self.log_handler = attach_training_log(self.log_path, config.debug)
         self.tensorboard = TensorBoardSync(self.workdir / "tensorboard", self.storage, self.layout.tensorboard)
         self.timings: dict[str, float] = {}
-        self._cache: FrameCache | None = None
-        self._manifest: pd.DataFrame | None = None
-        self._annotations: dict[str, Any] | None = None
         self._trainer: Trainer | None = None
-        self._reader: BucketReader | None = None
+        self._warned_data_path = False
         self.step_publisher = StepCheckpointPublisher(self.storage, self.layout, guard=self.check_lease)
         self.lease: Lease | None = None
         self.stop = StopRequest()  # SIGTERM and a lost lease end training at the next step boundary
@@ -94,28 +92,23 @@ class RunSession:
     # -------------------------------------------------------------- pieces
     @property
     def cache(self) -> FrameCache:
-        if self._cache is None:
-            self._cache = FrameCache(
-                self.config.local_cache_dir, max_items=self.config.max_cache_size, max_bytes=self.config.max_cache_bytes
-            )
-        return self._cache
+        return self.inputs.cache
 
     @property
     def source(self) -> FrameSource:
-        return FrameSource(self.frames_storage, self.cache)
+        return self.inputs.source
 
     @property
     def reader(self) -> BucketReader:
         """How this bucket's frames are read (decided once, before training; a cache below one shard fails here)."""
-        if self._reader is None:
-            if self.config.data_path != "auto":
-                log.warning("--data-path %s is deprecated and ignored: every run reads its frames one way (units on "
-                            "local disk, kept when they fit --max-cache-bytes); drop the option", self.config.data_path)
-            self._reader = BucketReader.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
-        return self._reader
+        if self.config.data_path != "auto" and not self._warned_data_path:
+            self._warned_data_path = True
+            log.warning("--data-path %s is deprecated and ignored: every run reads its frames one way (units on "
+                        "local disk, kept when they fit --max-cache-bytes); drop the option", self.config.data_path)
+        return self.inputs.reader
 
     def save_manifest(self, manifest: pd.DataFrame) -> str:
-        self._manifest = manifest
+        self.inputs.manifest = manifest
         if not self.config.nightly:  # (a nightly packs the new frames first, which rewrites a bad shard index)
             _ = self.reader  # a bad shard index, or a cache below one shard, stops the run before a write
         self.storage.put_bytes(self.layout.manifest, to_parquet_bytes(manifest))
@@ -124,10 +117,7 @@ class RunSession:
     @property
     def manifest(self) -> pd.DataFrame:
         """The run's manifest, reloaded from storage when this process did not index it."""
-        if self._manifest is None:
-            self._manifest = from_parquet_bytes(self.storage.get_bytes(self.layout.manifest),
-                                                self.storage.uri(self.layout.manifest))
-        return self._manifest
+        return self.inputs.manifest
 
     def manifest_at(self, uri: str) -> pd.DataFrame:
         """The manifest `index_manifest` saved at `uri` (kept in memory when this process indexed it)."""
@@ -138,9 +128,7 @@ class RunSession:
     @property
     def annotations(self) -> dict[str, Any]:
         """Palettes and dialog boxes of the frames when they came with them (pokevq synth), else {}."""
-        if self._annotations is None:
-            self._annotations = load_annotations(self.frames_storage, self.plan.frames_prefix)
-        return self._annotations
+        return self.inputs.annotations
 
     @property
     def trainer(self) -> Trainer:
@@ -175,13 +163,12 @@ class RunSession:
         self.group.send(setup)
 
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Trainer:
-        common = dict(annotations=self.annotations, reader=self.reader, on_step_checkpoint=self.step_publisher,
-                      run_id=self.run_id, stop=self.stop)
+        _ = self.reader  # the deprecation notice of a retired option, once
+        common = dict(on_step_checkpoint=self.step_publisher, run_id=self.run_id, stop=self.stop, resume_name=name)
         with self._with_ranks({"kind": "build"}):  # every rank builds it too, and takes this one's state
             if weights_only and state is not None:
-                return Trainer(self.config, self.manifest, self.source, self.workdir, init_from=state,
-                               resume_name=name, **common)
-            return Trainer(self.config, self.manifest, self.source, self.workdir, state, name, **common)
+                return self.inputs.trainer(self.workdir, init_from=state, **common)
+            return self.inputs.trainer(self.workdir, resume_state=state, **common)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Train `epoch` (after catching up to the epoch before it) in every training process."""
@@ -372,8 +359,7 @@ class RunSession:
         if self.group is not None:
             self.group.close(clean=self._group_quiet)
             self.group = None
-        if self._cache is not None:
-            self._cache.close()
+        self.inputs.close()
         self.release_lease()
         self._restore_sigterm()
         detach_training_log(self.log_handler)
