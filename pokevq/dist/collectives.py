@@ -6,7 +6,6 @@ trainer call them unconditionally and stay one code path.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 

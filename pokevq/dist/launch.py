@@ -10,7 +10,6 @@ On other machines, `pokevq train --node-rank N ...` starts that machine's ranks 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import tempfile
