@@ -61,6 +61,12 @@ def _checkpoint(s3_client, bucket: str, name: str, file: str = "checkpoint_lates
     return torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
 
 
+def _frame_lines(frame_log: Path) -> list[tuple[int, int, str]]:
+    """(epoch, step, key) of every whole line of a frame log (a process killed mid-write leaves half a line)."""
+    lines = [line.split(" ", 2) for line in frame_log.read_text().splitlines()]
+    return [(int(e), int(s), key) for e, s, key in (parts for parts in lines if len(parts) == 3)]
+
+
 def _frames_per_epoch(frame_log: Path) -> dict[int, Counter]:
     epochs: dict[int, Counter] = {}
     for line in frame_log.read_text().splitlines():
@@ -298,31 +304,46 @@ def test_ranks_that_never_meet_fail_after_pokevq_dist_timeout(tmp_path, frames_b
 
 
 @pytest.mark.parametrize("first, then", [(2, 1), (1, 2)], ids=["two-then-one", "one-then-two"])
-def test_a_mid_epoch_checkpoint_finishes_its_epoch_at_another_world_size(tmp_path, episode_frames, prefect_env,
-                                                                        first, then):
+def test_a_run_killed_mid_epoch_finishes_its_epoch_at_another_world_size(tmp_path, episode_frames, prefect_env,
+                                                                         first, then):
+    """kill -9 inside an epoch in `first` processes, resume in `then`: each frame of that epoch trained once."""
     from pokevq.data.manifest import index_frames
+    from pokevq.layout import STEP_GLOB
     from pokevq.storage import LocalStorage
     from pokevq.train.checkpoint import load_checkpoint
 
-    log = tmp_path / "frames.log"
+    killed, resumed = tmp_path / "frames-killed.log", tmp_path / "frames-resumed.log"
     outputs = tmp_path / "outputs"
     args = ["train", *RUN, "--frames-dir", str(episode_frames), "--output-dir", str(outputs),
-            "--experiment-name", "reshaped", "--epochs", "1"]
-    code, out, err = _finish(_pokevq([*args, "--nproc-per-node", str(first), "--max-steps", "3"], tmp_path,
-                                     _env(prefect_env, log)))
-    assert code == 0, err[-3000:]
+            "--experiment-name", "reshaped"]
     latest = outputs / "checkpoints" / "reshaped" / "checkpoint_latest.pt"
-    position = load_checkpoint(latest)["position"]
-    # 3 steps of the global batch of 8, each rank's share read by its one DataLoader worker
-    assert position["world_size"] == first and [s["consumed"] for s in position["segments"]] == [[3]]
+    run, processes = _start_and_wait_for_a_checkpoint(
+        [*args, "--epochs", "200", "--checkpoint-every-steps", "1", "--nproc-per-node", str(first)], tmp_path,
+        _env(prefect_env, killed), latest)
+    os.kill(run.pid, signal.SIGKILL)  # rank 0, the flow's process; the other ranks follow it out
+    _finish(run, timeout=30)
+    assert not _still_running(processes, seconds=60), "training processes outlived rank 0"
 
-    code, out, err = _finish(_pokevq([*args, "--nproc-per-node", str(then), "--resume", str(latest)], tmp_path,
-                                     _env(prefect_env, log)))
+    # The newest checkpoint written inside an epoch (every step writes one; the kill may follow an epoch's end).
+    steps = sorted((outputs / "runs" / "reshaped" / "checkpoints").glob(STEP_GLOB),
+                   key=lambda path: int(path.stem.rsplit("_", 1)[1]))
+    for path in reversed(steps):
+        state = load_checkpoint(path)
+        if state["position"]:
+            break
+    else:
+        pytest.fail(f"no checkpoint inside an epoch among {[p.name for p in steps]}")
+    epoch, step = state["epoch"] + 1, state["global_step"]
+    assert state["position"]["world_size"] == first
+    code, out, err = _finish(_pokevq([*args, "--epochs", str(epoch), "--nproc-per-node", str(then),
+                                      "--resume", str(path)], tmp_path, _env(prefect_env, resumed)))
     assert code == 0, err[-3000:]
     manifest = index_frames(LocalStorage(str(episode_frames)), "", val_fraction=0.1, seed=0)
-    train = set(manifest.loc[manifest["split"] == "train", "key"])
-    trained = _frames_per_epoch(log)[1]
-    assert set(trained) == train and max(trained.values()) == 1  # every training frame once, across both runs
+    train = Counter(manifest.loc[manifest["split"] == "train", "key"])
+    before = Counter(key for e, s, key in _frame_lines(killed) if e == epoch and s <= step)  # in the checkpoint
+    after = Counter(key for e, _, key in _frame_lines(resumed) if e == epoch)
+    assert 0 < sum(before.values()) < sum(train.values())  # killed inside the epoch
+    assert before + after == train  # every training frame of the epoch once, across both runs
 
 
 def _rank(rank: int, world: int, frames: str, port: int, out: str) -> None:
