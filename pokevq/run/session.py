@@ -77,7 +77,6 @@ class RunSession:
         self.tensorboard = TensorBoardSync(self.workdir / "tensorboard", self.storage, self.layout.tensorboard)
         self.timings: dict[str, float] = {}
         self._trainer: Trainer | None = None
-        self._warned_data_path = False
         self.step_publisher = StepCheckpointPublisher(self.storage, self.layout, guard=self.check_lease)
         self.lease: Lease | None = None
         self.stop = StopRequest()  # SIGTERM and a lost lease end training at the next step boundary
@@ -88,6 +87,9 @@ class RunSession:
         fell_back = f" (S3 set-up failed, so LOCAL storage: {plan.fallback_reason})" if plan.fallback_reason else ""
         log.info("Run %s: outputs to %s%s, work directory %s", config.experiment_name, plan.describe(), fell_back,
                  self.workdir)
+        if config.data_path != "auto":
+            log.warning("--data-path %s is deprecated and ignored: every run reads its frames one way (units on "
+                        "local disk, kept when they fit --max-cache-bytes); drop the option", config.data_path)
 
     # -------------------------------------------------------------- pieces
     @property
@@ -101,10 +103,6 @@ class RunSession:
     @property
     def reader(self) -> BucketReader:
         """How this bucket's frames are read (decided once, before training; a cache below one shard fails here)."""
-        if self.config.data_path != "auto" and not self._warned_data_path:
-            self._warned_data_path = True
-            log.warning("--data-path %s is deprecated and ignored: every run reads its frames one way (units on "
-                        "local disk, kept when they fit --max-cache-bytes); drop the option", self.config.data_path)
         return self.inputs.reader
 
     def save_manifest(self, manifest: pd.DataFrame) -> str:
@@ -163,7 +161,6 @@ class RunSession:
         self.group.send(setup)
 
     def _build_trainer(self, state: dict[str, Any] | None, name: str, weights_only: bool = False) -> Trainer:
-        _ = self.reader  # the deprecation notice of a retired option, once
         common = dict(on_step_checkpoint=self.step_publisher, run_id=self.run_id, stop=self.stop, resume_name=name)
         with self._with_ranks({"kind": "build"}):  # every rank builds it too, and takes this one's state
             if weights_only and state is not None:

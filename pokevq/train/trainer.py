@@ -63,7 +63,7 @@ class Trainer:
         baseline_frames: int | None = None,
         stop: StopRequest | None = None,
     ) -> None:
-        self.config, self.source, self.workdir = config, source, Path(workdir)
+        self.config, self.workdir = config, Path(workdir)
         self.stop = stop  # asked from outside the loop (SIGTERM, a lost lease): stop at the next step boundary
         self.started = time.monotonic()  # the time budget counts from here
         self.run_id = run_id  # written into mid-epoch checkpoints: a retry of this run continues from them
@@ -101,8 +101,8 @@ class Trainer:
                       pin_memory=self.device.type == "cuda", rank=collectives.rank(),
                       world_size=collectives.world_size())
         self.train_loader = self.reader.loader(train_rows, source, config.image_hw, shuffle=True, **common)
-        self.val_loader = self.reader.loader(val_rows, source, config.image_hw, shuffle=False, **common) \
-            if len(val_rows) else None
+        self.val_loader = (self.reader.loader(val_rows, source, config.image_hw, shuffle=False, **common)
+                           if len(val_rows) else None)
         self.evaluator = None if self.val_loader is None else Evaluator(
             self.model, self.val_loader, self.step.autocast, self.device,
             lambda: self.samples.fit_baselines(self.model, self.device), val_rows, config.image_hw, annotations,
