@@ -104,7 +104,7 @@ def run_case(stack: S3Stack, name: str, work: Path, *, max_cache_size: int, max_
     if path.fits:  # as the flow's warm_cache step does
         from pokevq.data.warm import warm_units
 
-        warm_units(path, manifest, source, config.image_hw, progress=False)
+        warm_units(path, manifest, source, config.model.image_hw, progress=False)
     trainer = Trainer(config, manifest, source, work / f"run-{name}", reader=path)
     rates, stalls, requests, disk = [], [], [], []
     try:
@@ -185,7 +185,7 @@ def run_ceiling(stack: S3Stack, root: Path, work: Path, *, epochs: int, log: Any
     storage = stack.storage()  # the codebook's seed frames are read from the bucket, before the epochs
     manifest = index_frames(storage, PREFIX, val_fraction=0.0)
     keys = manifest["key"].tolist()
-    images = torch.stack([decode_frame((root / key[len(PREFIX):]).read_bytes(), config.image_hw) for key in keys])
+    images = torch.stack([decode_frame((root / key[len(PREFIX):]).read_bytes(), config.model.image_hw) for key in keys])
 
     class InMemory(BucketReader):
         def loader(self, rows: Any, *args: Any, **kwargs: Any) -> Any:

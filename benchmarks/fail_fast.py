@@ -29,7 +29,7 @@ def _seconds(endpoint: str, work: Path) -> tuple[float, str]:
                          output_dir=str(work))
     started = time.monotonic()
     try:
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
         outcome = "validated (not down?)"
     except PokevqError as exc:
         outcome = str(exc).splitlines()[0][:90]

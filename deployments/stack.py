@@ -139,7 +139,7 @@ def _s3_from_environment() -> dict[str, Any] | None:
 
 def _start_local_s3(stack_dir: Path, pids: dict[str, int], logs: dict[str, str]) -> dict[str, Any]:
     """A local S3 endpoint, seeded with synthetic frames under pokemon_frames/."""
-    from pokevq.config import TrainConfig
+    from pokevq.config import StorageOptions
     from pokevq.data.upload_frames import upload_directory
     from pokevq.storage.local_server import LocalS3Server
     from pokevq.synth.generate import generate_dataset
@@ -162,7 +162,7 @@ def _start_local_s3(stack_dir: Path, pids: dict[str, int], logs: dict[str, str])
     with tempfile.TemporaryDirectory(prefix="pokevq-stack-frames-") as frames:
         generate_dataset(frames, games=2, episodes=3, frames=40, seed=0)
         upload_directory(
-            frames, TrainConfig(use_s3=True, s3_bucket=LOCAL_BUCKET, s3_endpoint_url=server.endpoint_url), threads=8
+            frames, StorageOptions(use_s3=True, s3_bucket=LOCAL_BUCKET, s3_endpoint_url=server.endpoint_url), threads=8
         )
     return settings
 

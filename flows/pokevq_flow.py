@@ -45,7 +45,7 @@ from tasks.uploads import (
 
 
 @flow(name="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3.")
-@config_parameters
+@config_parameters(TrainConfig)
 def pokevq(**options: Any) -> dict[str, Any]:
     """Train a VQ-VAE tokenizer on Game Boy frames; every parameter is a `TrainConfig` field."""
     parameters = dict(options)  # the fields given; TrainConfig supplies every default
@@ -56,7 +56,7 @@ def pokevq(**options: Any) -> dict[str, Any]:
     if not parameters.get("experiment_name") and not parameters.get("resume"):
         # The same on a retry of this run.
         parameters["experiment_name"] = experiment_name_for_run(bool(parameters.get("nightly")))
-    config = TrainConfig.from_dict(parameters).to_dict()  # validates, resolves env
+    config = TrainConfig.from_dict(parameters)  # validates, resolves env: the one conversion
     credentials = block.credentials if block is not None else None
     logger = get_run_logger()
     # The retry policy as $POKEVQ_TASK_RETRY_DELAYS says when this run starts (a deployment's env applies).
@@ -70,19 +70,19 @@ def pokevq(**options: Any) -> dict[str, Any]:
     )
 
     plan = validate_(config, credentials)
-    if config["nightly"] and not config["resume"] and is_first_of_day(config["experiment_name"]):
+    if config.run.nightly and not config.run.resume and is_first_of_day(config.run.experiment_name):
         # The day's second nightly takes nightly-YYYYMMDD-2 (a retry of this run keeps the name it chose).
-        config["experiment_name"] = name_nightly.with_options(**retrying)(config, plan, credentials)
+        config = config.replace(experiment_name=name_nightly.with_options(**retrying)(config, plan, credentials))
     pending: list[PrefectFuture] = []
-    with RunSession(TrainConfig.from_dict(config), StoragePlan.from_dict(plan, credentials), run_id()) as run:
+    with RunSession(config, StoragePlan.from_dict(plan, credentials), run_id()) as run:
         try:
             acquire_lease_(run)  # refuses to start while another run trains this experiment
             manifest = index_manifest_(run, plan)
-            packed = pack_new_frames_(run, manifest) if config["nightly"] else None  # the day's new frames
+            packed = pack_new_frames_(run, manifest) if config.run.nightly else None  # the day's new frames
             warm = warm_cache_(run, manifest, wait_for=[packed] if packed is not None else None)
             start = prepare_training(run, manifest, warm)
-            logger.info("Training %s from epoch %d to %d on %s", config["experiment_name"], start["start_epoch"],
-                        config["num_epochs"], start["device"], extra=CONSOLE)
+            logger.info("Training %s from epoch %d to %d on %s", config.run.experiment_name, start["start_epoch"],
+                        config.schedule.num_epochs, start["device"], extra=CONSOLE)
             epochs = _train_epochs(run, config, start, pending, upload_checkpoint_, upload_tensorboard_, upload_logs_)
             _raise_first_failure(pending)
             published = [future.result() for future in epochs.checkpoint_uploads]
@@ -99,12 +99,12 @@ def pokevq(**options: Any) -> dict[str, Any]:
             f"Stopped by SIGTERM at step {stopped_by['global_step']} inside epoch {stopped_by['epoch']}, with a "
             f"checkpoint: retry this flow run, or run again with --resume {stopped_by['checkpoint']}, to continue there"
         )
-    if TrainConfig.from_dict(config).tokenizes_after and summary.get("artifacts", {}).get("checkpoint_best"):
+    if config.run.tokenizes_after and summary.get("artifacts", {}).get("checkpoint_best"):
         summary["tokens"] = _tokenize_after(config, plan, summary["artifacts"]["checkpoint_best"])
     return summary
 
 
-def _tokenize_after(config: dict[str, Any], plan: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+def _tokenize_after(config: TrainConfig, plan: dict[str, Any], checkpoint: str) -> dict[str, Any]:
     """The nightly's last step: its best checkpoint's tokens of every episode, as a pokevq-tokenize subflow.
 
     A new checkpoint writes a new token set (named by its SHA-256): never mixed into an older one.
@@ -113,9 +113,9 @@ def _tokenize_after(config: dict[str, Any], plan: dict[str, Any], checkpoint: st
     return pokevq_tokenize(
         checkpoint=checkpoint, use_s3=s3, s3_bucket=plan.get("bucket") if s3 else None,
         s3_region=plan.get("region") if s3 else None, s3_endpoint_url=plan.get("endpoint_url") if s3 else None,
-        frames_dir=config["frames_dir"], output_dir=config["output_dir"], local_cache_dir=config["local_cache_dir"],
-        max_cache_bytes=config["max_cache_bytes"], device=config["device"],
-        debug=config["debug"],
+        frames_dir=config.storage.frames_dir, output_dir=config.storage.output_dir,
+        local_cache_dir=config.storage.local_cache_dir, max_cache_bytes=config.storage.max_cache_bytes,
+        device="cpu" if config.distributed.device == "cpu" else "auto", debug=config.run.debug,
     )
 
 
@@ -129,13 +129,13 @@ class _Epochs:
 
 
 def _train_epochs(
-    run: RunSession, config: dict[str, Any], start: dict[str, Any], pending: list[PrefectFuture],
+    run: RunSession, config: TrainConfig, start: dict[str, Any], pending: list[PrefectFuture],
     upload_checkpoint_: Any, upload_tensorboard_: Any, upload_logs_: Any,
 ) -> _Epochs:
     """train_epoch[N] one after another; each epoch's uploads overlap the next epoch."""
     logger = get_run_logger()
-    first, last = start["start_epoch"], config["num_epochs"]
-    progress = progress_artifact(config["experiment_name"], first - 1, last)
+    first, last, experiment = start["start_epoch"], config.schedule.num_epochs, str(config.run.experiment_name)
+    progress = progress_artifact(experiment, first - 1, last)
     epochs = _Epochs(completed=first - 1)
     checkpoint_upload = tensorboard_upload = log_upload = None
     unchecked: list[PrefectFuture] = []
@@ -157,7 +157,7 @@ def _train_epochs(
             # and its work file is gone. Train it again from the last checkpoint that did.
             logger.warning("Epoch %d's checkpoint was never uploaded and is gone: training it again", epoch)
             result = train_epoch.with_options(refresh_cache=True)(run, epoch, wait_for=[previous])
-        advance_progress(progress, config["experiment_name"], epoch, last)
+        advance_progress(progress, experiment, epoch, last)
         # Each upload chain stays in order so `latest` never goes back.
         checkpoint_upload = upload_checkpoint_.submit(run, epoch, result, wait_for=_after(checkpoint_upload))
         tensorboard_upload = upload_tensorboard_.submit(run, epoch, result, wait_for=_after(tensorboard_upload))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pokevq.config import TrainConfig
+from pokevq.config import StorageOptions, TrainConfig
 
 # The file names of an experiment's checkpoint folder, the same in the bucket and in the local work folder.
 LATEST_FILE = "checkpoint_latest.pt"
@@ -50,11 +50,15 @@ class Layout:
 
     @classmethod
     def for_config(cls, config: TrainConfig) -> Layout:
+        return cls.for_run(config.storage, str(config.run.experiment_name))
+
+    @classmethod
+    def for_run(cls, storage: StorageOptions, experiment: str) -> Layout:
         return cls(
-            experiment=str(config.experiment_name),
-            checkpoint_prefix=config.s3_checkpoint_prefix,
-            tensorboard_prefix=config.s3_tensorboard_prefix,
-            logs_prefix=config.s3_logs_prefix,
+            experiment=experiment,
+            checkpoint_prefix=storage.s3_checkpoint_prefix,
+            tensorboard_prefix=storage.s3_tensorboard_prefix,
+            logs_prefix=storage.s3_logs_prefix,
         )
 
     @property

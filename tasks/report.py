@@ -51,7 +51,7 @@ def _metrics_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def _show_in_ui(run: RunSession, markdown: str, history: list[dict[str, Any]], artifacts: dict[str, str]) -> None:
     """The report, the metrics and the outputs as keyed, described artifacts of the flow run."""
-    experiment = str(run.config.experiment_name)
+    experiment = str(run.config.run.experiment_name)
     create_markdown_artifact(markdown, key=artifact_key(experiment, "report"),
                              description=f"pokevq report of {experiment}: data, quality, timings, outputs")
     if history:
@@ -106,7 +106,7 @@ def write_report(
     history = trainer.history
     lookups = sum(r.get("cache_hit_rate", 0) for r in history)
     summary = {
-        "experiment": run.config.experiment_name,
+        "experiment": run.config.run.experiment_name,
         "storage": run.plan.describe(),
         "fallback_reason": run.plan.fallback_reason,
         "data": data,

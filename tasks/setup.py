@@ -28,14 +28,13 @@ from tasks.common import IO_RETRY, IO_TASK, retry_unless_unreachable
     # an unreachable endpoint answers at once; throttling is retried
     **(IO_TASK | dict(retry_condition_fn=retry_unless_unreachable)),
 )
-def validate(config: dict[str, Any], credentials: S3Credentials | None = None) -> dict[str, Any]:
+def validate(config: TrainConfig, credentials: S3Credentials | None = None) -> dict[str, Any]:
     """Credentials, endpoint, bucket, permissions, frames, cache dir, resume checkpoint; decides the fallback.
 
     Returns the storage plan (no secret in it): where frames are read and outputs written.
     """
-    cfg = TrainConfig.from_dict(config)
-    plan = validate_setup(cfg, credentials)
-    check_resume_exists(cfg, credentials)
+    plan = validate_setup(config.storage, str(config.run.experiment_name), credentials)
+    check_resume_exists(config, credentials)
     if plan.fallback_reason:
         get_run_logger().warning("S3 set-up failed, so this run FALLS BACK TO LOCAL STORAGE in %s: %s",
                                  plan.output_root, plan.fallback_reason)
@@ -43,12 +42,12 @@ def validate(config: dict[str, Any], credentials: S3Credentials | None = None) -
 
 
 @task(name="name_nightly", task_run_name="name_nightly", **IO_TASK)  # cached: a retry keeps its name
-def name_nightly(config: dict[str, Any], plan: dict[str, Any], credentials: S3Credentials | None = None) -> str:
+def name_nightly(config: TrainConfig, plan: dict[str, Any], credentials: S3Credentials | None = None) -> str:
     """`nightly-YYYYMMDD`, or the day's next number when a nightly of that day already wrote anything."""
     storage = StoragePlan.from_dict(plan, credentials).output_storage()
-    name = next_nightly_name(storage, Layout.for_config(TrainConfig.from_dict(config)))
-    if name != config["experiment_name"]:
-        get_run_logger().info("%s already ran today: this nightly is %s", config["experiment_name"], name)
+    name = next_nightly_name(storage, Layout.for_config(config))
+    if name != config.run.experiment_name:
+        get_run_logger().info("%s already ran today: this nightly is %s", config.run.experiment_name, name)
     return name
 
 
@@ -64,7 +63,7 @@ def acquire_lease(run: RunSession) -> dict[str, Any]:
     Runs before anything is written for the experiment; the run keeps it renewed and releases
     it when it closes, whatever the outcome.
     """
-    lease = Lease.for_experiment(run.storage, run.layout.checkpoints, str(run.config.experiment_name),
+    lease = Lease.for_experiment(run.storage, run.layout.checkpoints, str(run.config.run.experiment_name),
                                  LeaseOwner.current(flow_run.id))
     takeover = lease.acquire()
     run.hold_lease(lease)  # logs a takeover to the run's log
@@ -75,7 +74,8 @@ def acquire_lease(run: RunSession) -> dict[str, Any]:
 def index_manifest(run: RunSession, plan: dict[str, Any]) -> dict[str, Any]:
     """List every frame where the plan says they are, split by episode, and save the manifest as Parquet."""
     with Stopwatch(run, "index_manifest"):
-        manifest = index_frames(run.frames_storage, plan["frames_prefix"], run.config.val_fraction, run.config.seed)
+        manifest = index_frames(run.frames_storage, plan["frames_prefix"], run.config.data.val_fraction,
+                                run.config.optim.seed)
         uri = run.save_manifest(manifest)
     facts = summarize(manifest)
     get_run_logger().info(
@@ -109,6 +109,7 @@ def warm_cache(run: RunSession, manifest: dict[str, Any]) -> dict[str, Any]:
     with Stopwatch(run, "warm_cache"):
         path = run.reader
         # Several machines each read their own shares into their own caches while training: none is warmed here.
-        stats = warm_units(path, frames, run.source, run.config.image_hw, enabled=run.config.nnodes == 1)
+        stats = warm_units(path, frames, run.source, run.config.model.image_hw,
+                           enabled=run.config.distributed.nnodes == 1)
     stats.update(directory=str(run.cache.directory), temporary=bool(run.cache.temporary), data_path=path.describe())
     return stats

@@ -53,7 +53,7 @@ def run_demo(epochs: int = DEMO_EPOCHS, out: str | Path = "./demo_outputs", debu
         frames = generate_dataset(frames_dir, games=2, episodes=4, frames=50, seed=0)
         print(f"Made {len(frames)} synthetic Game Boy frames")
         base = TrainConfig(use_s3=True, s3_bucket=DEMO_BUCKET, s3_endpoint_url=server.endpoint_url)
-        upload_directory(frames_dir, base, threads=8)
+        upload_directory(frames_dir, base.storage, threads=8)
         config = base.replace(
             experiment_name=experiment,
             num_epochs=epochs,
@@ -72,7 +72,7 @@ def run_demo(epochs: int = DEMO_EPOCHS, out: str | Path = "./demo_outputs", debu
     epochs = summary["epochs_trained"]
     print(f"Demo finished in {seconds:.0f}s: {epochs} epoch{'s' if epochs != 1 else ''}, "
           f"validation PSNR {final.get('psnr', 0):.2f} dB, pixel accuracy {100 * final.get('pixel_accuracy', 0):.2f}%, "
-          f"{round(final.get('codebook_usage', 0) * config.codebook_size)} codes used for "
+          f"{round(final.get('codebook_usage', 0) * config.model.codebook_size)} codes used for "
           f"{final.get('data_tiles', 0)} distinct tiles.")
     print(f"Everything the run wrote to s3://{DEMO_BUCKET}/ was copied to {out / 's3'}:")
     for prefix in ("checkpoints", "tensorboard", "logs", "reports"):

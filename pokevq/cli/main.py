@@ -17,10 +17,11 @@ from typing import Any
 
 from pokevq.cli.console import prepare_prefect_logging
 from pokevq.cli.demo import DEMO_EPOCHS
-from pokevq.cli.flags import add_train_options
-from pokevq.config import TrainConfig
+from pokevq.cli.flags import add_options
+from pokevq.config import BucketConfig, BucketReadConfig, TrainConfig
 from pokevq.data.sizes import parse_size
 from pokevq.errors import PokevqError
+from pokevq.tokenizer.options import TokenizeConfig
 
 log = logging.getLogger("pokevq.cli")
 
@@ -76,20 +77,6 @@ def _pool_name(text: str) -> str:
     return text
 
 
-def _add_bucket_options(parser: argparse.ArgumentParser, *, bucket: bool = True, writes: bool = True) -> None:
-    """The storage flags, the same on every command that reads or writes a bucket (as on `train`)."""
-    if bucket:
-        parser.add_argument("--s3-bucket", default=None, help="Bucket (default: $S3_BUCKET_NAME).")
-    parser.add_argument("--s3-region", default=None, help="AWS region (default: $AWS_REGION, else us-east-1).")
-    parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL).")
-    if writes:
-        parser.add_argument("--s3-sse", default=None, help="Server-side encryption of what it writes: AES256 or "
-                                                           "aws:kms.")
-        parser.add_argument("--s3-kms-key-id", default=None, help="KMS key for --s3-sse aws:kms.")
-    parser.add_argument("--expected-bucket-owner", default=None,
-                        help="Account id that must own the bucket (every request is refused otherwise).")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pokevq", description="Train a VQ-VAE on Game Boy frames stored in S3, orchestrated by Prefect."
@@ -98,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="Run the pokevq training flow.",
                                 description="Run the pokevq training flow.")
-    add_train_options(train)
+    add_options(train, TrainConfig)
 
     synth = commands.add_parser("synth", help="Write synthetic Game Boy frames in the game/episode/frame layout.")
     synth.add_argument("--out", required=True, help="Folder to write game*/episode*/frame_*.png into.")
@@ -112,15 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     upload = commands.add_parser("upload", help="Upload a folder of frames to S3 (like aws s3 sync).")
     upload.add_argument("directory", help="Local folder of frames, e.g. the output of pokevq synth.")
-    upload.add_argument("--frames-dir", default="pokemon_frames", help="Destination prefix (default: pokemon_frames).")
-    _add_bucket_options(upload)
+    add_options(upload, BucketConfig)
     upload.add_argument("--threads", type=int, default=16, help="Concurrent uploads (default: 16).")
 
     pack = commands.add_parser(
         "pack", help="Pack the frames of a prefix into tar shards with a Parquet index (fast cold cache fills)."
     )
-    pack.add_argument("--frames-dir", default="pokemon_frames", help="Prefix of the frames (default: pokemon_frames).")
-    _add_bucket_options(pack)
+    add_options(pack, BucketConfig)
     pack.add_argument("--shard-size", default="128MB",
                       help="Target size of a shard, e.g. 128MB, 1GiB (default: 128MB).")
     pack.add_argument("--threads", type=int, default=32, help="Concurrent frame downloads (default: 32).")
@@ -137,34 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     tokenize = commands.add_parser(
         "tokenize", help="Encode every frame of a bucket to tokens with a trained checkpoint (pokevq-tokenize flow).")
-    tokenize.add_argument("--checkpoint", required=True,
-                          help="s3://bucket/checkpoints/<experiment>/checkpoint_best.pt or a local path.")
-    tokenize.add_argument("--use-s3", action="store_true", help="Read frames from S3 and write tokens there.")
-    _add_bucket_options(tokenize)
-    tokenize.add_argument("--frames-dir", default="pokemon_frames",
-                          help="Prefix of the frames (a local folder without --use-s3; default: pokemon_frames).")
-    tokenize.add_argument("--output-dir", default="./outputs",
-                          help="Root of local outputs, the tokens too without --use-s3 (default: ./outputs).")
-    tokenize.add_argument("--cache-dir", dest="local_cache_dir", default=None, help="Cache of streamed shards.")
-    tokenize.add_argument("--batch-size", type=int, default=64, help="Frames encoded at once (default: 64).")
-    tokenize.add_argument("--num-workers", type=int, default=None,
-                          help="Frame-reading worker processes (default: 0 on the CPU, up to 8 with a GPU).")
-    tokenize.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto).")
-    tokenize.add_argument("--bf16", action="store_true", help="Encode in bf16 autocast (CUDA only).")
+    add_options(tokenize, TokenizeConfig)
 
     decode = commands.add_parser("decode", help="Render an episode's token file to PNG frames and a GIF.")
     decode.add_argument("tokens_file", metavar="TOKENS_FILE", help="A token file: s3://… or a local path.")
     decode.add_argument("--out", required=True, help="A new folder for frame_<n>.png and episode.gif.")
     decode.add_argument("--checkpoint", default=None,
                         help="The checkpoint that wrote it (default: the one its token set's lineage.json names).")
-    _add_bucket_options(decode, bucket=False, writes=False)
+    add_options(decode, BucketReadConfig)
 
     export = commands.add_parser("export", help="Export a checkpoint as safetensors + config.json + a model card.")
     export.add_argument("checkpoint", metavar="CHECKPOINT", help="s3://… or a local path of a checkpoint.")
     export.add_argument("--out", required=True, help="A new (or empty) folder to write into.")
     export.add_argument("--format", action="append", choices=("safetensors", "torchscript"), default=None,
                         help="Also write this format (safetensors always; torchscript: encode/decode without pokevq).")
-    _add_bucket_options(export, bucket=False, writes=False)
+    add_options(export, BucketReadConfig)
 
     stack = commands.add_parser(
         "stack", help="Bring a local Prefect server, work pool, deployment and worker up or down."
@@ -179,9 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timezone", type=_time_zone, default="UTC", help="Time zone of the schedule (default: UTC).")
     stack_commands.add_parser("down", help="Stop exactly the processes `stack up` started.")
 
-    for sub in (train, synth, upload, pack, demo, tokenize, decode, export, stack):
-        if sub is not train:
-            sub.add_argument("--debug", action="store_true", help="Show tracebacks and debug logs.")
+    for sub in (synth, upload, pack, demo, decode, export, stack):  # train and tokenize have theirs
+        sub.add_argument("--debug", action="store_true", help="Show tracebacks and debug logs.")
     return parser
 
 
@@ -199,14 +170,14 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
     On a machine other than 0 (`--node-rank N`), no flow runs: its training processes join
     machine 0's and train what it says.
     """
-    if config.node_rank > 0:
+    if config.distributed.node_rank > 0:
         from pokevq.dist.launch import run_node
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         run_node(config)
-        print(f"Machine {config.node_rank}: training finished.")
+        print(f"Machine {config.distributed.node_rank}: training finished.")
         return {}
-    prepare_prefect_logging(config.debug)
+    prepare_prefect_logging(config.run.debug)
     from flows.pokevq_flow import train
 
     summary = train(config)
@@ -253,18 +224,10 @@ def run_synth(args: argparse.Namespace) -> None:
     print(f"Wrote {len(frames)} frames to {os.path.abspath(args.out)}")
 
 
-def _bucket_config(args: argparse.Namespace) -> TrainConfig:
-    """The S3 side of `upload` and `pack`: their flags, validated like `train`'s."""
-    return TrainConfig(
-        use_s3=True,
-        s3_bucket=args.s3_bucket,
-        s3_region=args.s3_region,
-        s3_endpoint_url=args.s3_endpoint_url,
-        frames_dir=args.frames_dir,
-        s3_sse=getattr(args, "s3_sse", None),
-        s3_kms_key_id=getattr(args, "s3_kms_key_id", None),
-        expected_bucket_owner=getattr(args, "expected_bucket_owner", None),
-    )
+def _bucket_config(args: argparse.Namespace, config: type[BucketConfig] | type[BucketReadConfig] = BucketConfig) -> Any:
+    """A bucket command's storage options, from its flags, checked as `train`'s are."""
+    names = config.owners()
+    return config(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def run_upload(args: argparse.Namespace) -> None:
@@ -272,22 +235,19 @@ def run_upload(args: argparse.Namespace) -> None:
 
     _at_least_one(args, "threads")
     config = _bucket_config(args)
-    count = upload_directory(args.directory, config, threads=args.threads)
-    print(f"Uploaded {count} frames to s3://{config.s3_bucket}/{config.frames_dir.strip('/')}/")
+    count = upload_directory(args.directory, config.storage, threads=args.threads)
+    print(f"Uploaded {count} frames to s3://{config.storage.s3_bucket}/{config.storage.frames_dir.strip('/')}/")
 
 
 def run_pack(args: argparse.Namespace) -> None:
     from pokevq.data.pack import pack
-    from pokevq.run.validate import s3_security_options
-    from pokevq.storage import S3Storage
+    from pokevq.run.validate import bucket_storage
 
     _at_least_one(args, "threads")
     shard_bytes = parse_size(args.shard_size, "--shard-size")
     config = _bucket_config(args)
-    storage = S3Storage(
-        str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **s3_security_options(config)
-    )
-    result = pack(storage, config.frames_dir, shard_bytes=shard_bytes, threads=args.threads,
+    storage = bucket_storage(config.storage)
+    result = pack(storage, config.storage.frames_dir, shard_bytes=shard_bytes, threads=args.threads,
                   keep_old=args.keep_old, progress=True, full=args.full)
     if not result.frames:
         print(f"Nothing new to pack: all {result.indexed} frames are in shards; "
@@ -298,11 +258,9 @@ def run_pack(args: argparse.Namespace) -> None:
 
 
 def run_tokenize(args: argparse.Namespace) -> None:
-    from pokevq.tokenizer.job import TokenizeConfig
-
     values = {k: v for k, v in vars(args).items() if k != "command"}
     config = TokenizeConfig.from_dict(values)
-    prepare_prefect_logging(config.debug)
+    prepare_prefect_logging(config.tokenize.debug)
     from flows.tokenize_flow import tokenize
 
     summary = tokenize(config)
@@ -315,12 +273,9 @@ def run_tokenize(args: argparse.Namespace) -> None:
 
 def _region_and_endpoint(args: argparse.Namespace) -> dict[str, Any]:
     """Where `decode` and `export` read: the flags, else the environment; the bucket owner checked when given."""
-    from pokevq import settings
-
-    region = args.s3_region or settings.aws_region()
-    endpoint = args.s3_endpoint_url or settings.aws_endpoint_url()
-    owner = TrainConfig(expected_bucket_owner=args.expected_bucket_owner).expected_bucket_owner  # checked as train's
-    return {"region": region, "endpoint_url": endpoint, "expected_bucket_owner": owner}
+    storage = _bucket_config(args, BucketReadConfig).storage
+    return {"region": storage.s3_region, "endpoint_url": storage.s3_endpoint_url,
+            "expected_bucket_owner": storage.expected_bucket_owner}
 
 
 def run_decode(args: argparse.Namespace) -> None:

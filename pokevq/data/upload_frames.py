@@ -6,17 +6,17 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pokevq.config import TrainConfig
+from pokevq.config import StorageOptions
 from pokevq.data.frames import is_image_key
 from pokevq.errors import NoFramesError
 from pokevq.gameboy import ANNOTATIONS_NAME
-from pokevq.run.validate import s3_security_options
-from pokevq.storage import FAST_FAIL, S3Storage
+from pokevq.run.validate import bucket_storage
+from pokevq.storage import FAST_FAIL
 
 log = logging.getLogger(__name__)
 
 
-def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 16) -> int:
+def upload_directory(directory: str | Path, options: StorageOptions, threads: int = 16) -> int:
     """Upload every image file below `directory` to `s3://bucket/<frames_dir>/…`, keeping relative paths.
 
     The frame annotations `pokevq synth` writes (synth_index.json) go along when present.
@@ -31,12 +31,10 @@ def upload_directory(directory: str | Path, config: TrainConfig, threads: int = 
     annotations = root / ANNOTATIONS_NAME  # palettes and dialog boxes of synthetic frames, for the quality metrics
     if annotations.is_file():
         files.append(annotations)
-    security = s3_security_options(config)
-    storage = S3Storage(str(config.s3_bucket or ""), str(config.s3_region), config.s3_endpoint_url, **security)
-    probe = S3Storage(storage.bucket, storage.region, storage.endpoint_url, **security, **FAST_FAIL)
+    storage, probe = bucket_storage(options), bucket_storage(options, **FAST_FAIL)
     probe.check_credentials()
-    probe.list_one(config.frames_dir.strip("/"))  # endpoint, bucket and permission: fail in seconds
-    prefix = config.frames_dir.strip("/")
+    prefix = options.frames_dir.strip("/")
+    probe.list_one(prefix)  # endpoint, bucket and permission: fail in seconds
     prefix = f"{prefix}/" if prefix else ""
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, tqdm(
         total=len(files), desc="upload", unit="frame", disable=None

@@ -44,7 +44,7 @@ class TrainingGroup:
         plan = WorldPlan.from_config(config)
         if plan.world_size == 1:
             return None
-        local = (LocalRanks(plan, list(range(1, plan.nproc)), log_dir, show_output=config.debug)
+        local = (LocalRanks(plan, list(range(1, plan.nproc)), log_dir, show_output=config.run.debug)
                  if plan.nproc > 1 else None)
         group = cls(plan, local)
         started = time.monotonic()

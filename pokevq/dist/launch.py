@@ -58,18 +58,18 @@ class WorldPlan:
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> WorldPlan:
-        cuda = config.device in ("auto", "cuda") and torch.cuda.is_available()
-        nproc = config.nproc_per_node
+        cuda = config.distributed.device in ("auto", "cuda") and torch.cuda.is_available()
+        nproc = config.distributed.nproc_per_node
         if nproc == "auto":
             nproc = torch.cuda.device_count() if cuda else 1
         nproc = int(nproc)
         if cuda and nproc > torch.cuda.device_count():
             raise ConfigError(f"nproc_per_node (--nproc-per-node) {nproc} is more than the {torch.cuda.device_count()}"
                               " GPU(s) of this machine; use --nproc-per-node auto")
-        world = nproc * config.nnodes
-        rank_batch_size(config.batch_size, world)  # refused here, before any process starts
-        endpoint = config.rdzv_endpoint or (f"127.0.0.1:{free_port()}" if world > 1 else "")
-        return cls(nproc, config.nnodes, config.node_rank, endpoint, "nccl" if cuda else "gloo")
+        world = nproc * config.distributed.nnodes
+        rank_batch_size(config.optim.batch_size, world)  # refused here, before any process starts
+        endpoint = config.distributed.rdzv_endpoint or (f"127.0.0.1:{free_port()}" if world > 1 else "")
+        return cls(nproc, config.distributed.nnodes, config.distributed.node_rank, endpoint, "nccl" if cuda else "gloo")
 
     def rank_environment(self, local_rank: int) -> dict[str, str]:
         """torchrun's environment contract for one process of this machine."""
@@ -190,8 +190,8 @@ def _error_of(failure: Any) -> str | None:
 def run_node(config: TrainConfig) -> None:
     """A machine other than 0 (`--node-rank N`): start its ranks, which train as rank 0 says, and wait for them."""
     plan = WorldPlan.from_config(config)
-    if config.local_cache_dir:
-        settings.set_node_cache_dir(str(config.local_cache_dir))  # this machine's cache, for its ranks
+    if config.storage.local_cache_dir:
+        settings.set_node_cache_dir(str(config.storage.local_cache_dir))  # this machine's cache, for its ranks
     ranks = LocalRanks(plan, list(range(plan.nproc)), show_output=True)
     log.info("Machine %d of %d: %d training process(es) (ranks %d-%d) meeting at %s", plan.node_rank, plan.nnodes,
              plan.nproc, plan.first_rank, plan.first_rank + plan.nproc - 1, plan.endpoint)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from pokevq.config import TrainConfig
 from pokevq.errors import ConfigError
-from pokevq.model.options import ARCHITECTURES, ENCODER_KERNELS, MODEL_CHOICES, fsq_levels
+from pokevq.model.options import ARCHITECTURES, check_model
 from pokevq.model.patches import PatchCodebook, patch_rows, seed_patches
 from pokevq.model.quantizers import (
     FSQ,
@@ -109,38 +109,20 @@ class ModelConfig:
         if len(size) != 2:
             raise ConfigError(f"image_size must be (H, W), got {self.image_size!r}")
         object.__setattr__(self, "image_size", size)
-        d = self.downsample
-        if d < 2 or d & (d - 1) != 0:
-            raise ConfigError(f"downsample must be a power of two such as 4, 8 or 16, got {d}")
-        h, w = size
-        if h <= 0 or w <= 0 or h % d != 0 or w % d != 0:
-            raise ConfigError(
-                f"image_size {h}x{w} is not divisible by downsample={d}; "
-                f"use an image_size whose height and width are multiples of {d}"
-            )
-        for name in ("in_channels", "hidden_channels", "codebook_size", "embedding_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_res_blocks < 0:
-            raise ConfigError(f"num_res_blocks must be >= 0, got {self.num_res_blocks}")
+        if min(size) <= 0:
+            raise ConfigError(f"image_size must be positive, got {self.image_size!r}")
+        if self.in_channels < 1:
+            raise ConfigError(f"in_channels must be at least 1, got {self.in_channels}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.commitment_cost < 0:
             raise ConfigError(f"commitment_cost must be >= 0, got {self.commitment_cost}")
-        for name, allowed in MODEL_CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.encoder_kernel not in ENCODER_KERNELS:
-            raise ConfigError(f"encoder_kernel must be one of 1, 3, got {self.encoder_kernel!r}")
-        if self.code_dim < 0:
-            raise ConfigError(f"code_dim must be >= 0 (0: look codes up in embedding_dim), got {self.code_dim}")
-        if self.quantizer == "fsq":
-            fsq_levels(self.codebook_size)  # refuses a size that is no product of levels
+        check_model(asdict(self), _refuse)
 
     @classmethod
     def for_run(cls, config: TrainConfig) -> ModelConfig:
         """The model a run trains: its model options, everything else at the defaults above."""
-        return cls(**config.model_options())
+        return cls(**config.model.model_options())
 
     @property
     def num_downsamples(self) -> int:
@@ -171,6 +153,10 @@ class ModelConfig:
         if "image_size" in d:
             d["image_size"] = tuple(d["image_size"])
         return cls(**d)
+
+
+def _refuse(name: str, message: str) -> NoReturn:
+    raise ConfigError(f"{name} {message}")
 
 
 # ---------------------------------------------------------------------------

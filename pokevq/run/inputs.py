@@ -39,8 +39,8 @@ class RunInputs:
     @property
     def cache(self) -> FrameCache:
         if self._cache is None:
-            self._cache = FrameCache(self.config.local_cache_dir, max_items=self.config.max_cache_size,
-                                     max_bytes=self.config.max_cache_bytes)
+            self._cache = FrameCache(self.config.storage.local_cache_dir, max_items=self.config.storage.max_cache_size,
+                                     max_bytes=self.config.storage.max_cache_bytes)
         return self._cache
 
     @property
@@ -70,7 +70,8 @@ class RunInputs:
     def reader(self) -> BucketReader:
         """How this bucket's frames are read (decided once, before training; a cache below one shard fails here)."""
         if self._reader is None:
-            self._reader = BucketReader.decide(self.manifest, self.source, max_bytes=self.config.max_cache_bytes)
+            limit = self.config.storage.max_cache_bytes
+            self._reader = BucketReader.decide(self.manifest, self.source, max_bytes=limit)
         return self._reader
 
     def trainer(self, workdir: str | Path, **options: Any) -> Trainer:

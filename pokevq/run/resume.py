@@ -70,10 +70,10 @@ def resolve_resume(
     When `checkpoint_latest.pt` fails verification, the newest epoch checkpoint that verifies is used
     instead, with a warning: at most the epochs after it are trained again.
     """
-    uri = str(config.resume)
+    uri = str(config.run.resume)
     try:
-        storage, key = storage_for_uri(uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url,
-                                       credentials=credentials)
+        storage, key = storage_for_uri(uri, region=str(config.storage.s3_region),
+                                       endpoint_url=config.storage.s3_endpoint_url, credentials=credentials)
     except ConfigError as exc:
         raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc
     local = workdir / "resume" / Path(key).name
@@ -96,13 +96,13 @@ def resolve_resume(
 
 def check_resume_exists(config: TrainConfig, credentials: S3Credentials | None = None) -> None:
     """Fail before any heavy work when the checkpoint to resume from is missing."""
-    if not config.resume:
+    if not config.run.resume:
         return
-    uri = str(config.resume)
+    uri = str(config.run.resume)
     try:
         storage, key = storage_for_uri(
-            uri, region=str(config.s3_region), endpoint_url=config.s3_endpoint_url, credentials=credentials,
-            **FAST_FAIL,
+            uri, region=str(config.storage.s3_region), endpoint_url=config.storage.s3_endpoint_url,
+            credentials=credentials, **FAST_FAIL,
         )
     except ConfigError as exc:
         raise CheckpointNotFoundError(f"Checkpoint not found: {uri} ({exc})") from exc

@@ -70,10 +70,10 @@ class RunSession:
         self.layout = self.inputs.layout
         self.storage = self.inputs.storage
         self.frames_storage = self.inputs.frames_storage
-        self.workdir = Path(plan.output_root) / "runs" / str(config.experiment_name)
+        self.workdir = Path(plan.output_root) / "runs" / str(config.run.experiment_name)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "training.log"
-        self.log_handler = attach_training_log(self.log_path, config.debug)
+        self.log_handler = attach_training_log(self.log_path, config.run.debug)
         self.tensorboard = TensorBoardSync(self.workdir / "tensorboard", self.storage, self.layout.tensorboard)
         self.timings: dict[str, float] = {}
         self._trainer: Trainer | None = None
@@ -85,11 +85,11 @@ class RunSession:
         self.group: TrainingGroup | None = None  # the other training processes, when there are any
         self._group_quiet = True  # no collective was left half-done (so the ranks can be told to stop)
         fell_back = f" (S3 set-up failed, so LOCAL storage: {plan.fallback_reason})" if plan.fallback_reason else ""
-        log.info("Run %s: outputs to %s%s, work directory %s", config.experiment_name, plan.describe(), fell_back,
+        log.info("Run %s: outputs to %s%s, work directory %s", config.run.experiment_name, plan.describe(), fell_back,
                  self.workdir)
-        if config.data_path != "auto":
+        if config.data.data_path != "auto":
             log.warning("--data-path %s is deprecated and ignored: every run reads its frames one way (units on "
-                        "local disk, kept when they fit --max-cache-bytes); drop the option", config.data_path)
+                        "local disk, kept when they fit --max-cache-bytes); drop the option", config.data.data_path)
 
     # -------------------------------------------------------------- pieces
     @property
@@ -107,7 +107,7 @@ class RunSession:
 
     def save_manifest(self, manifest: pd.DataFrame) -> str:
         self.inputs.manifest = manifest
-        if not self.config.nightly:  # (a nightly packs the new frames first, which rewrites a bad shard index)
+        if not self.config.run.nightly:  # (a nightly packs the new frames first, which rewrites a bad shard index)
             _ = self.reader  # a bad shard index, or a cache below one shard, stops the run before a write
         self.storage.put_bytes(self.layout.manifest, to_parquet_bytes(manifest))
         return self.storage.uri(self.layout.manifest)
@@ -120,7 +120,7 @@ class RunSession:
     def manifest_at(self, uri: str) -> pd.DataFrame:
         """The manifest `index_manifest` saved at `uri` (kept in memory when this process indexed it)."""
         if uri != self.storage.uri(self.layout.manifest):
-            raise ConfigError(f"The manifest {uri} belongs to another run than {self.config.experiment_name}")
+            raise ConfigError(f"The manifest {uri} belongs to another run than {self.config.run.experiment_name}")
         return self.manifest
 
     @property
@@ -133,10 +133,10 @@ class RunSession:
         """The trainer as the run starts: fresh, resumed from --resume, or warm-started (nightly)."""
         if self._trainer is None:
             state, name, weights_only = None, "", False
-            if self.config.resume:
+            if self.config.run.resume:
                 state, name = resolve_resume(self.config, self.workdir, self.plan.credentials)
                 self.tensorboard.restore()
-            elif self.config.nightly and self.config.warm_start:
+            elif self.config.run.nightly and self.config.run.warm_start:
                 found = self.previous_nightly_best()
                 if found is None:
                     log.info("Warm start skipped: no earlier nightly experiment has a checkpoint_best.pt")
@@ -156,7 +156,7 @@ class RunSession:
             "cache_dir": str(self.cache.directory),
             # Keys from the orchestrator's block go to this machine's processes only (over loopback); other
             # machines use their own credentials.
-            "credentials": self.plan.credentials if self.config.nnodes == 1 else None,
+            "credentials": self.plan.credentials if self.config.distributed.nnodes == 1 else None,
         }
         self.group.send(setup)
 
@@ -203,7 +203,7 @@ class RunSession:
         trainer.close()
         self.tensorboard.restore()
         self._trainer = self._build_trainer(state, name)
-        log.info("Continuing %s after epoch %d from %s", self.config.experiment_name, epoch, name)
+        log.info("Continuing %s after epoch %d from %s", self.config.run.experiment_name, epoch, name)
         return self._trainer
 
     def _mid_epoch_checkpoint(self, epoch: int) -> tuple[Checkpoint, str] | None:
@@ -261,7 +261,7 @@ class RunSession:
              if info.key.endswith(f"/{BEST_FILE}") and not info.key.startswith(self.layout.checkpoints)),
             key=lambda key: _nightly_key(key.split("/")[-2]),
         )
-        own = _nightly_key(str(self.config.experiment_name))
+        own = _nightly_key(str(self.config.run.experiment_name))
         earlier = [key for key in bests if _nightly_key(key.split("/")[-2]) < own]
         if not earlier:
             return None
@@ -276,7 +276,7 @@ class RunSession:
         """Keep the experiment's lease renewed while this run lives; released by close()."""
         self.lease = lease
         if lease.taken_over:
-            log.warning("Took over the lease of experiment %s: %s", self.config.experiment_name, lease.taken_over)
+            log.warning("Took over the lease of experiment %s: %s", self.config.run.experiment_name, lease.taken_over)
         lease.start_heartbeat(on_lost=self._lease_lost)
 
     def _lease_lost(self, exc: LeaseLostError) -> None:
@@ -304,7 +304,7 @@ class RunSession:
             raise
         except PokevqError as exc:
             log.warning("Could not renew the lease on %s now (%s); it is valid until %s",
-                        self.config.experiment_name, exc, self.lease.describe())
+                        self.config.run.experiment_name, exc, self.lease.describe())
 
     def release_lease(self) -> None:
         if self.lease is None:

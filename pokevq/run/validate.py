@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pokevq.config import TrainConfig
+from pokevq.config import StorageOptions
 from pokevq.data.frames import is_image_key
 from pokevq.errors import CacheDirError, NoFramesError, PokevqError, StorageError
 from pokevq.layout import Layout
@@ -103,30 +103,24 @@ def _require_frames(storage: Storage, prefix: str) -> None:
     )
 
 
-def _frames_prefix(config: TrainConfig) -> str:
-    prefix = config.frames_dir.strip("/")
+def _frames_prefix(options: StorageOptions) -> str:
+    prefix = options.frames_dir.strip("/")
     return f"{prefix}/" if prefix else ""
 
 
-def s3_security_options(config: TrainConfig) -> dict[str, Any]:
-    """Encryption and bucket-owner options of a run, as `S3Storage` keyword arguments."""
-    return dict(sse=config.s3_sse, kms_key_id=config.s3_kms_key_id, expected_bucket_owner=config.expected_bucket_owner)
+def bucket_storage(options: StorageOptions, credentials: S3Credentials | None = None, **client: Any) -> S3Storage:
+    """The bucket the options name, with their encryption and expected owner on every request."""
+    return S3Storage(str(options.s3_bucket or ""), str(options.s3_region), options.s3_endpoint_url,
+                     **options.security(), credentials=credentials, **client)
 
 
-def validate_s3(config: TrainConfig, credentials: S3Credentials | None = None) -> StoragePlan:
+def validate_s3(options: StorageOptions, experiment: str, credentials: S3Credentials | None = None) -> StoragePlan:
     """Credentials, endpoint, bucket, list/read/write/delete permissions and frames, in that order."""
-    storage = S3Storage(
-        str(config.s3_bucket or ""),
-        str(config.s3_region),
-        config.s3_endpoint_url,
-        **s3_security_options(config),
-        credentials=credentials,
-        **FAST_FAIL,
-    )
+    storage = bucket_storage(options, credentials, **FAST_FAIL)
     storage.check_credentials()
-    prefix = _frames_prefix(config)
+    prefix = _frames_prefix(options)
     storage.list_one(prefix)  # endpoint reachable, bucket exists, s3:ListBucket allowed
-    layout = Layout.for_config(config)
+    layout = Layout.for_run(options, experiment)
     for folder in (layout.checkpoints, layout.logs):
         probe = f"{folder}.pokevq-write-probe-{uuid.uuid4().hex}"
         storage.put_bytes(probe, b"pokevq write probe")
@@ -136,20 +130,20 @@ def validate_s3(config: TrainConfig, credentials: S3Credentials | None = None) -
     log.info("S3 access validated: %s (frames under %s)", storage.describe(), storage.uri(prefix))
     return StoragePlan(
         backend="s3",
-        output_root=str(Path(config.output_dir).expanduser().resolve()),
+        output_root=str(Path(options.output_dir).expanduser().resolve()),
         frames_prefix=prefix,
         bucket=storage.bucket,
         region=storage.region,
         endpoint_url=storage.endpoint_url,
-        **s3_security_options(config),
+        **options.security(),
         credentials=credentials,
     )
 
 
-def local_plan(config: TrainConfig, fallback_reason: str | None = None) -> StoragePlan:
+def local_plan(options: StorageOptions, fallback_reason: str | None = None) -> StoragePlan:
     """Frames from `frames_dir` as a local folder, outputs under `output_dir`."""
-    output_root = Path(config.output_dir).expanduser().resolve()
-    frames_root = Path(config.frames_dir).expanduser().resolve()
+    output_root = Path(options.output_dir).expanduser().resolve()
+    frames_root = Path(options.frames_dir).expanduser().resolve()
     try:
         output_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -177,24 +171,25 @@ def local_plan(config: TrainConfig, fallback_reason: str | None = None) -> Stora
     return plan
 
 
-def validate_setup(config: TrainConfig, credentials: S3Credentials | None = None) -> StoragePlan:
+def validate_setup(options: StorageOptions, experiment: str, credentials: S3Credentials | None = None) -> StoragePlan:
     """Decide the storage for a run, falling back to local storage when S3 fails and that is allowed.
 
-    `credentials` (from the orchestrator's block) replace boto3's standard chain for this run's clients.
+    `experiment` names the folders whose write permission is probed; `credentials` (from the
+    orchestrator's block) replace boto3's standard chain for this run's clients.
     """
-    check_cache_dir(config.local_cache_dir)
-    if not config.use_s3:
-        return local_plan(config)
+    check_cache_dir(options.local_cache_dir)
+    if not options.use_s3:
+        return local_plan(options)
     try:
-        return validate_s3(config, credentials)
+        return validate_s3(options, experiment, credentials)
     except PokevqError as exc:
-        if config.no_fallback or not isinstance(exc, (StorageError, NoFramesError)):
+        if options.no_fallback or not isinstance(exc, (StorageError, NoFramesError)):
             raise
         reason = str(exc)
         log.warning(
             "S3 SETUP FAILED, FALLING BACK TO LOCAL STORAGE under %s (frames from local folder %s): %s",
-            Path(config.output_dir).resolve(),
-            Path(config.frames_dir).resolve(),
+            Path(options.output_dir).resolve(),
+            Path(options.frames_dir).resolve(),
             reason,
         )
-        return local_plan(config, fallback_reason=reason)
+        return local_plan(options, fallback_reason=reason)

@@ -47,8 +47,8 @@ class TrainStep:
     def __init__(self, model: VQVAE, config: TrainConfig, device: torch.device) -> None:
         self.model, self.config, self.device = model, config, device
         # bf16 autocast on CUDA by default; `--precision bf16` on the CPU is the same step, as CI runs it.
-        self.use_amp = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+        self.use_amp = config.optim.precision == "bf16" or (config.optim.precision == "auto" and device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.learning_rate)
         self.module: torch.nn.Module = model
 
     def distribute(self) -> None:
@@ -74,9 +74,10 @@ class TrainStep:
 
     def set_learning_rate(self, step: int, steps_per_epoch: int) -> None:
         """The schedule's rate for `step`: a function of the global step, so resuming keeps the curve."""
-        config = self.config
-        rate = learning_rate_at(step, peak=config.learning_rate, schedule=config.lr_schedule,
-                                warmup_steps=config.warmup_steps, total_steps=config.num_epochs * steps_per_epoch)
+        optim = self.config.optim
+        rate = learning_rate_at(step, peak=optim.learning_rate, schedule=optim.lr_schedule,
+                                warmup_steps=optim.warmup_steps,
+                                total_steps=self.config.schedule.num_epochs * steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = rate
 
@@ -90,7 +91,7 @@ class TrainStep:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"Checkpoint {name} does not match the configured model: {first}") from exc
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.learning_rate
+            group["lr"] = self.config.optim.learning_rate
 
     def warm_start(self, state: Checkpoint, name: str) -> None:
         """Model weights (and codebook) only: a new experiment that starts from a good place.

@@ -71,16 +71,17 @@ class Trainer:
         self.steps_run = 0  # steps trained by this process
         self.interrupted = False  # left mid-epoch: must be rebuilt from a checkpoint
         # In several processes (pokevq.dist), each rank trains on its share of every batch and rank 0 alone writes.
-        self.rank_batch = collectives.rank_batch_size(config.batch_size, collectives.world_size())
-        self.device = select_device(config.device, collectives.local_rank())
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
+        self.rank_batch = collectives.rank_batch_size(config.optim.batch_size, collectives.world_size())
+        self.device = select_device(config.distributed.device, collectives.local_rank())
+        torch.manual_seed(config.optim.seed)
+        random.seed(config.optim.seed)
         self.model_config = ModelConfig.for_run(config)
         self.model = VQVAE(self.model_config).to(self.device)
         self.step = TrainStep(self.model, config, self.device)
 
         # The baselines come from the seeding sample unless told otherwise (0: none, for a caller that scores its own).
-        self.samples = FrameSamples(source, manifest, config.image_hw, config.seed, sample_frames, baseline_frames)
+        self.samples = FrameSamples(source, manifest, config.model.image_hw, config.optim.seed, sample_frames,
+                                    baseline_frames)
         self.state = TrainState()
         if resume_state is not None:
             self._restore(resume_state, resume_name)
@@ -96,18 +97,18 @@ class Trainer:
         self.sink = RankZeroSink(self.workdir, purge_step=self.state.global_step + 1 if resumed else None)
 
         train_rows, val_rows = (manifest[manifest["split"] == split] for split in ("train", "val"))
-        self.reader = reader or BucketReader.decide(manifest, source, max_bytes=config.max_cache_bytes)
-        common = dict(batch_size=self.rank_batch, seed=config.seed, num_workers=config.num_workers,
+        self.reader = reader or BucketReader.decide(manifest, source, max_bytes=config.storage.max_cache_bytes)
+        common = dict(batch_size=self.rank_batch, seed=config.optim.seed, num_workers=config.data.num_workers,
                       pin_memory=self.device.type == "cuda", rank=collectives.rank(),
                       world_size=collectives.world_size())
-        self.train_loader = self.reader.loader(train_rows, source, config.image_hw, shuffle=True, **common)
-        self.val_loader = (self.reader.loader(val_rows, source, config.image_hw, shuffle=False, **common)
+        self.train_loader = self.reader.loader(train_rows, source, config.model.image_hw, shuffle=True, **common)
+        self.val_loader = (self.reader.loader(val_rows, source, config.model.image_hw, shuffle=False, **common)
                            if len(val_rows) else None)
         self.evaluator = None if self.val_loader is None else Evaluator(
             self.model, self.val_loader, self.step.autocast, self.device,
-            lambda: self.samples.fit_baselines(self.model, self.device), val_rows, config.image_hw, annotations,
+            lambda: self.samples.fit_baselines(self.model, self.device), val_rows, config.model.image_hw, annotations,
             self.state.baselines)
-        log.info("Model: VQ-VAE %s, %.2fM parameters, on %s%s%s", config.image_size,
+        log.info("Model: VQ-VAE %s, %.2fM parameters, on %s%s%s", config.model.image_size,
                  sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
                  " (bf16 autocast)" if self.step.use_amp else " (fp32)", collectives.describe_step(self.rank_batch))
 
@@ -174,10 +175,10 @@ class Trainer:
         self.sink.epoch_figures(record, self.step.learning_rate)
         self.sink.preview(self.preview, epoch)
         self.sink.flush()
-        self.sink.epoch_line(record, self.config.num_epochs, stopped_by, is_best)
+        self.sink.epoch_line(record, self.config.schedule.num_epochs, stopped_by, is_best)
         if stats.stall > STALL_WARNING and stats.frames:
             self.sink.warning("Epoch %d waited for data %.0f%% of its time (%s): %s", epoch, 100 * stats.stall,
-                              self.reader.describe(), self.reader.stall_advice(self.config.num_workers))
+                              self.reader.describe(), self.reader.stall_advice(self.config.data.num_workers))
         best = self.state.best
         return EpochResult(
             epoch=epoch, global_step=self.state.global_step, train=train, val=val, is_best=is_best,
@@ -195,12 +196,12 @@ class Trainer:
 
         stats = EpochStats(EpochMetrics(self.model_config.codebook_size))
         steps = len(self.train_loader)
-        log_every, every = max(1, steps // 10), self.config.checkpoint_every_steps
+        log_every, every = max(1, steps // 10), self.config.schedule.checkpoint_every_steps
         frame_log = _open_frame_log()
         stopped_by: str | None = None
         # One iterator, handed to tqdm: tqdm.auto's iterator would start the DataLoader's epoch twice (its asyncio
         # flavour calls iter() up front, then iterates the loader again), throwing away the workers' first batches.
-        progress = tqdm(iter(self.train_loader), total=steps, desc=f"epoch {epoch}/{self.config.num_epochs}",
+        progress = tqdm(iter(self.train_loader), total=steps, desc=f"epoch {epoch}/{self.config.schedule.num_epochs}",
                         unit="batch", disable=None)
         loop_started = step_started = waiting_since = time.perf_counter()
         for number, batch in enumerate(progress):
@@ -249,9 +250,9 @@ class Trainer:
 
     def _stop_reason(self) -> str | None:
         """Why training stops after this step, if it does: a budget spent, or a request from outside the loop."""
-        if self.config.max_steps and self.state.global_step >= self.config.max_steps:
+        if self.config.schedule.max_steps and self.state.global_step >= self.config.schedule.max_steps:
             return "max_steps"
-        budget = self.config.time_budget_seconds
+        budget = self.config.schedule.time_budget_seconds
         if budget is not None and time.monotonic() - self.started >= budget:
             return "time_budget"
         return self.stop.reason if self.stop is not None else None

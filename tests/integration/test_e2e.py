@@ -171,7 +171,7 @@ def test_quality_metrics_reach_tensorboard_report_and_artifacts(
     generate_dataset(frames, games=1, episodes=2, frames=45, seed=0)  # a dialog in every episode
     config = _config(tmp_path, bucket, moto_endpoint, experiment_name="quality", num_epochs=1, image_size="144x160",
                      hidden_channels=16, embedding_dim=8, codebook_size=64)
-    upload_directory(frames, config, threads=4)
+    upload_directory(frames, config.storage, threads=4)
     summary = train(config)
 
     val = summary["final"]["val"]

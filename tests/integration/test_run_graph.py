@@ -50,7 +50,7 @@ def _inputs(run) -> set[str]:
 def test_run_graph_shows_the_data_flow_and_keyed_artifacts(prefect_harness, tmp_path, moto_endpoint, bucket,
                                                            synth_frames):
     config = _config(tmp_path, bucket, moto_endpoint)
-    upload_directory(synth_frames, config, threads=4)
+    upload_directory(synth_frames, config.storage, threads=4)
     train(config)
     runs, artifacts = asyncio.run(_runs_and_artifacts(asyncio.run(_latest_flow_run_id())))
 
@@ -100,7 +100,7 @@ def test_block_keys_reach_the_run_but_never_the_process_environment(prefect_harn
     from prefect_aws import AwsCredentials, S3Bucket
     from prefect_aws.client_parameters import AwsClientParameters
 
-    upload_directory(synth_frames, _config(tmp_path, bucket, moto_endpoint), threads=4)
+    upload_directory(synth_frames, _config(tmp_path, bucket, moto_endpoint).storage, threads=4)
     credentials = AwsCredentials(aws_access_key_id="block-key-id", aws_secret_access_key="block-secret-value",
                                  region_name="us-east-1",
                                  aws_client_parameters=AwsClientParameters(endpoint_url=moto_endpoint))

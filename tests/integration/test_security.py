@@ -174,7 +174,7 @@ def test_wrong_expected_owner_is_refused_at_validation(tmp_path, moto_endpoint, 
     try:
         config = _config(tmp_path, frames_bucket, proxy.url, expected_bucket_owner="210987654321")
         with pytest.raises(AccessDeniedError) as failure:
-            validate_setup(config)
+            validate_setup(config.storage, config.run.experiment_name)
     finally:
         proxy.stop()
     message = str(failure.value)
@@ -232,7 +232,7 @@ def test_tokenize_options_carry_encryption_and_the_owner_to_its_storage():
     args = cli.build_parser().parse_args(["tokenize", "--checkpoint", "c.pt", "--use-s3", "--s3-bucket", "b",
                                           "--s3-sse", "aws:kms", "--s3-kms-key-id", "alias/k",
                                           "--expected-bucket-owner", OWNER])
-    config = TokenizeConfig.from_dict({k: v for k, v in vars(args).items() if k != "command"}).storage_config()
+    config = TokenizeConfig.from_dict({k: v for k, v in vars(args).items() if k != "command"}).storage
     assert (config.s3_sse, config.s3_kms_key_id, config.expected_bucket_owner) == ("aws:kms", "alias/k", OWNER)
     with pytest.raises(ConfigError, match=r"s3_kms_key_id \(--s3-kms-key-id\) is only used with --s3-sse aws:kms"):
         TokenizeConfig(checkpoint="c.pt", use_s3=True, s3_bucket="b", s3_kms_key_id="alias/k")
@@ -353,7 +353,7 @@ def test_wrong_keys_fail_validation_fast_without_showing_them(case, expected_cod
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
 
     with pytest.raises(InvalidCredentialsError) as failure:
-        validate_setup(_config(tmp_path, auth_s3.bucket, auth_s3.endpoint))
+        validate_setup(_config(tmp_path, auth_s3.bucket, auth_s3.endpoint).storage, "iam")
 
     message = str(failure.value)
     assert message.startswith(f"AWS credentials are invalid (access key …{key_id[-4:]})")

@@ -528,9 +528,9 @@ def test_budget_and_size_options_read_like_people_write_them():
     from pokevq.cli import build_parser
     from pokevq.config import TrainConfig
 
-    assert TrainConfig(time_budget="90m", experiment_name="x").time_budget_seconds == 5400
-    assert TrainConfig(time_budget="6h", experiment_name="x").time_budget_seconds == 21600
-    assert TrainConfig(time_budget="45", experiment_name="x").time_budget_seconds == 45
+    assert TrainConfig(time_budget="90m", experiment_name="x").schedule.time_budget_seconds == 5400
+    assert TrainConfig(time_budget="6h", experiment_name="x").schedule.time_budget_seconds == 21600
+    assert TrainConfig(time_budget="45", experiment_name="x").schedule.time_budget_seconds == 45
     with pytest.raises(ConfigError, match=r"time_budget \(--time-budget\) must be a duration like 90m"):
         TrainConfig(time_budget="soon", experiment_name="x")
     with pytest.raises(ConfigError, match=r"data_path \(--data-path\) must be one of auto, cached, streaming"):

@@ -40,7 +40,7 @@ def dead_endpoint() -> str:
 def test_success_gives_s3_plan_and_leaves_no_probes(tmp_path, bucket, moto_endpoint, s3_client, synth_frames):
     uploaded = upload_tree(s3_client, bucket, synth_frames, "pokemon_frames/")
     config = s3_config(tmp_path, bucket, moto_endpoint, local_cache_dir=str(tmp_path / "cache"))
-    plan = validate_setup(config)
+    plan = validate_setup(config.storage, config.run.experiment_name)
     assert plan.backend == "s3"
     assert plan.bucket == bucket
     assert plan.endpoint_url == moto_endpoint
@@ -65,12 +65,12 @@ def test_success_gives_s3_plan_and_leaves_no_probes(tmp_path, bucket, moto_endpo
 def test_missing_bucket_without_fallback(tmp_path, moto_endpoint, synth_frames):
     config = s3_config(tmp_path, "pokevq-no-such-bucket-abc", moto_endpoint, no_fallback=True)
     with pytest.raises(BucketNotFoundError, match="^S3 bucket pokevq-no-such-bucket-abc does not exist"):
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
 
 
 def test_missing_bucket_falls_back_when_allowed(tmp_path, moto_endpoint, synth_frames):
     config = s3_config(tmp_path, "pokevq-no-such-bucket-abc", moto_endpoint, frames_dir=str(synth_frames))
-    plan = validate_setup(config)
+    plan = validate_setup(config.storage, config.run.experiment_name)
     assert plan.backend == "local"
     assert "does not exist" in plan.fallback_reason
 
@@ -79,13 +79,13 @@ def test_endpoint_down_without_fallback_is_quick(tmp_path):
     endpoint = dead_endpoint()
     config = s3_config(tmp_path, "some-bucket", endpoint, no_fallback=True)
     with pytest.raises(ConnectError) as info:
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
     assert str(info.value).startswith(f"Unable to connect to S3 at {endpoint}")
 
 
 def test_endpoint_down_falls_back_to_local(tmp_path, synth_frames):
     config = s3_config(tmp_path, "some-bucket", dead_endpoint(), frames_dir=str(synth_frames))
-    plan = validate_setup(config)
+    plan = validate_setup(config.storage, config.run.experiment_name)
     assert plan.backend == "local"
     assert "Unable to connect" in plan.fallback_reason
     assert plan.output_root == str((tmp_path / "outputs").resolve())
@@ -101,7 +101,7 @@ def test_fallback_without_local_frames_names_both_problems(tmp_path):
     missing = tmp_path / "no-frames-here"
     config = s3_config(tmp_path, "some-bucket", dead_endpoint(), frames_dir=str(missing))
     with pytest.raises(NoFramesError) as info:
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
     message = str(info.value)
     assert "Unable to connect" in message
     assert str(missing.resolve()) in message
@@ -112,7 +112,7 @@ def test_empty_frames_prefix_without_fallback(tmp_path, bucket, moto_endpoint, s
     s3_client.put_object(Bucket=bucket, Key="other/game1/episode1/frame_001.png", Body=b"x")
     config = s3_config(tmp_path, bucket, moto_endpoint, no_fallback=True)
     with pytest.raises(NoFramesError, match=f"^No frames found under s3://{bucket}/pokemon_frames/"):
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
     keys = sorted(item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == ["other/game1/episode1/frame_001.png", "pokemon_frames/.DS_Store"]
 
@@ -122,7 +122,7 @@ def test_no_credentials_without_fallback(tmp_path, bucket, moto_endpoint, monkey
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     config = s3_config(tmp_path, bucket, moto_endpoint, no_fallback=True)
     with pytest.raises(CredentialsNotFoundError, match="^AWS credentials not found"):
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
 
 
 def test_cache_dir_under_a_file(tmp_path, synth_frames):
@@ -132,7 +132,7 @@ def test_cache_dir_under_a_file(tmp_path, synth_frames):
         frames_dir=str(synth_frames), output_dir=str(tmp_path / "outputs"), local_cache_dir=str(blocker / "cache")
     )
     with pytest.raises(CacheDirError, match="^Cannot create cache directory"):
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
     assert blocker.read_text() == "not a directory"
 
 
@@ -141,12 +141,12 @@ def test_cache_dir_error_is_not_hidden_by_fallback(tmp_path, synth_frames):
     blocker.write_text("x")
     config = s3_config(tmp_path, "b", dead_endpoint(), frames_dir=str(synth_frames), local_cache_dir=str(blocker / "c"))
     with pytest.raises(CacheDirError, match="Cannot create cache directory"):
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
 
 
 def test_local_mode(tmp_path, synth_frames):
     config = TrainConfig(frames_dir=str(synth_frames), output_dir=str(tmp_path / "outputs"))
-    plan = validate_setup(config)
+    plan = validate_setup(config.storage, config.run.experiment_name)
     assert plan.backend == "local"
     assert plan.fallback_reason is None
     assert plan.frames_root == str(synth_frames.resolve())
@@ -160,7 +160,7 @@ def test_local_mode_without_frames(tmp_path):
     (empty / "notes.txt").write_text("no images")
     config = TrainConfig(frames_dir=str(empty), output_dir=str(tmp_path / "outputs"))
     with pytest.raises(NoFramesError, match="No frames found under"):
-        validate_setup(config)
+        validate_setup(config.storage, config.run.experiment_name)
 
 
 # --- the --resume check runs before any heavy work, and answers fast -------------------------------

@@ -39,7 +39,7 @@ def test_guide_defaults(clean_env):
     assert config.num_epochs == 50
     assert config.learning_rate == pytest.approx(1e-4)
     assert config.image_size == "144x160"
-    assert config.image_hw == (144, 160)
+    assert config.model.image_hw == (144, 160)
     assert config.codebook_size == 65536  # pokevq's own default (16 bits per token); the guide names none
 
 
@@ -130,7 +130,7 @@ def test_valid_edge_values_are_accepted(clean_env):
     config = TrainConfig(num_epochs=0, val_fraction=0.0, image_size="72 x 80", downsample=8, batch_size=1)
     assert config.num_epochs == 0
     assert config.image_size == "72x80"
-    assert config.image_hw == (72, 80)
+    assert config.model.image_hw == (72, 80)
 
 
 def test_flag_for_uses_cli_names():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def test_every_config_field_is_a_train_flag_with_its_type():
     train = next(action for action in parser._subparsers._group_actions[0].choices.values() if action.prog.endswith(
         "train"))
     dests = {action.dest for action in train._actions if action.dest != "help"}
-    assert dests == {field.name for field in dataclasses.fields(TrainConfig)}
+    assert dests == {field.name for _, field in TrainConfig.option_fields()}
     args = parser.parse_args(["train", "--epochs", "3", "--max-cache-bytes", "20GB", "--learning-rate", "0.5",
                               "--cache-dir", "/tmp/c", "--cosine-codes"])
     assert (args.num_epochs, args.max_cache_bytes, args.learning_rate, args.local_cache_dir, args.cosine_codes) == (
@@ -67,7 +66,7 @@ def test_every_config_field_is_a_train_flag_with_its_type():
 
 def test_the_model_is_derived_from_every_model_option():
     base = TrainConfig(experiment_name="derive")
-    model_fields = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("group") == "model"]
+    model_fields = [f for section, f in TrainConfig.option_fields() if section == "model"]
     assert len(model_fields) >= 10
     changed = {"image_size": "64x80", "hidden_channels": 32, "codebook_size": 64, "embedding_dim": 16,
                "downsample": 16, "architecture": "conv", "quantizer": "vq", "codebook_init": "random",

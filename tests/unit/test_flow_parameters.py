@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 from flows import pokevq
@@ -11,7 +10,7 @@ from pokevq import TrainConfig
 
 def test_flow_parameters_mirror_train_config():
     signature = inspect.signature(pokevq.fn)
-    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name: f.default for _, f in TrainConfig.option_fields()}
     assert list(signature.parameters) == list(fields)
     for name, parameter in signature.parameters.items():
         assert parameter.default == fields[name], name

@@ -117,7 +117,7 @@ def test_evaluator_scores_the_model_and_fits_the_baselines_once():
         fitted.append(1)
         return fit_baselines([images], codebook_size=32, tile=8)
 
-    evaluator = Evaluator(model, loader, TrainStep(model, config, CPU).autocast, CPU, fit, rows, config.image_hw)
+    evaluator = Evaluator(model, loader, TrainStep(model, config, CPU).autocast, CPU, fit, rows, config.model.image_hw)
     state, counts = TrainState(), FrameCounts()
     val = evaluator(counts, state)
     assert 0 < val["psnr"] < 100 and val["loss"] > 0
