@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pokevq.data.expand import expand
+from pokevq.data.expand import expand, unpack
 
 
 @dataclass
@@ -24,18 +24,20 @@ class Batch:
     hits: int = 0
     misses: int = 0
     worker_batch: tuple[int, int] | None = None  # (DataLoader worker, its batch number), for resume
-    indices: torch.Tensor | None = None  # (B, h, w) uint8 palette indices of packed frames
+    indices: torch.Tensor | None = None  # (B, n) uint8: packed frames' palette indices, `bits` each
     palettes: torch.Tensor | None = None  # (B, K, 3) uint8: each frame's palette
     image_hw: tuple[int, int] | None = None  # the model's input size the indices are expanded to
+    frame_hw: tuple[int, int] | None = None  # the frames' own size (h, w)
+    bits: int = 8  # 2 or 4: every frame's indices are packed that many bits a pixel; 8: a byte each
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def pixels(self, device: torch.device | str) -> torch.Tensor | None:
         """(B, 3, H, W) float in [0, 1] on `device`; palette frames are expanded there. None: no good frame."""
-        if self.indices is not None and self.palettes is not None and self.image_hw is not None:
-            return expand(self.indices.to(device, non_blocking=True), self.palettes.to(device, non_blocking=True),
-                          self.image_hw)
+        if self.indices is not None and self.palettes is not None and self.image_hw and self.frame_hw:
+            indices = unpack(self.indices.to(device, non_blocking=True), self.bits, self.frame_hw)
+            return expand(indices, self.palettes.to(device, non_blocking=True), self.image_hw)
         return None if self.images is None else self.images.to(device, non_blocking=True)
 
     def pin_memory(self) -> Batch:

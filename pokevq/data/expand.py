@@ -1,8 +1,9 @@
-"""Palette frames to the model's input, on the model's device: one gather, then the resize training uses.
+"""Palette frames to the model's input, on the model's device: unpack, one gather, then the resize training uses.
 
-A batch of packed frames crosses from the data workers as 1 byte a pixel plus each frame's
-palette (`Batch.indices`, `Batch.palettes`); the float RGB the model consumes is 12 bytes a pixel
-and is made here, where it is cheap (a GPU's gather), not on the data path's cores.
+A batch of packed frames crosses from the data workers as their palette indices, still packed
+2 or 4 bits a pixel when the batch's frames share that width (else a byte each), plus each
+frame's palette (`Batch.indices`, `Batch.palettes`); the float RGB the model consumes is 12 bytes
+a pixel and is made here, where it is cheap (a GPU's shifts and gather), not on the data path's cores.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ def device_resizable(frame_hw: tuple[int, int], image_hw: tuple[int, int]) -> bo
     """
     (h, w), (th, tw) = frame_hw, image_hw
     return (h % th == 0 and w % tw == 0) or (th % h == 0 and tw % w == 0)
+
+
+def unpack(packed: torch.Tensor, bits: int, frame_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, n) bytes of palette indices, `bits` each (2, 4 or 8), least significant first -> (B, h, w) uint8."""
+    h, w = frame_hw
+    b = packed.shape[0]
+    if bits == 8:
+        return packed.reshape(b, h, w)
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
+    flat = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)  # (B, n, 8 // bits): each byte's pixels in order
+    return flat.reshape(b, -1)[:, : h * w].reshape(b, h, w)
 
 
 def expand(indices: torch.Tensor, palettes: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:

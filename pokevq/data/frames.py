@@ -209,9 +209,10 @@ def resize_rgb(arr: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
 def packed_rgb(frame: record.DecodedFrame, image_size: tuple[int, int]) -> np.ndarray:
     """A packed frame as (H, W, 3) uint8 at `image_size`, through Pillow's palette image (a few times faster on a
     CPU than expanding then resizing an array); the same pixels as `decode_frame_uint8` of its file."""
-    if frame.indices is None or frame.palette is None:
+    indices = frame.indices
+    if indices is None or frame.palette is None:
         return resize_rgb(frame.to_rgb(), image_size)
-    image = Image.frombuffer("P", (frame.width, frame.height), np.ascontiguousarray(frame.indices), "raw", "P", 0, 1)
+    image = Image.frombuffer("P", (frame.width, frame.height), np.ascontiguousarray(indices), "raw", "P", 0, 1)
     image.putpalette(frame.palette.tobytes())
     image = image.convert("RGB")
     th, tw = image_size

@@ -20,8 +20,9 @@ what the model needs in a form that costs a few µs to read:
                   (pixel j of a byte at bits*j), or RGB bytes
 
 Why: a Game Boy frame has 4 shades and a Game Boy Color screen at most 56 colours, so 2 or 4 bits
-a pixel hold it before compression and the palette is a few bytes; the model's device expands
-indices to RGB in one gather (`Batch.pixels`), so the CPU never touches 3 bytes a pixel. zstd
+a pixel hold it before compression and the palette is a few bytes; the model's device unpacks the
+indices and expands them to RGB in one gather (`Batch.pixels`), so the CPU never touches more than
+the packed bits. zstd
 decompresses at GB/s and compresses these frames below their PNG size. The checksum makes a
 flipped bit a counted, skipped frame instead of a silently wrong one.
 """
@@ -57,21 +58,36 @@ _UNPACK = {
 
 @dataclass
 class DecodedFrame:
-    """A frame read from its record: `indices` (H, W) with `palette` (colours, 3), or `rgb` (H, W, 3)."""
+    """A frame read from its record: palette indices (`packed` at `bits` a pixel) with `palette`, or `rgb`.
+
+    The indices stay packed until something asks for them (`indices`): a GPU host's batch carries
+    them packed and its device unpacks them (`expand.unpack`), so the data path's cores never do.
+    """
 
     height: int
     width: int
-    indices: np.ndarray | None = None
+    packed: np.ndarray | None = None  # the pixels' palette indices, `bits` each, least significant first
+    bits: int = 8
     palette: np.ndarray | None = None  # (2 ** bits, 3): the frame's colours, then black
     rgb: np.ndarray | None = None
     colours: int = 0  # the frame's own colours, first in `palette`
+
+    @property
+    def indices(self) -> np.ndarray | None:
+        """(H, W) uint8 palette indices, unpacked here (None for an RGB frame)."""
+        if self.packed is None:
+            return None
+        pixels = self.height * self.width
+        flat = self.packed if self.bits == 8 else _UNPACK[self.bits].take(self.packed).view(np.uint8)[:pixels]
+        return flat.reshape(self.height, self.width)
 
     def to_rgb(self) -> np.ndarray:
         """(H, W, 3) uint8: the frame as training decodes its PNG."""
         if self.rgb is not None:
             return self.rgb
-        assert self.indices is not None and self.palette is not None
-        return self.palette[self.indices]
+        indices = self.indices
+        assert indices is not None and self.palette is not None
+        return self.palette[indices]
 
 
 def is_record(data: bytes) -> bool:
@@ -154,5 +170,4 @@ def decode(data: bytes | memoryview) -> DecodedFrame:
     # outside it: on the CPU or in the device's gather. Cheaper than checking every pixel.
     palette = np.zeros((1 << bits, 3), dtype=np.uint8)
     palette[:count] = np.frombuffer(body[:palette_bytes], dtype=np.uint8).reshape(count, 3)
-    indices = packed if bits == 8 else _UNPACK[bits].take(packed).view(np.uint8)[:pixels]
-    return DecodedFrame(height, width, indices=indices.reshape(height, width), palette=palette, colours=count)
+    return DecodedFrame(height, width, packed=packed, bits=bits, palette=palette, colours=count)

@@ -356,20 +356,23 @@ class _WorkerReader:
         """Packed palette frames of one size cross as indices and palettes (1 byte a pixel); False: not this batch."""
         first = frames[0]
         # Without an accelerator the model runs on these cores: the workers make its float RGB (`_rgb_batch`).
-        if not self.d.options.expand_on_device or not isinstance(first, record.DecodedFrame) or first.indices is None:
+        if not self.d.options.expand_on_device or not isinstance(first, record.DecodedFrame) or first.packed is None:
             return False
         size = (first.height, first.width)
         if not device_resizable(size, self.d.image_size) or not all(
-                isinstance(f, record.DecodedFrame) and f.indices is not None and (f.height, f.width) == size
+                isinstance(f, record.DecodedFrame) and f.packed is not None and (f.height, f.width) == size
                 for f in frames):
             return False
-        indices = np.empty((len(frames), *size), dtype=np.uint8)
+        # Frames of one width of index cross packed (the device unpacks them); a mixed batch, a byte an index.
+        bits = first.bits if all(f.bits == first.bits for f in frames) else 8
+        rows = [f.packed if f.bits == bits else f.indices.ravel() for f in frames]
+        indices = np.empty((len(frames), len(rows[0])), dtype=np.uint8)
         palettes = np.zeros((len(frames), max(len(f.palette) for f in frames), 3), dtype=np.uint8)
-        for n, frame in enumerate(frames):
-            indices[n] = frame.indices
+        for n, (row, frame) in enumerate(zip(rows, frames)):
+            indices[n] = row
             palettes[n, : len(frame.palette)] = frame.palette
         batch.indices, batch.palettes = torch.from_numpy(indices), torch.from_numpy(palettes)
-        batch.image_hw = self.d.image_size
+        batch.image_hw, batch.frame_hw, batch.bits = self.d.image_size, size, bits
         return True
 
     def _rgb_batch(self, batch: Batch, frames: list[Any], hit: list[bool]) -> list[bool]:

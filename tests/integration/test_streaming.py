@@ -163,7 +163,8 @@ def test_packed_epoch_reads_whole_shards_each_once_and_delivers_every_frame_once
 
 def test_packed_frames_cross_as_palette_indices_and_expand_to_the_decoded_frames(bucket, packed, moto_endpoint,
                                                                                  tmp_path):
-    """With an accelerator the workers hand over 1 byte a pixel; the model's device expands it to the same images."""
+    """With an accelerator the workers hand over the indices still packed (Game Boy frames: 2 bits a pixel, a
+    quarter of a byte); the model's device unpacks and expands them to the same images."""
     storage = S3Storage(bucket, "us-east-1", endpoint_url=moto_endpoint)
     manifest = _manifest(storage)
     _, loader = _loader(manifest, storage, tmp_path)
@@ -171,13 +172,39 @@ def test_packed_frames_cross_as_palette_indices_and_expand_to_the_decoded_frames
     loader.set_epoch(1)
     frames = 0
     for batch in loader:
-        assert batch.images is None and batch.indices.dtype == torch.uint8
-        assert tuple(batch.indices.shape[1:]) == (144, 160) and batch.palettes.shape[1] <= 4  # Game Boy shades
+        assert batch.images is None and batch.indices.dtype == torch.uint8 and batch.frame_hw == (144, 160)
+        assert batch.bits == 2 and batch.indices.shape[1] == 144 * 160 // 4 and batch.palettes.shape[1] <= 4
         for key, image in zip(batch.keys, batch.pixels("cpu")):
             assert torch.equal(image, decode_frame(storage.get_bytes(key), IMAGE))
         frames += len(batch.keys)
     assert frames == len(manifest)
 
+
+
+def test_game_boy_and_color_frames_in_one_batch_cross_a_byte_an_index_and_expand_to_their_decoded_frames(tmp_path):
+    """2-bit and 8-bit frames cannot share one packing: that batch crosses unpacked, and still expands exactly."""
+    from PIL import Image
+
+    from pokevq.storage import LocalStorage
+
+    rng = np.random.default_rng(0)
+    shades = np.array([[15, 56, 15], [48, 98, 48], [139, 172, 15], [155, 188, 15]], dtype=np.uint8)
+    colours = rng.integers(0, 256, size=(40, 3)).astype(np.uint8)  # a Game Boy Color screen's palettes
+    for n in range(8):
+        table = shades if n % 2 else colours
+        path = tmp_path / "bucket" / "frames" / "game1" / "episode1" / f"frame_{n:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(table[rng.integers(0, len(table), size=(144, 160))], "RGB").save(path)
+    storage = LocalStorage(tmp_path / "bucket")
+    pack(storage, "frames", shard_bytes=1 << 20)
+    manifest = index_frames(storage, "frames", val_fraction=0.0)
+    _, loader = _loader(manifest, storage, tmp_path, batch=8)
+    loader.dataset.options.expand_on_device = True
+    loader.set_epoch(1)
+    (batch,) = list(loader)
+    assert batch.bits == 8 and tuple(batch.indices.shape) == (8, 144 * 160) and not batch.skipped
+    for key, image in zip(batch.keys, batch.pixels("cpu")):
+        assert torch.equal(image, decode_frame(storage.get_bytes(key), IMAGE))
 
 def test_a_corrupt_packed_frame_is_skipped_and_counted_with_its_reason(bucket, packed, moto_endpoint, s3_client,
                                                                        tmp_path):

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pokevq.data import record
-from pokevq.data.expand import device_resizable, expand
+from pokevq.data.expand import device_resizable, expand, unpack
 from pokevq.data.frames import decode_frame, decode_frame_uint8, decode_native, packed_rgb
 from pokevq.data.pack import _packed
 from pokevq.errors import FrameDecodeError
@@ -127,3 +127,14 @@ def test_a_packed_frame_made_rgb_on_the_cpu_is_its_file_decoded(name):
     frame = record.decode(_packed(data)[0])
     for size in ((144, 160), (72, 80), (36, 40), (288, 320), (100, 90), (120, 100)):
         assert np.array_equal(packed_rgb(frame, size), decode_frame_uint8(data, size)), size
+
+
+@pytest.mark.parametrize("name", ["gb_rgb", "gbc_rgb", "grey"])
+def test_indices_unpacked_on_the_device_equal_the_frames_own(name):
+    """A batch carries a frame's indices packed (2 or 4 bits); `unpack` on the device gives the CPU's indices."""
+    frame = record.decode(_packed(_frames()[name])[0])
+    assert frame.packed is not None and len(frame.packed) == -(-144 * 160 * frame.bits // 8)
+    unpacked = unpack(torch.from_numpy(np.stack([frame.packed] * 3)), frame.bits, (144, 160))
+    own = torch.from_numpy(frame.indices.copy())
+    assert unpacked.shape == (3, 144, 160) and all(torch.equal(u, own) for u in unpacked)
+
