@@ -9,6 +9,7 @@ parameters are generated from `option_fields()`, so a new option is one field.
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ class Sectioned:
     @classmethod
     def owners(cls) -> dict[str, str]:
         """Every offered option name -> the attribute of its section."""
-        return {f.name: attr for attr, f in cls.option_fields()}
+        return _owners(cls)
 
     @classmethod
     def option_fields(cls) -> Iterator[tuple[str, Field]]:
@@ -156,6 +157,11 @@ class Sectioned:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+
+@functools.cache
+def _owners(cls: type[Sectioned]) -> dict[str, str]:
+    return {f.name: attr for attr, f in cls.option_fields()}
 
 
 def settle(obj: Any, name: str, value: Any) -> None:

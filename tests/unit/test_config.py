@@ -263,7 +263,8 @@ def test_model_options_reach_the_model(clean_env):
 
 
 def test_a_model_option_declared_once_reaches_the_flag_the_flow_and_the_model(clean_env):
-    """`num_res_blocks` is declared in config.py alone: the CLI, the flow's parameters and the model follow."""
+    """`num_res_blocks` is declared in its section alone (pokevq/config/model.py): the CLI, the flow's parameters and
+    the model follow."""
     import inspect
 
     from flows import pokevq
