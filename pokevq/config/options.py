@@ -79,14 +79,10 @@ class Sectioned:
             names = {f.name for f in fields(cls)}
             given = {k: v for k, v in {**self.FIXED, **options}.items() if k in names}
             object.__setattr__(self, attr, cls(**given))
-        self.check()
 
-    # ---- what a subclass adds: options filled from others before the sections, checks across them
     def prepare(self, options: dict[str, Any]) -> dict[str, Any]:
+        """What a configuration fills in from other options before its sections are made (`TrainConfig`: resume)."""
         return options
-
-    def check(self) -> None:
-        pass
 
     # ---- the flat face
     @classmethod
