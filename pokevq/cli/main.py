@@ -18,7 +18,7 @@ from typing import Any
 from pokevq.cli.console import prepare_prefect_logging
 from pokevq.cli.demo import DEMO_EPOCHS
 from pokevq.cli.flags import add_options
-from pokevq.config import BucketConfig, BucketReadConfig, TrainConfig
+from pokevq.config import BucketConfig, BucketReadConfig, Sectioned, TrainConfig
 from pokevq.data.sizes import parse_size
 from pokevq.errors import PokevqError
 from pokevq.tokenizer.options import TokenizeConfig
@@ -159,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------- commands
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = {k: v for k, v in vars(args).items() if k != "command"}
-    return TrainConfig.from_dict(values)
+def config_from_args(args: argparse.Namespace, config: type[Sectioned] = TrainConfig) -> Any:
+    """A command's configuration from its parsed flags (the ones `config` offers), checked once."""
+    names = config.owners()
+    return config(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def run_train(config: TrainConfig) -> dict[str, Any]:
@@ -224,17 +225,11 @@ def run_synth(args: argparse.Namespace) -> None:
     print(f"Wrote {len(frames)} frames to {os.path.abspath(args.out)}")
 
 
-def _bucket_config(args: argparse.Namespace, config: type[BucketConfig] | type[BucketReadConfig] = BucketConfig) -> Any:
-    """A bucket command's storage options, from its flags, checked as `train`'s are."""
-    names = config.owners()
-    return config(**{k: v for k, v in vars(args).items() if k in names})
-
-
 def run_upload(args: argparse.Namespace) -> None:
     from pokevq.data.upload_frames import upload_directory
 
     _at_least_one(args, "threads")
-    config = _bucket_config(args)
+    config = config_from_args(args, BucketConfig)
     count = upload_directory(args.directory, config.storage, threads=args.threads)
     print(f"Uploaded {count} frames to s3://{config.storage.s3_bucket}/{config.storage.frames_dir.strip('/')}/")
 
@@ -245,7 +240,7 @@ def run_pack(args: argparse.Namespace) -> None:
 
     _at_least_one(args, "threads")
     shard_bytes = parse_size(args.shard_size, "--shard-size")
-    config = _bucket_config(args)
+    config = config_from_args(args, BucketConfig)
     storage = bucket_storage(config.storage)
     result = pack(storage, config.storage.frames_dir, shard_bytes=shard_bytes, threads=args.threads,
                   keep_old=args.keep_old, progress=True, full=args.full)
@@ -258,8 +253,7 @@ def run_pack(args: argparse.Namespace) -> None:
 
 
 def run_tokenize(args: argparse.Namespace) -> None:
-    values = {k: v for k, v in vars(args).items() if k != "command"}
-    config = TokenizeConfig.from_dict(values)
+    config = config_from_args(args, TokenizeConfig)
     prepare_prefect_logging(config.tokenize.debug)
     from flows.tokenize_flow import tokenize
 
@@ -273,7 +267,7 @@ def run_tokenize(args: argparse.Namespace) -> None:
 
 def _region_and_endpoint(args: argparse.Namespace) -> dict[str, Any]:
     """Where `decode` and `export` read: the flags, else the environment; the bucket owner checked when given."""
-    storage = _bucket_config(args, BucketReadConfig).storage
+    storage = config_from_args(args, BucketReadConfig).storage
     return {"region": storage.s3_region, "endpoint_url": storage.s3_endpoint_url,
             "expected_bucket_owner": storage.expected_bucket_owner}
 

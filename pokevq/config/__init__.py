@@ -34,11 +34,6 @@ __all__ = [
     "BUCKET_READ_OPTIONS", "BUCKET_WRITE_OPTIONS", "DATA_PATHS", "DEFAULT_IMAGE_SIZE", "DEVICES", "LR_SCHEDULES",
     "PRECISIONS", "S3_SSE_MODES", "BucketConfig", "BucketReadConfig", "DataOptions", "DistributedOptions",
     "ModelOptions", "OptimOptions", "RunOptions", "ScheduleOptions", "Sectioned", "StorageOptions",
-    "TrainConfig", "default_experiment_name", "field_help", "flag_for", "nightly_experiment_name", "option",
+    "TrainConfig", "default_experiment_name", "flag_for", "nightly_experiment_name", "option",
     "parse_duration", "parse_image_size",
 ]
-
-
-def field_help() -> dict[str, str]:
-    """Help text of each training option, shared by the CLI and the flow's parameter docs."""
-    return TrainConfig.field_help()

@@ -47,7 +47,7 @@ class DistributedOptions:
         self._check_rendezvous()
 
     def _check_rendezvous(self) -> None:
-        endpoint = str(self.rdzv_endpoint).strip() or None if self.rdzv_endpoint is not None else None
+        endpoint = None if self.rdzv_endpoint is None else str(self.rdzv_endpoint).strip() or None
         settle(self, "rdzv_endpoint", endpoint)
         if endpoint is not None and not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", endpoint):
             fail("rdzv_endpoint", f"must be host:port, e.g. 10.0.0.1:29500; got {endpoint!r}")

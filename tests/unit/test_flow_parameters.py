@@ -27,10 +27,8 @@ def test_flow_parameter_schema_is_typed_for_the_run_form():
 
 
 def test_every_parameter_is_described_as_in_the_cli_help():
-    from pokevq.config import field_help
-
     properties = pokevq.parameters.model_dump()["properties"]
-    for name, text in field_help().items():
+    for name, text in TrainConfig.field_help().items():
         assert " ".join(properties[name].get("description", "").split()) == text, name
 
 
