@@ -22,8 +22,7 @@ what the model needs in a form that costs a few µs to read:
 Why: a Game Boy frame has 4 shades and a Game Boy Color screen at most 56 colours, so 2 or 4 bits
 a pixel hold it before compression and the palette is a few bytes; the model's device unpacks the
 indices and expands them to RGB in one gather (`Batch.pixels`), so the CPU never touches more than
-the packed bits. zstd
-decompresses at GB/s and compresses these frames below their PNG size. The checksum makes a
+the packed bits. zstd decompresses at GB/s and compresses these frames below their PNG size. The checksum makes a
 flipped bit a counted, skipped frame instead of a silently wrong one.
 """
 

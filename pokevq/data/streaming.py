@@ -353,7 +353,8 @@ class _WorkerReader:
         return batch
 
     def _palette_batch(self, batch: Batch, frames: list[Any]) -> bool:
-        """Packed palette frames of one size cross as indices and palettes (1 byte a pixel); False: not this batch."""
+        """Packed palette frames of one size cross as their indices (still packed when they share a width) and
+        palettes; False: not this batch."""
         first = frames[0]
         # Without an accelerator the model runs on these cores: the workers make its float RGB (`_rgb_batch`).
         if not self.d.options.expand_on_device or not isinstance(first, record.DecodedFrame) or first.packed is None:
